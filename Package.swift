@@ -1,0 +1,113 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// The module graph is the architecture (docs/ARCHITECTURE.md):
+//
+//   CairnCore     pure domain: digests, refs, errors, filters, labels, the store protocol and
+//                 the Write-session state machine. No NIO, no gRPC.
+//   CairnDisk     the durable single-node store (containerd's content/local layout).
+//   CairnCluster  (next) ring, membership and replication state machines, fed by an injected
+//                 transport, clock and RNG; depends on CairnCore only.
+//   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
+//   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore.
+//   CairnClient   a client for both APIs (used by the CLI, the bench and the tests).
+//   cairn         the CLI: serve, client commands, bench.
+//   CairnTestKit  in-memory store and the store conformance suite every store must pass.
+let package = Package(
+  name: "Cairn",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "cairn", targets: ["cairn"]),
+    .library(name: "CairnCore", targets: ["CairnCore"]),
+    .library(name: "CairnDisk", targets: ["CairnDisk"]),
+    .library(name: "CairnServer", targets: ["CairnServer"]),
+    .library(name: "CairnClient", targets: ["CairnClient"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+  ],
+  targets: [
+    .target(
+      name: "CairnCore",
+      dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+    ),
+    .target(name: "CCairnSys"),
+    .target(
+      name: "CairnDisk",
+      dependencies: [
+        "CairnCore",
+        "CCairnSys",
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+    .target(
+      name: "CairnProto",
+      dependencies: [
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      ],
+      exclude: []
+    ),
+    .target(
+      name: "CairnServer",
+      dependencies: [
+        "CairnCore",
+        "CairnProto",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+    .target(
+      name: "CairnClient",
+      dependencies: [
+        "CairnCore",
+        "CairnProto",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      ]
+    ),
+    .executableTarget(
+      name: "cairn",
+      dependencies: [
+        "CairnCore",
+        "CairnDisk",
+        "CairnServer",
+        "CairnClient",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ]
+    ),
+    .target(
+      name: "CairnTestKit",
+      dependencies: ["CairnCore"]
+    ),
+    .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"]),
+    .testTarget(name: "CairnDiskTests", dependencies: ["CairnCore", "CairnDisk", "CairnTestKit"]),
+    .testTarget(
+      name: "CairnServerTests",
+      dependencies: ["CairnCore", "CairnDisk", "CairnServer", "CairnClient", "CairnTestKit", "CairnProto",
+                     .product(name: "GRPCCore", package: "grpc-swift-2"),
+                     .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")]
+    ),
+    .testTarget(
+      name: "CairnProcessTests",
+      dependencies: ["CairnCore", "CairnClient", "CairnTestKit"]
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,33 @@
+/// Every limit Cairn enforces, by name. Exceeding one is an error that names it.
+public struct Limits: Sendable, Hashable {
+  /// Largest gRPC message a node accepts or sends (containerd's clients use 16 MiB).
+  public var maxMessageBytes: Int = 16 << 20 + 64 << 10
+  /// Bytes of blob data per Read response message.
+  public var readChunkBytes: Int = 1 << 20
+  /// Longest ref accepted by Write/Status/Abort.
+  public var maxRefBytes: Int = 4096
+  /// containerd's rule: a label's key plus value may not exceed 4096 bytes.
+  public var maxLabelBytes: Int = 4096
+  /// Labels per blob.
+  public var maxLabelsPerBlob: Int = 256
+  /// Filters per List/ListStatuses request, and bytes per filter string.
+  public var maxFilters: Int = 64
+  public var maxFilterBytes: Int = 4096
+  /// Ingests that may be open for writing at once on one node.
+  public var maxActiveIngests: Int = 4096
+  /// Refs one seed Status watch may follow.
+  public var maxWatchedRefs: Int = 4096
+  /// Largest blob a Write may build (default 1 TiB).
+  public var maxBlobBytes: Int64 = 1 << 40
+  /// How long a second writer waits for a ref's lock to be released before it gets
+  /// UNAVAILABLE. containerd's client closes a stream and immediately reopens the ref, and
+  /// the server sees the close a moment later; containerd's own store retries for the
+  /// same reason.
+  public var lockWaitSeconds: Double = 0.5
+  /// Concurrent HTTP/2 streams per client connection.
+  public var maxConcurrentStreams: Int = 1024
+
+  public init() {}
+
+  public static let `default` = Limits()
+}

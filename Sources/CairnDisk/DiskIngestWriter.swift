@@ -1,0 +1,158 @@
+import CCairnSys
+import CairnCore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The holder of one ref's lock and its open ingest file. One Write stream drives it
+/// (calls are sequential); other RPCs only read its snapshot.
+actor DiskIngestWriter: IngestWriter {
+  nonisolated let ref: String
+  private let store: DiskStore
+  private let files: IngestFiles
+  private var fd: Int32
+  private var digester: Digester
+  private var offset: Int64
+  private var total: Int64
+  private var expected: Digest?
+  private let startedAt: Timestamp
+  private var updatedAt: Timestamp
+  /// Bytes already handed to the kernel's writeback, so the fsync at commit is short.
+  private var writebackMark: Int64
+  private var ended = false
+  private var aborted = false
+
+  /// How much new data triggers an early writeback.
+  static let writebackWindow: Int64 = 8 << 20
+
+  init(store: DiskStore, opened: OpenedIngest) {
+    self.store = store
+    ref = opened.status.ref
+    files = opened.files
+    fd = opened.fd
+    digester = opened.digester
+    offset = opened.status.offset
+    total = opened.status.total
+    expected = opened.status.expected
+    startedAt = opened.status.startedAt
+    updatedAt = opened.status.updatedAt
+    writebackMark = opened.status.offset
+  }
+
+  func snapshot() -> IngestStatus {
+    IngestStatus(
+      ref: ref, offset: offset, total: total, expected: expected, startedAt: startedAt,
+      updatedAt: updatedAt)
+  }
+
+  func state() throws -> WriterState {
+    try checkUsable()
+    return WriterState(status: snapshot(), digest: digester.digest())
+  }
+
+  private func checkUsable() throws(ContentError) {
+    if aborted { throw ContentError.notFound("ingest ref \(quoted(ref)) was aborted") }
+    if ended { throw ContentError.failedPrecondition("writer for ref \(quoted(ref)) is closed") }
+  }
+
+  func setExpectations(total: Int64?, expected: Digest?) throws {
+    try checkUsable()
+    if let total { self.total = total }
+    if let expected { self.expected = expected }
+  }
+
+  func append(_ data: Data) async throws -> WriterState {
+    try checkUsable()
+    let (fd, at, digester, mark, path) = (self.fd, offset, self.digester, writebackMark, files.data)
+    let (updated, newMark) = try await store.io.run {
+      try POSIX.pwriteAll(fd, data, at: at, path: path)
+      var d = digester
+      d.update(data)
+      let end = at + Int64(data.count)
+      if end - mark >= DiskIngestWriter.writebackWindow {
+        _ = cairn_start_writeback(fd, mark, end - mark)
+        return (d, end)
+      }
+      return (d, mark)
+    }
+    self.digester = updated
+    writebackMark = newMark
+    offset = at + Int64(data.count)
+    updatedAt = store.clock()
+    store.events.publish(.progress(snapshot()))
+    return WriterState(status: snapshot(), digest: updated.digest())
+  }
+
+  func truncate() async throws -> WriterState {
+    try checkUsable()
+    let (fd, path) = (self.fd, files.data)
+    try await store.io.run { try POSIX.truncate(fd, to: 0, path: path) }
+    digester = Digester(digester.algorithm)
+    offset = 0
+    writebackMark = 0
+    updatedAt = store.clock()
+    store.events.publish(.progress(snapshot()))
+    return WriterState(status: snapshot(), digest: digester.digest())
+  }
+
+  func markAborted() {
+    aborted = true
+  }
+
+  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+    try checkUsable()
+    let outcome: DiskStore.CommitOutcome
+    do {
+      outcome = try await store.commitIngest(
+        fd: fd, files: files, size: size, written: offset, digester: digester, expected: expected,
+        labels: labels)
+    } catch {
+      await end(keepIngest: !aborted)
+      throw error
+    }
+    switch outcome {
+    case .exists(let d):
+      await end(keepIngest: false)
+      throw ContentError.alreadyExists("content \(d): already exists")
+    case .committed(let d, let at):
+      updatedAt = at
+      await end(keepIngest: false)
+      store.events.publish(.committed(ref: ref, digest: d, size: offset))
+      return WriterState(status: snapshot(), digest: d)
+    }
+  }
+
+  func close() async {
+    await end(keepIngest: !aborted)
+  }
+
+  /// Ends the writer once: closes the file, persists the timestamps of a kept ingest (or
+  /// removes the ingest), and releases the ref's lock.
+  private func end(keepIngest: Bool) async {
+    guard !ended else { return }
+    ended = true
+    let (fd, files, status) = (self.fd, self.files, snapshot())
+    _ = try? await store.io.run {
+      POSIX.close(fd)
+      if keepIngest {
+        try? POSIX.writeFile(files.updatedAt, Data(status.updatedAt.rfc3339.utf8))
+        if status.total > 0 { try? POSIX.writeFile(files.total, Data(String(status.total).utf8)) }
+        if let e = status.expected { try? POSIX.writeFile(files.expected, Data(e.description.utf8)) }
+      } else {
+        try? POSIX.removeTree(files.dir)
+      }
+    }
+    self.fd = -1
+    store.released(self)
+  }
+}
+
+/// What opening an ingest on disk produced, handed to the writer.
+struct OpenedIngest: Sendable {
+  var files: IngestFiles
+  var fd: Int32
+  var digester: Digester
+  var status: IngestStatus
+}

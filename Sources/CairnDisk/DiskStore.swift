@@ -1,0 +1,283 @@
+import CCairnSys
+import CairnCore
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The durable single-node content store: containerd's content/local layout, crash-safe
+/// commits (fsync data, verify, link into blobs/, group-fsync the directory), resumable
+/// ingests that survive restarts, and one writer per ref.
+public final class DiskStore: ContentStore {
+  public let limits: Limits
+  let layout: DiskLayout
+  let io: BlockingIO
+  let clock: WallClock
+  let events = EventHub<IngestEvent>()
+  let groupSync: GroupSync
+  private let refLocks = LockTable()
+  private let metaLocks = LockTable()
+  private let active = Mutex<[String: DiskIngestWriter]>([:])
+
+  public var root: String { layout.root }
+
+  /// Opens (creating if needed) the store at `root`, and cleans up what a crash left:
+  /// half-created ingest directories and temporary metadata files.
+  public static func open(
+    root: String, limits: Limits = .default, ioThreads: Int = 8,
+    clock: @escaping WallClock = { Timestamp.now() }
+  ) async throws -> DiskStore {
+    let io = BlockingIO(threads: ioThreads)
+    let layout = DiskLayout(root: root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root)
+    try await io.run {
+      try layout.create()
+      try DiskStore.recover(layout)
+    }
+    return DiskStore(layout: layout, io: io, limits: limits, clock: clock)
+  }
+
+  private init(layout: DiskLayout, io: BlockingIO, limits: Limits, clock: @escaping WallClock) {
+    self.layout = layout
+    self.io = io
+    self.limits = limits
+    self.clock = clock
+    groupSync = GroupSync(io: io)
+  }
+
+  public func shutdown() async {
+    await io.shutdown()
+  }
+
+  private static func recover(_ layout: DiskLayout) throws(ContentError) {
+    for name in try POSIX.listDirectory(layout.ingestRoot) {
+      let files = IngestFiles(dir: layout.ingestRoot + "/" + name)
+      if !POSIX.exists(files.ref) || !POSIX.exists(files.data) { try POSIX.removeTree(files.dir) }
+    }
+    for alg in DigestAlgorithm.allCases {
+      for name in try POSIX.listDirectory(layout.metaDir(alg)) where name.hasSuffix(".tmp") {
+        try POSIX.unlink(layout.metaDir(alg) + "/" + name)
+      }
+    }
+  }
+
+  // MARK: Committed blobs
+
+  public func info(_ digest: Digest) async throws -> BlobInfo {
+    let layout = self.layout
+    return try await io.run {
+      let st: POSIX.FileStat
+      do throws(ContentError) {
+        st = try POSIX.stat(layout.blobPath(digest))
+      } catch {
+        if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
+        throw error
+      }
+      return BlobMeta.info(digest, blob: st, meta: try BlobMeta.read(layout.metaPath(digest)))
+    }
+  }
+
+  public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
+    try LabelRules.validate(labels, limits: limits)
+    let key = digest.description
+    guard await metaLocks.acquire(key, timeout: 30) else {
+      throw ContentError.unavailable("metadata of \(digest) is busy")
+    }
+    defer { metaLocks.release(key) }
+    let (layout, now, limits) = (self.layout, clock(), self.limits)
+    let info = try await io.run {
+      let st: POSIX.FileStat
+      do throws(ContentError) {
+        st = try POSIX.stat(layout.blobPath(digest))
+      } catch {
+        if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
+        throw error
+      }
+      let current = try BlobMeta.read(layout.metaPath(digest))
+      let merged = try LabelRules.applyUpdate(
+        current: current?.labels ?? [:], requested: labels, fieldPaths: fieldPaths)
+      try LabelRules.validate(merged, limits: limits)
+      let meta = BlobMeta(labels: merged, updatedAt: now.rfc3339)
+      try POSIX.writeFile(layout.metaPath(digest), meta.encoded(), durable: true)
+      return BlobMeta.info(digest, blob: st, meta: meta)
+    }
+    try await groupSync.sync([layout.metaDir(digest.algorithm)])
+    return info
+  }
+
+  public func list(_ filter: Filter) async throws -> [BlobInfo] {
+    let layout = self.layout
+    return try await io.run {
+      var out: [BlobInfo] = []
+      for alg in DigestAlgorithm.allCases {
+        for name in try POSIX.listDirectory(layout.blobDir(alg)) {
+          guard let digest = try? Digest(parsing: alg.rawValue + ":" + name) else { continue }
+          guard let st = try? POSIX.stat(layout.blobPath(digest)) else { continue }  // deleted meanwhile
+          let info = BlobMeta.info(digest, blob: st, meta: try? BlobMeta.read(layout.metaPath(digest)))
+          if filter.matches(info) { out.append(info) }
+        }
+      }
+      return out.sorted { $0.digest < $1.digest }
+    }
+  }
+
+  public func delete(_ digest: Digest) async throws {
+    let layout = self.layout
+    let existed = try await io.run {
+      let removed = try POSIX.unlink(layout.blobPath(digest))
+      try POSIX.unlink(layout.metaPath(digest))
+      return removed
+    }
+    if !existed { throw ContentError.notFound("content \(digest): not found") }
+    try await groupSync.sync([layout.blobDir(digest.algorithm)])
+  }
+
+  public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
+    let path = layout.blobPath(digest)
+    let (fd, blobSize) = try await io.run {
+      let fd: Int32
+      do throws(ContentError) {
+        fd = try POSIX.open(path, O_RDONLY)
+      } catch {
+        if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
+        throw error
+      }
+      do throws(ContentError) {
+        let st = try POSIX.fstat(fd, path: path)
+        _ = cairn_advise_sequential(fd)
+        return (fd, st.size)
+      } catch {
+        POSIX.close(fd)
+        throw error
+      }
+    }
+    let cursor = ReadCursor(fd: fd)
+    let start: Int64
+    let length: Int64
+    do {
+      (start, length) = try ReadRange.resolve(blobSize: blobSize, offset: offset, size: size)
+    } catch {
+      throw error
+    }
+    cursor.position.store(start, ordering: .relaxed)
+    let end = start + length
+    let (io, chunk) = (self.io, Int64(limits.readChunkBytes))
+    return BlobReader(blobSize: blobSize, offset: start, length: length) {
+      let pos = cursor.position.load(ordering: .relaxed)
+      guard pos < end else { return nil }
+      let n = Int(min(chunk, end - pos))
+      let data = try await io.run {
+        try POSIX.pread(cursor.fd, count: n, at: pos, path: path)
+      }
+      if data.isEmpty { throw ContentError.dataLoss("content \(digest) is shorter than its recorded size") }
+      cursor.position.store(pos + Int64(data.count), ordering: .relaxed)
+      return data
+    }
+  }
+
+  // MARK: Ingests
+
+  public func status(ref: String) async throws -> IngestStatus {
+    try RefRules.validate(ref, limits: limits)
+    if let w = active.withLock({ $0[ref] }) { return await w.snapshot() }
+    let files = IngestFiles(dir: layout.ingestDir(ref: ref))
+    let status = try? await io.run { try files.readStatus() }
+    guard let status, status.ref == ref else {
+      throw ContentError.notFound("ingest ref \(quoted(ref)): not found")
+    }
+    return status
+  }
+
+  public func listStatuses(_ filter: Filter) async throws -> [IngestStatus] {
+    let layout = self.layout
+    let onDisk = try await io.run {
+      try POSIX.listDirectory(layout.ingestRoot).compactMap {
+        try? IngestFiles(dir: layout.ingestRoot + "/" + $0).readStatus()
+      }
+    }
+    let writers = active.withLock { $0 }
+    var out: [IngestStatus] = []
+    for s in onDisk {
+      let current = if let w = writers[s.ref] { await w.snapshot() } else { s }
+      if filter.matches(current) { out.append(current) }
+    }
+    return out.sorted { $0.ref < $1.ref }
+  }
+
+  public func abort(ref: String) async throws {
+    try RefRules.validate(ref, limits: limits)
+    let writer = active.withLock { $0[ref] }
+    if let writer { await writer.markAborted() }
+    let dir = layout.ingestDir(ref: ref)
+    let removed = try await io.run { try POSIX.removeTree(dir) }
+    if !removed && writer == nil { throw ContentError.notFound("ingest ref \(quoted(ref)): not found") }
+    events.publish(.aborted(ref: ref))
+  }
+
+  public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
+    try RefRules.validate(ref, limits: limits)
+    if let expected, (try? await info(expected)) != nil {
+      throw ContentError.alreadyExists("content \(expected): already exists")
+    }
+    if active.withLock({ $0.count }) >= limits.maxActiveIngests {
+      throw ContentError.resourceExhausted(
+        "\(limits.maxActiveIngests) ingests are open on this node (limit maxActiveIngests)")
+    }
+    guard await refLocks.acquire(ref, timeout: limits.lockWaitSeconds) else {
+      throw ContentError.unavailable("ref \(ref) locked: another writer holds it")
+    }
+    do {
+      let (layout, now) = (self.layout, clock())
+      let opened = try await io.run {
+        try DiskStore.openIngest(layout: layout, ref: ref, total: total, expected: expected, now: now)
+      }
+      let writer = DiskIngestWriter(store: self, opened: opened)
+      active.withLock { $0[ref] = writer }
+      events.publish(.progress(opened.status))
+      return writer
+    } catch {
+      refLocks.release(ref)
+      throw error
+    }
+  }
+
+  public func ingestEvents() -> AsyncStream<IngestEvent> { events.subscribe() }
+
+  /// Called by a writer when it ends.
+  func released(_ writer: DiskIngestWriter) {
+    active.withLock { if $0[writer.ref] === writer { $0[writer.ref] = nil } }
+    refLocks.release(writer.ref)
+  }
+
+  public var activeIngestCount: Int { active.withLock { $0.count } }
+
+  /// Removes ingests that no writer holds and that have not been updated for `age`
+  /// seconds. Returns the refs removed.
+  public func expireIngests(olderThan age: Double) async throws -> [String] {
+    let cutoff = clock().adding(seconds: -age)
+    var removed: [String] = []
+    for s in try await listStatuses(.always) where s.updatedAt < cutoff {
+      guard refLocks.tryAcquire(s.ref) else { continue }  // a writer just took it
+      defer { refLocks.release(s.ref) }
+      let dir = layout.ingestDir(ref: s.ref)
+      if (try? await io.run { try POSIX.removeTree(dir) }) == true {
+        removed.append(s.ref)
+        events.publish(.aborted(ref: s.ref))
+      }
+    }
+    return removed
+  }
+
+  /// Group-commit counters: directory fsyncs issued and commits/updates they served.
+  public func groupCommitCounters() async -> (syncs: Int, served: Int) { await groupSync.counters() }
+}
+
+/// An open blob file and the read position of one Read stream; closing is tied to the
+/// stream's lifetime.
+final class ReadCursor: Sendable {
+  let fd: Int32
+  let position = Atomic<Int64>(0)
+  init(fd: Int32) { self.fd = fd }
+  deinit { POSIX.close(fd) }
+}

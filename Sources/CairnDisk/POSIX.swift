@@ -1,0 +1,214 @@
+import CairnCore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin, throwing wrappers over the POSIX calls the store makes. They block: call them only
+/// from BlockingIO's threads. Errors become ContentErrors: a full disk is RESOURCE_EXHAUSTED,
+/// a missing file NOT_FOUND, anything else INTERNAL naming the call and path.
+enum POSIX {
+  static func error(_ call: String, _ path: String, _ err: Int32 = errno) -> ContentError {
+    let text = String(cString: strerror(err))
+    switch err {
+    case ENOSPC, EDQUOT:
+      return .resourceExhausted("disk full: \(call) \(path): \(text)")
+    case ENOENT:
+      return .notFound("\(call) \(path): \(text)")
+    default:
+      return .internalError("\(call) \(path): \(text)")
+    }
+  }
+
+  static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws(ContentError) -> Int32 {
+    let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+    if fd < 0 { throw error("open", path) }
+    return fd
+  }
+
+  static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+  static func pwriteAll(_ fd: Int32, _ data: Data, at offset: Int64, path: String) throws(ContentError) {
+    let result: Int32 = data.withUnsafeBytes { buf in
+      var done = 0
+      while done < buf.count {
+        let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
+        if n < 0 {
+          if errno == EINTR { continue }
+          return errno
+        }
+        done += n
+      }
+      return 0
+    }
+    if result != 0 { throw error("write", path, result) }
+  }
+
+  /// Reads up to `count` bytes at `offset`; fewer only at end of file.
+  static func pread(_ fd: Int32, count: Int, at offset: Int64, path: String) throws(ContentError) -> Data {
+    var data = Data(count: count)
+    let result: (Int, Int32) = data.withUnsafeMutableBytes { buf in
+      var done = 0
+      while done < count {
+        let n = Glibc.pread(fd, buf.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+        if n < 0 {
+          if errno == EINTR { continue }
+          return (done, errno)
+        }
+        if n == 0 { break }
+        done += n
+      }
+      return (done, 0)
+    }
+    if result.1 != 0 { throw error("read", path, result.1) }
+    if result.0 < count { data.removeSubrange(result.0..<count) }
+    return data
+  }
+
+  static func fdatasync(_ fd: Int32, path: String) throws(ContentError) {
+    if Glibc.fdatasync(fd) != 0 { throw error("fdatasync", path) }
+  }
+
+  static func fsyncDirectory(_ path: String) throws(ContentError) {
+    let fd = try open(path, O_RDONLY | O_DIRECTORY)
+    defer { close(fd) }
+    if fsync(fd) != 0 { throw error("fsync", path) }
+  }
+
+  static func truncate(_ fd: Int32, to size: Int64, path: String) throws(ContentError) {
+    if ftruncate(fd, off_t(size)) != 0 { throw error("ftruncate", path) }
+  }
+
+  struct FileStat {
+    var size: Int64
+    var mtime: Timestamp
+    var isDirectory: Bool
+  }
+
+  static func stat(_ path: String) throws(ContentError) -> FileStat {
+    var st = Glibc.stat()
+    if fstatat(AT_FDCWD, path, &st, 0) != 0 { throw error("stat", path) }
+    return FileStat(
+      size: Int64(st.st_size),
+      mtime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanos: Int32(st.st_mtim.tv_nsec)),
+      isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
+  }
+
+  static func fstat(_ fd: Int32, path: String) throws(ContentError) -> FileStat {
+    var st = Glibc.stat()
+    if Glibc.fstat(fd, &st) != 0 { throw error("fstat", path) }
+    return FileStat(
+      size: Int64(st.st_size),
+      mtime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanos: Int32(st.st_mtim.tv_nsec)),
+      isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
+  }
+
+  static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+  /// Sets access and modification time, exactly (the kernel's own timestamps are coarse).
+  static func setTimes(_ fd: Int32, _ t: Timestamp, path: String) throws(ContentError) {
+    var times = [
+      timespec(tv_sec: Int(t.seconds), tv_nsec: Int(t.nanos)),
+      timespec(tv_sec: Int(t.seconds), tv_nsec: Int(t.nanos)),
+    ]
+    if futimens(fd, &times) != 0 { throw error("futimens", path) }
+  }
+
+  static func mkdir(_ path: String, mode: mode_t = 0o755) throws(ContentError) {
+    if Glibc.mkdir(path, mode) != 0 && errno != EEXIST { throw error("mkdir", path) }
+  }
+
+  /// mkdir that reports whether it created the directory.
+  static func mkdirNew(_ path: String, mode: mode_t = 0o755) throws(ContentError) -> Bool {
+    if Glibc.mkdir(path, mode) == 0 { return true }
+    if errno == EEXIST { return false }
+    throw error("mkdir", path)
+  }
+
+  static func mkdirs(_ path: String) throws(ContentError) {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+      current += "/" + part
+      try mkdir(current)
+    }
+  }
+
+  /// Hard-links `from` to `to`, failing with EEXIST (reported as `false`) if `to` exists:
+  /// the atomic "create if absent" that rename lacks.
+  static func linkNoReplace(_ from: String, _ to: String) throws(ContentError) -> Bool {
+    if Glibc.link(from, to) == 0 { return true }
+    if errno == EEXIST { return false }
+    throw error("link", to)
+  }
+
+  static func rename(_ from: String, _ to: String) throws(ContentError) {
+    if Glibc.rename(from, to) != 0 { throw error("rename", to) }
+  }
+
+  /// Unlinks; false if it was already gone.
+  @discardableResult
+  static func unlink(_ path: String) throws(ContentError) -> Bool {
+    if Glibc.unlink(path) == 0 { return true }
+    if errno == ENOENT { return false }
+    throw error("unlink", path)
+  }
+
+  static func listDirectory(_ path: String) throws(ContentError) -> [String] {
+    guard let dir = opendir(path) else { throw error("opendir", path) }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+      let name = withUnsafePointer(to: entry.pointee.d_name) {
+        $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+      }
+      if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+  }
+
+  /// Removes a directory tree (the store's own, flat directories only: no symlinks are
+  /// followed). False if it did not exist.
+  @discardableResult
+  static func removeTree(_ path: String) throws(ContentError) -> Bool {
+    var st = Glibc.stat()
+    if lstat(path, &st) != 0 {
+      if errno == ENOENT { return false }
+      throw error("lstat", path)
+    }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+      for name in try listDirectory(path) { try removeTree(path + "/" + name) }
+      if rmdir(path) != 0 && errno != ENOENT { throw error("rmdir", path) }
+    } else {
+      try unlink(path)
+    }
+    return true
+  }
+
+  static func readFile(_ path: String, limit: Int = 1 << 20) throws(ContentError) -> Data {
+    let fd = try open(path, O_RDONLY)
+    defer { close(fd) }
+    return try pread(fd, count: limit, at: 0, path: path)
+  }
+
+  static func readString(_ path: String) throws(ContentError) -> String {
+    String(decoding: try readFile(path), as: UTF8.self)
+  }
+
+  /// Writes a small file whole. With `durable`, through a temp file, fdatasync and rename,
+  /// so that it is either the old or the new content after a crash (the caller fsyncs
+  /// the directory).
+  static func writeFile(_ path: String, _ data: Data, durable: Bool = false) throws(ContentError) {
+    let target = durable ? path + ".tmp" : path
+    let fd = try open(target, O_WRONLY | O_CREAT | O_TRUNC)
+    do {
+      try pwriteAll(fd, data, at: 0, path: target)
+      if durable { try fdatasync(fd, path: target) }
+    } catch {
+      close(fd)
+      throw error
+    }
+    close(fd)
+    if durable { try rename(target, path) }
+  }
+}

@@ -1,0 +1,89 @@
+import CairnCore
+import Foundation
+import Testing
+
+@Suite struct FilterTests {
+  let d = Digest.of(Data("x".utf8))
+  var info: BlobInfo {
+    BlobInfo(digest: d, size: 1, createdAt: .zero, updatedAt: .zero, labels: ["a.b": "1", "k": "v w"])
+  }
+
+  @Test func equalityPresenceAndOr() throws {
+    #expect(try Filter.parse([]).matches(info))
+    #expect(try Filter.parse(["digest==\(d)"]).matches(info))
+    #expect(try !Filter.parse(["digest==sha256:00"]).matches(info))
+    #expect(try Filter.parse(["labels.\"a.b\"==1"]).matches(info))
+    #expect(try Filter.parse(["labels.a.b==1"]).matches(info))  // dotted path joins
+    #expect(try Filter.parse(["labels.k"]).matches(info))
+    #expect(try !Filter.parse(["labels.missing"]).matches(info))
+    #expect(try Filter.parse(["labels.k==\"v w\""]).matches(info))
+    #expect(try Filter.parse(["labels.k!=x"]).matches(info))
+    #expect(try !Filter.parse(["labels.k==x,digest==\(d)"]).matches(info))
+    #expect(try Filter.parse(["labels.k==x", "digest==\(d)"]).matches(info))
+  }
+
+  @Test func regexMatches() throws {
+    let s = IngestStatus(ref: "x123-ingest", offset: 0, total: 0, expected: nil, startedAt: .zero, updatedAt: .zero)
+    #expect(try Filter.parse(["ref~=\"^x123\""]).matches(s))
+    #expect(try Filter.parse(["ref~=/ingest$/"]).matches(s))
+    #expect(try !Filter.parse(["ref~=\"^y\""]).matches(s))
+    #expect(try Filter.parse(["ref==\"x123-ingest\""]).matches(s))
+  }
+
+  @Test(arguments: ["==x", "labels.", "labels.k=x", "labels.k===x", "a,", "labels.k==\"unterminated", "ref~=\"(\""])
+  func rejectsMalformed(_ f: String) {
+    #expect(throws: ContentError.self) { try Filter.parse([f]) }
+  }
+
+  @Test func limitsAreNamed() {
+    var limits = Limits()
+    limits.maxFilters = 1
+    do {
+      _ = try Filter.parse(["a", "b"], limits: limits)
+      Issue.record("expected a limit error")
+    } catch {
+      #expect(error.code == .invalidArgument)
+      #expect(error.message.contains("maxFilters"))
+    }
+  }
+}
+
+@Suite struct LabelTests {
+  @Test func updateSemantics() throws {
+    let cur = ["a": "1", "b": "2", "gc": "x"]
+    #expect(try LabelRules.applyUpdate(current: cur, requested: ["a": "9"], fieldPaths: []) == ["a": "9"])
+    #expect(try LabelRules.applyUpdate(current: cur, requested: ["a": "9", "z": "1"], fieldPaths: ["labels.a"]) == ["a": "9", "b": "2", "gc": "x"])
+    #expect(try LabelRules.applyUpdate(current: cur, requested: [:], fieldPaths: ["labels.b"]) == ["a": "1", "gc": "x"])
+    #expect(try LabelRules.applyUpdate(current: cur, requested: ["q": "1"], fieldPaths: ["labels"]) == ["q": "1"])
+    #expect(throws: ContentError.self) { try LabelRules.applyUpdate(current: cur, requested: [:], fieldPaths: ["size"]) }
+  }
+
+  @Test func sizeLimit() throws {
+    try LabelRules.validate(["k": String(repeating: "v", count: 4095)])
+    #expect(throws: ContentError.self) { try LabelRules.validate(["k": String(repeating: "v", count: 4096)]) }
+    #expect(throws: ContentError.self) { try LabelRules.validate(["": "v"]) }
+  }
+}
+
+@Suite struct LockTableTests {
+  @Test func handsOffToWaiterOnRelease() async {
+    let locks = LockTable()
+    #expect(locks.tryAcquire("r"))
+    #expect(!locks.tryAcquire("r"))
+    async let waiter = locks.acquire("r", timeout: 30)
+    // Whether the waiter registered before this release or arrives after it, it ends up
+    // holding the lock.
+    locks.release("r")
+    #expect(await waiter)
+    #expect(locks.isHeld("r"))
+    locks.release("r")
+    #expect(!locks.isHeld("r"))
+  }
+
+  @Test func timesOut() async {
+    let locks = LockTable()
+    #expect(locks.tryAcquire("r"))
+    #expect(await locks.acquire("r", timeout: 0.05) == false)
+    #expect(locks.isHeld("r"))
+  }
+}
