@@ -27,6 +27,14 @@ public struct Limits: Sendable, Hashable {
   /// Concurrent HTTP/2 streams per client connection.
   public var maxConcurrentStreams: Int = 1024
 
+  /// Closest spacing of client HTTP/2 pings the server tolerates (closer ones are strikes;
+  /// a few strikes close the connection).
+  public var minClientPingIntervalMilliseconds: Int64 = 1
+
+  /// Client HTTP/2 PINGs per second the server answers before NIOHTTP2 sees them (see
+  /// PingAbsorber: grpc-go clients ping on every burst of data they receive).
+  public var maxAbsorbedPingsPerSecond: Int = 1000
+
   public init() {}
 
   public static let `default` = Limits()

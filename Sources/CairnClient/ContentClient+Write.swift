@@ -1,0 +1,198 @@
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+
+/// What an upload achieved.
+public struct UploadResult: Sendable, Hashable {
+  public var digest: Digest
+  public var size: Int64
+  /// Bytes the server already held for the ref and that were not sent again.
+  public var resumedFrom: Int64
+  /// The blob was already committed (ALREADY_EXISTS, which containerd treats as success).
+  public var alreadyExisted: Bool = false
+}
+
+/// A Write response in terms common to both APIs.
+struct WriteReply: Sendable {
+  var offset: Int64
+  var digest: String
+  var committed: Bool
+}
+
+extension ContentClient {
+  /// Uploads `source` under `ref`: asks the server where the ref stands (resuming when the
+  /// source's prefix matches), streams the rest without waiting for each acknowledgement,
+  /// and commits. `progress` sees every acknowledged offset. When the blob is already
+  /// committed (ALREADY_EXISTS, which containerd treats as success) the result says so.
+  public func write(
+    ref: String, source: any BlobSource, size: Int64 = 0, expected: Digest? = nil,
+    labels: [String: String] = [:], chunkBytes: Int = 1 << 20,
+    progress: (@Sendable (Int64) -> Void)? = nil
+  ) async throws -> UploadResult {
+    try await call {
+      switch api {
+      case .modern:
+        return try await upload(
+          ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
+          progress: progress,
+          stat: { first in
+            .with {
+              $0.action = .stat
+              $0.ref = ref
+              if first {
+                $0.total = size
+                $0.expected = expected?.description ?? ""
+              }
+            }
+          },
+          data: { offset, data in
+            .with {
+              $0.action = .write
+              $0.offset = offset
+              $0.data = data
+            }
+          },
+          commit: { offset in
+            .with {
+              $0.action = .commit
+              $0.offset = offset
+              $0.total = size > 0 ? size : offset
+              $0.expected = expected?.description ?? ""
+              $0.labels = labels
+            }
+          },
+          reply: { (m: Containerd_Services_Content_V1_WriteContentResponse) in
+            WriteReply(offset: m.offset, digest: m.digest, committed: m.action == .commit)
+          },
+          call: { request, handler in try await modern.write(request: request, options: options, onResponse: handler) })
+      case .seed:
+        if !labels.isEmpty { throw ContentError.unimplemented("labels are not part of the seed API; use --api modern") }
+        return try await upload(
+          ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
+          progress: progress,
+          stat: { first in
+            .with {
+              $0.action = .stat
+              $0.ref = ref
+              if first {
+                $0.expectedSize = size
+                $0.expectedDigest = expected?.description ?? ""
+              }
+            }
+          },
+          data: { offset, data in
+            .with {
+              $0.action = .write
+              $0.offset = offset
+              $0.data = data
+            }
+          },
+          commit: { offset in
+            .with {
+              $0.action = .commit
+              $0.offset = offset
+              $0.expectedSize = size > 0 ? size : offset
+              $0.expectedDigest = expected?.description ?? ""
+            }
+          },
+          reply: { (m: Containerd_V1_WriteResponse) in
+            WriteReply(offset: m.offset, digest: m.digest, committed: m.action == .commit)
+          },
+          call: { request, handler in try await seed.write(request: request, options: options, onResponse: handler) })
+      }
+    }
+  }
+
+  /// The Write conversation, independent of the API's message types.
+  private func upload<Req: Sendable, Resp: Sendable>(
+    ref: String, source: any BlobSource, size: Int64, expected: Digest?, labels: [String: String],
+    chunkBytes: Int, progress: (@Sendable (Int64) -> Void)?,
+    stat: @escaping @Sendable (Bool) -> Req,
+    data: @escaping @Sendable (Int64, Data) -> Req,
+    commit: @escaping @Sendable (Int64) -> Req,
+    reply: @escaping @Sendable (Resp) -> WriteReply,
+    call: (
+      StreamingClientRequest<Req>, @escaping @Sendable (StreamingClientResponse<Resp>) async throws -> Void
+    ) async throws -> Void
+  ) async throws -> UploadResult {
+    let (replies, replyStream) = AsyncThrowingStream.makeStream(of: WriteReply.self)
+    let outcome = ResultBox()
+    let last = ReplyBox()
+    let request = StreamingClientRequest<Req>(metadata: metadata) { writer in
+      var iterator = replies.makeAsyncIterator()
+      try await writer.write(stat(true))
+      guard let first = try await iterator.next() else {
+        throw ContentError.unavailable("write stream ended before the server answered")
+      }
+      let serverDigest = try Digest(parsing: first.digest)
+      var offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
+      let resumedFrom = offset
+      while let chunk = try await source.next(maxBytes: chunkBytes) {
+        try await writer.write(data(offset, chunk))
+        offset += Int64(chunk.count)
+      }
+      last.sent(offset, resumedFrom: resumedFrom)
+      try await writer.write(commit(offset))
+      while let r = try await iterator.next() {
+        if r.committed {
+          outcome.set(UploadResult(digest: try Digest(parsing: r.digest), size: r.offset, resumedFrom: resumedFrom))
+          return
+        }
+      }
+      throw ContentError.unavailable("write stream ended before the commit was acknowledged")
+    }
+    do {
+      try await call(request) { response in
+        do {
+          for try await m in response.messages {
+            let r = reply(m)
+            last.received(r)
+            progress?(r.offset)
+            replyStream.yield(r)
+          }
+          replyStream.finish()
+        } catch {
+          replyStream.finish(throwing: error)
+          throw error
+        }
+      }
+    } catch let e as RPCError where e.code == .alreadyExists {
+      // Either the expected digest was already there, or the commit found the content
+      // committed: the last acknowledged write carries the digest of everything sent.
+      if let expected { return UploadResult(digest: expected, size: size, resumedFrom: 0, alreadyExisted: true) }
+      if let (digest, size, resumed) = last.complete() {
+        return UploadResult(digest: digest, size: size, resumedFrom: resumed, alreadyExisted: true)
+      }
+      throw e
+    }
+    guard let result = outcome.get() else {
+      throw ContentError.unavailable("write stream ended before the commit was acknowledged")
+    }
+    return result
+  }
+}
+
+final class ResultBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value: UploadResult?
+  func set(_ v: UploadResult) { lock.withLock { value = v } }
+  func get() -> UploadResult? { lock.withLock { value } }
+}
+
+/// The last reply seen and the bytes sent, to name the blob of an ALREADY_EXISTS commit.
+final class ReplyBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var reply: WriteReply?
+  private var sentBytes: Int64?
+  private var resumed: Int64 = 0
+  func received(_ r: WriteReply) { lock.withLock { reply = r } }
+  func sent(_ n: Int64, resumedFrom: Int64) { lock.withLock { sentBytes = n; resumed = resumedFrom } }
+  func complete() -> (Digest, Int64, Int64)? {
+    lock.withLock {
+      guard let reply, let sentBytes, reply.offset == sentBytes, let d = try? Digest(parsing: reply.digest) else { return nil }
+      return (d, sentBytes, resumed)
+    }
+  }
+}

@@ -1,0 +1,241 @@
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftProtobuf
+
+/// Which Content API a client speaks.
+public enum ContentAPI: String, Sendable, CaseIterable {
+  /// containerd.v1.Content (the seed): Info, Read, Status (a watch), Write with ABORT.
+  case seed
+  /// containerd.services.content.v1.Content: what containerd 1.6 serves and proxies.
+  case modern
+}
+
+/// A client of both Content APIs, for the CLI, the benchmark and the tests. It works
+/// against Cairn and against a plain containerd socket (with a namespace).
+public struct ContentClient: Sendable {
+  public let api: ContentAPI
+  public let namespace: String?
+  public let address: ServerAddress
+  let grpc: GRPCClient<HTTP2ClientTransport.Posix>
+  /// containerd's clients allow 16 MiB messages; so do we, plus framing.
+  public static let maxMessageBytes = 16 << 20 + 64 << 10
+
+  /// Connects, runs `body`, and closes the connection.
+  public static func with<T: Sendable>(
+    address: String, api: ContentAPI = .modern, namespace: String? = nil,
+    _ body: (ContentClient) async throws -> T
+  ) async throws -> T {
+    let parsed = try ServerAddress(parsing: address)
+    let transport = try HTTP2ClientTransport.Posix(
+      target: parsed.target, transportSecurity: .plaintext,
+      config: .defaults { config in
+        config.http2.targetWindowSize = 8 << 20
+        config.http2.maxFrameSize = 1 << 20
+      })
+    return try await withGRPCClient(transport: transport) { grpc in
+      try await body(ContentClient(api: api, namespace: namespace, address: parsed, grpc: grpc))
+    }
+  }
+
+  var metadata: Metadata {
+    var m = Metadata()
+    if let namespace, !namespace.isEmpty { m.addString(namespace, forKey: "containerd-namespace") }
+    return m
+  }
+
+  var options: CallOptions {
+    var o = CallOptions.defaults
+    o.maxRequestMessageBytes = Self.maxMessageBytes
+    o.maxResponseMessageBytes = Self.maxMessageBytes
+    return o
+  }
+
+  var modern: Containerd_Services_Content_V1_Content.Client<HTTP2ClientTransport.Posix> { .init(wrapping: grpc) }
+  var seed: Containerd_V1_Content.Client<HTTP2ClientTransport.Posix> { .init(wrapping: grpc) }
+
+  func requireModern(_ what: String) throws(ContentError) {
+    if api == .seed {
+      throw .unimplemented("\(what) is not part of the seed API (containerd.v1.Content); use --api modern")
+    }
+  }
+
+  /// Maps transport and status errors onto ContentError so callers see one error type.
+  func call<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch let e as RPCError {
+      throw ContentError(ContentError.Code(rawValue: e.code.rawValue) ?? .unknown, e.message)
+    } catch let e as ContentError {
+      throw e
+    } catch let e as RuntimeError {
+      throw ContentError.unavailable("cannot reach \(address): \(e.message)")
+    }
+  }
+
+  // MARK: Blobs
+
+  public func info(_ digest: String) async throws -> BlobInfo {
+    try await call {
+      switch api {
+      case .modern:
+        let r = try await modern.info(.with { $0.digest = digest }, metadata: metadata, options: options)
+        return try BlobInfo(r.info)
+      case .seed:
+        let r = try await seed.info(.with { $0.digest = digest }, metadata: metadata, options: options)
+        let t = Timestamp(seconds: r.committedAt.seconds, nanos: r.committedAt.nanos)
+        return BlobInfo(digest: try Digest(parsing: r.digest), size: r.size, createdAt: t, updatedAt: t)
+      }
+    }
+  }
+
+  /// Streams [offset, offset+size) to `sink` (size 0 = to the end). Returns bytes read.
+  @discardableResult
+  public func read(
+    _ digest: String, offset: Int64 = 0, size: Int64 = 0, sink: @escaping @Sendable (Data) async throws -> Void
+  ) async throws -> Int64 {
+    try await call {
+      switch api {
+      case .modern:
+        let req = Containerd_Services_Content_V1_ReadContentRequest.with {
+          $0.digest = digest
+          $0.offset = offset
+          $0.size = size
+        }
+        return try await modern.read(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
+          var n: Int64 = 0
+          for try await m in r.messages {
+            try await sink(m.data)
+            n += Int64(m.data.count)
+          }
+          return n
+        }
+      case .seed:
+        let req = Containerd_V1_ReadRequest.with {
+          $0.digest = digest
+          $0.offset = offset
+          $0.size = size
+        }
+        return try await seed.read(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
+          var n: Int64 = 0
+          for try await m in r.messages {
+            try await sink(m.data)
+            n += Int64(m.data.count)
+          }
+          return n
+        }
+      }
+    }
+  }
+
+  public func list(filters: [String] = []) async throws -> [BlobInfo] {
+    try requireModern("List")
+    return try await call {
+      let req = Containerd_Services_Content_V1_ListContentRequest.with { $0.filters = filters }
+      return try await modern.list(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
+        var out: [BlobInfo] = []
+        for try await m in r.messages { out += try m.info.map { try BlobInfo($0) } }
+        return out
+      }
+    }
+  }
+
+  public func delete(_ digest: String) async throws {
+    try requireModern("Delete")
+    try await call {
+      _ = try await modern.delete(.with { $0.digest = digest }, metadata: metadata, options: options)
+    }
+  }
+
+  public func update(_ digest: String, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
+    try requireModern("Update")
+    return try await call {
+      let req = Containerd_Services_Content_V1_UpdateRequest.with {
+        $0.info.digest = digest
+        $0.info.labels = labels
+        if !fieldPaths.isEmpty { $0.updateMask.paths = fieldPaths }
+      }
+      return try BlobInfo(try await modern.update(req, metadata: metadata, options: options).info)
+    }
+  }
+
+  // MARK: Ingests
+
+  public func status(ref: String) async throws -> IngestStatus {
+    try requireModern("Status of one ref")
+    return try await call {
+      try IngestStatus(try await modern.status(.with { $0.ref = ref }, metadata: metadata, options: options).status)
+    }
+  }
+
+  public func listStatuses(filters: [String] = []) async throws -> [IngestStatus] {
+    try requireModern("ListStatuses")
+    return try await call {
+      let r = try await modern.listStatuses(.with { $0.filters = filters }, metadata: metadata, options: options)
+      return try r.statuses.map { try IngestStatus($0) }
+    }
+  }
+
+  /// The seed API's Status watch: calls `onUpdate` for every status the server streams,
+  /// until every matched ingest is committed or aborted (or the caller is cancelled).
+  public func watchStatus(
+    refs: [String] = [], prefixes: [String] = [], onUpdate: @escaping @Sendable (IngestStatus) async throws -> Void
+  ) async throws {
+    try await call {
+      let req = Containerd_V1_StatusRequest.with {
+        $0.refs = refs
+        $0.prefix = prefixes
+      }
+      try await seed.status(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
+        for try await m in r.messages {
+          try await onUpdate(
+            IngestStatus(
+              ref: m.ref, offset: m.offset, total: 0, expected: nil, startedAt: Timestamp(m.startedAt),
+              updatedAt: Timestamp(m.updatedAt)))
+        }
+      }
+    }
+  }
+
+  public func abort(ref: String) async throws {
+    switch api {
+    case .modern:
+      try await call { _ = try await modern.abort(.with { $0.ref = ref }, metadata: metadata, options: options) }
+    case .seed:
+      // The seed has no Abort RPC: a Write stream whose ABORT action frees the ref.
+      try await call {
+        let request = StreamingClientRequest<Containerd_V1_WriteRequest>(metadata: metadata) { writer in
+          try await writer.write(.with {
+            $0.action = .abort
+            $0.ref = ref
+          })
+        }
+        try await seed.write(request: request, options: options) { r in
+          for try await _ in r.messages {}
+        }
+      }
+    }
+  }
+}
+
+extension Timestamp {
+  init(_ t: SwiftProtobuf.Google_Protobuf_Timestamp) { self.init(seconds: t.seconds, nanos: t.nanos) }
+}
+
+extension BlobInfo {
+  init(_ i: Containerd_Services_Content_V1_Info) throws {
+    self.init(
+      digest: try Digest(parsing: i.digest), size: i.size, createdAt: Timestamp(i.createdAt),
+      updatedAt: Timestamp(i.updatedAt), labels: i.labels)
+  }
+}
+
+extension IngestStatus {
+  init(_ s: Containerd_Services_Content_V1_Status) throws {
+    self.init(
+      ref: s.ref, offset: s.offset, total: s.total, expected: try Digest.parseOptional(s.expected),
+      startedAt: Timestamp(s.startedAt), updatedAt: Timestamp(s.updatedAt))
+  }
+}

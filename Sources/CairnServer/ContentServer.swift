@@ -1,0 +1,131 @@
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a node listens. containerd's proxy client only speaks unix sockets, so a node
+/// usually listens on both.
+public struct ListenConfig: Sendable {
+  public var tcp: (host: String, port: Int)?
+  public var unixPath: String?
+
+  public init(tcp: (host: String, port: Int)?, unixPath: String?) {
+    self.tcp = tcp
+    self.unixPath = unixPath
+  }
+}
+
+/// Both Content APIs and health, served from one store on every configured listener, as
+/// a swift-service-lifecycle Service: a graceful shutdown stops accepting calls, marks the
+/// node NOT_SERVING and lets in-flight calls finish (the ServiceGroup's deadline cancels
+/// the rest; a cancelled Write keeps its ingest resumable).
+public final class ContentServer: Service, Sendable {
+  public let store: any ContentStore
+  public let health = HealthState()
+  private let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
+  private let unixPath: String?
+  private let logger: Logger
+  private let maintenance: [@Sendable () async -> Void]
+
+  /// `maintenance` jobs run until shutdown (e.g. ingest expiry).
+  public init(
+    store: any ContentStore, listen: ListenConfig, logger: Logger = Logger(label: "cairn"),
+    maintenance: [@Sendable () async -> Void] = []
+  ) {
+    self.store = store
+    self.logger = logger
+    self.maintenance = maintenance
+    unixPath = listen.unixPath
+    let services: [any RegistrableRPCService] = [
+      ModernContentService(store: store), SeedContentService(store: store), HealthService(state: health),
+    ]
+    var addresses: [GRPCNIOTransportCore.SocketAddress] = []
+    if let tcp = listen.tcp { addresses.append(.ipv4(host: tcp.host, port: tcp.port)) }
+    if let path = listen.unixPath {
+      // A socket file left by a previous run would make bind fail.
+      unlink(path)
+      addresses.append(.unixDomainSocket(path: path))
+    }
+    let config = Self.transportConfig(store.limits)
+    servers = addresses.map { address in
+      GRPCServer(
+        transport: HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext, config: config),
+        services: services)
+    }
+  }
+
+  static func transportConfig(_ limits: Limits) -> HTTP2ServerTransport.Posix.Config {
+    .defaults { config in
+      // The default 64 KiB window caps one upload near 125 MB/s; 8 MiB keeps the pipe full.
+      config.http2.targetWindowSize = 8 << 20
+      config.http2.maxFrameSize = 1 << 20
+      config.http2.maxConcurrentStreams = limits.maxConcurrentStreams
+      config.rpc.maxRequestPayloadSize = limits.maxMessageBytes
+      // grpc-go clients (containerd) send a BDP-estimation ping whenever data arrives;
+      // with the default 5-minute minimum interval those count as abuse and the
+      // connection is closed with ENHANCE_YOUR_CALM after two of them.
+      config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            PingAbsorber(maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond), position: .first)
+        }
+      }
+      config.connection.keepalive.clientBehavior = .init(
+        minPingIntervalWithoutCalls: .milliseconds(limits.minClientPingIntervalMilliseconds), allowWithoutCalls: true)
+    }
+  }
+
+  /// The bound addresses, once listening (port 0 becomes the real port).
+  public func listeningAddresses() async throws -> [String] {
+    var out: [String] = []
+    for s in servers {
+      guard let address = try await s.listeningAddress else { continue }
+      if let ip = address.ipv4 {
+        out.append("\(ip.host):\(ip.port)")
+      } else if let ip = address.ipv6 {
+        out.append("[\(ip.host)]:\(ip.port)")
+      } else if let unix = address.unixDomainSocket {
+        out.append("unix://\(unix.path)")
+      }
+    }
+    return out
+  }
+
+  public func run() async throws {
+    try await withGracefulShutdownHandler {
+      try await withThrowingDiscardingTaskGroup { group in
+        for server in servers {
+          group.addTask { try await server.serve() }
+        }
+        for job in maintenance {
+          group.addTask { try? await cancelWhenGracefulShutdown { await job() } }
+        }
+        if let unixPath {
+          group.addTask {
+            // Restrictive permissions once the socket exists: owner and group only.
+            for server in self.servers { _ = try? await server.listeningAddress }
+            chmod(unixPath, 0o660)
+          }
+        }
+      }
+    } onGracefulShutdown: {
+      self.logger.info("graceful shutdown: no new calls, finishing in-flight ones")
+      self.health.set(serving: false)
+      for server in self.servers { server.beginGracefulShutdown() }
+    }
+    if let unixPath { unlink(unixPath) }
+  }
+
+  public func stop() {
+    health.set(serving: false)
+    for server in servers { server.beginGracefulShutdown() }
+  }
+}

@@ -1,0 +1,92 @@
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+import SwiftProtobuf
+
+typealias Modern = Containerd_Services_Content_V1_Content
+typealias Seed = Containerd_V1_Content
+
+extension ContentError: RPCErrorConvertible {
+  public var rpcErrorCode: RPCError.Code {
+    switch code {
+    case .cancelled: .cancelled
+    case .unknown: .unknown
+    case .invalidArgument: .invalidArgument
+    case .deadlineExceeded: .deadlineExceeded
+    case .notFound: .notFound
+    case .alreadyExists: .alreadyExists
+    case .permissionDenied: .permissionDenied
+    case .resourceExhausted: .resourceExhausted
+    case .failedPrecondition: .failedPrecondition
+    case .aborted: .aborted
+    case .outOfRange: .outOfRange
+    case .unimplemented: .unimplemented
+    case .internalError: .internalError
+    case .unavailable: .unavailable
+    case .dataLoss: .dataLoss
+    case .unauthenticated: .unauthenticated
+    }
+  }
+
+  public var rpcErrorMessage: String { message }
+}
+
+/// Runs a handler body so that every failure leaves as a gRPC status with containerd's
+/// code: domain errors keep theirs, anything unexpected becomes INTERNAL.
+func rpc<T>(_ body: () async throws -> T) async throws -> T {
+  do {
+    return try await body()
+  } catch let e as ContentError {
+    throw RPCError(e)
+  } catch let e as RPCError {
+    throw e
+  } catch {
+    throw RPCError(ContentError.from(error))
+  }
+}
+
+extension Google_Protobuf_Timestamp {
+  init(_ t: Timestamp) {
+    self.init()
+    seconds = t.seconds
+    nanos = t.nanos
+  }
+}
+
+extension Timestamp {
+  init(_ t: Google_Protobuf_Timestamp) { self.init(seconds: t.seconds, nanos: t.nanos) }
+}
+
+extension Containerd_Services_Content_V1_Info {
+  init(_ info: BlobInfo) {
+    self.init()
+    digest = info.digest.description
+    size = info.size
+    createdAt = .init(info.createdAt)
+    updatedAt = .init(info.updatedAt)
+    labels = info.labels
+  }
+}
+
+extension Containerd_Services_Content_V1_Status {
+  init(_ s: IngestStatus) {
+    self.init()
+    ref = s.ref
+    offset = s.offset
+    total = s.total
+    expected = s.expected?.description ?? ""
+    startedAt = .init(s.startedAt)
+    updatedAt = .init(s.updatedAt)
+  }
+}
+
+extension Containerd_V1_StatusResponse {
+  init(_ s: IngestStatus) {
+    self.init()
+    ref = s.ref
+    offset = s.offset
+    startedAt = .init(s.startedAt)
+    updatedAt = .init(s.updatedAt)
+  }
+}

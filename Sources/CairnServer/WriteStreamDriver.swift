@@ -1,0 +1,75 @@
+import CairnCore
+import Foundation
+
+/// Runs one Write stream of either API: opens the ref's writer on the first message, feeds
+/// every message through the WriteSession state machine, executes its commands against
+/// the store, and answers each message. Both adapters are this plus message mapping.
+struct WriteStreamDriver {
+  let store: any ContentStore
+
+  /// `respond` receives the state after a message and the action that produced it.
+  func run<Requests: AsyncSequence & Sendable>(
+    _ requests: Requests,
+    step toStep: @Sendable (Requests.Element) -> WriteStep,
+    respond: (WriterState, WriteStep.Action) async throws -> Void
+  ) async throws where Requests.Element: Sendable {
+    var iterator = requests.makeAsyncIterator()
+    guard let firstMessage = try await iterator.next() else { return }
+    let first = toStep(firstMessage)
+    var session = WriteSession(limits: store.limits)
+    let opening = try session.start(first)
+    let writer = try await store.openWriter(ref: opening.ref, total: opening.total, expected: opening.expected)
+    do {
+      var state = try await writer.state()
+      var step = first
+      while true {
+        for command in try session.plan(step, currentOffset: state.status.offset) {
+          state = try await execute(command, writer: writer, state: state, action: step.action, respond: respond)
+        }
+        if session.phase == .finished { break }
+        guard let next = try await iterator.next() else { break }
+        step = toStep(next)
+      }
+    } catch {
+      await writer.close()
+      throw error
+    }
+    await writer.close()
+    // The client half-closes after COMMIT/ABORT. Returning before it does makes gRPC reset
+    // the stream, and NIOHTTP2 closes a connection that sees many resets (its rapid-reset
+    // guard), failing every other stream on it. So wait for the half-close.
+    do { while try await iterator.next() != nil {} } catch {}
+  }
+
+  private func execute(
+    _ command: WriteCommand, writer: any IngestWriter, state: WriterState, action: WriteStep.Action,
+    respond: (WriterState, WriteStep.Action) async throws -> Void
+  ) async throws -> WriterState {
+    switch command {
+    case .rejectIfCommitted(let d):
+      if (try? await store.info(d)) != nil {
+        await writer.close()
+        try? await store.abort(ref: writer.ref)
+        throw ContentError.alreadyExists("blob with expected digest \(d) exists")
+      }
+      return state
+    case .setExpectations(let total, let expected):
+      try await writer.setExpectations(total: total, expected: expected)
+      return try await writer.state()
+    case .truncate:
+      return try await writer.truncate()
+    case .append(let data):
+      return try await writer.append(data)
+    case .commit(let size, let expected, let labels):
+      return try await writer.commit(size: size, expected: expected, labels: labels)
+    case .abort:
+      try await store.abort(ref: writer.ref)
+      var aborted = state
+      aborted.status.offset = 0
+      return aborted
+    case .respond:
+      try await respond(state, action)
+      return state
+    }
+  }
+}

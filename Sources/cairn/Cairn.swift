@@ -1,0 +1,62 @@
+import ArgumentParser
+import CairnClient
+import CairnCore
+import Foundation
+
+@main
+struct Cairn: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "cairn",
+    abstract: "A replicated, content-addressable blob store that speaks containerd's Content API.",
+    discussion: """
+      Exit codes: 0 success; 1 local failure; 64 usage error; 100+N a gRPC status N from the
+      server (105 NOT_FOUND, 106 ALREADY_EXISTS, 109 FAILED_PRECONDITION, 111 OUT_OF_RANGE,
+      114 UNAVAILABLE, 115 DATA_LOSS, ...).
+      """,
+    subcommands: [
+      Serve.self, Put.self, Get.self, Info.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
+      Bench.self,
+    ])
+}
+
+/// Options every client command takes.
+struct ClientOptions: ParsableArguments {
+  @Option(help: "Server: HOST:PORT or unix:///PATH (default: $CAIRN_ADDRESS, else 127.0.0.1:7400).")
+  var address: String = ProcessInfo.processInfo.environment["CAIRN_ADDRESS"] ?? "127.0.0.1:7400"
+
+  @Option(help: "Content API: seed (containerd.v1.Content) or modern (containerd.services.content.v1.Content).")
+  var api: ContentAPI = .modern
+
+  @Option(help: "containerd namespace sent as the containerd-namespace header (needed against containerd).")
+  var namespace: String?
+
+  /// Connects and runs `body`; a server status becomes a message naming it and exit 100+code.
+  func run<T: Sendable>(_ body: (ContentClient) async throws -> T) async throws -> T {
+    do {
+      return try await ContentClient.with(address: address, api: api, namespace: namespace, body)
+    } catch {
+      throw fail(error)
+    }
+  }
+}
+
+extension ContentAPI: ExpressibleByArgument {}
+
+/// Prints an error the way a person wants to read it and returns the exit code to use.
+func fail(_ error: any Error) -> ExitCode {
+  if let e = error as? ExitCode { return e }
+  let ce = ContentError.from(error)
+  FileHandle.standardError.write(Data("cairn: \(ce.code.name): \(ce.message)\n".utf8))
+  return ce.code == .internalError && !(error is ContentError) ? ExitCode(1) : ExitCode(Int32(100 + ce.code.rawValue))
+}
+
+func formatBytes(_ n: Int64) -> String {
+  let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  var v = Double(n)
+  var u = 0
+  while v >= 1024 && u < units.count - 1 {
+    v /= 1024
+    u += 1
+  }
+  return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
+}

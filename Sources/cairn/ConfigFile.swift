@@ -1,0 +1,52 @@
+import CairnCore
+import Foundation
+
+/// A flat TOML file (`key = value`, `#` comments; strings, numbers, booleans). Unknown keys
+/// and malformed lines are errors that name the line, so a typo never passes silently.
+struct ConfigFile {
+  var values: [String: String] = [:]
+
+  static func load(_ path: String, allowed: Set<String>) throws -> ConfigFile {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+      throw ContentError.invalidArgument("cannot read config file \(path)")
+    }
+    var file = ConfigFile()
+    for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+      var line = raw.trimmingCharacters(in: .whitespaces)
+      if let hash = line.firstIndex(of: "#"), !line[..<hash].contains("\"") { line = String(line[..<hash]) }
+      line = line.trimmingCharacters(in: .whitespaces)
+      if line.isEmpty { continue }
+      guard let eq = line.firstIndex(of: "=") else {
+        throw ContentError.invalidArgument("\(path):\(n + 1): expected key = value, got \(quoted(line))")
+      }
+      let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+      var value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+      guard allowed.contains(key) else {
+        throw ContentError.invalidArgument(
+          "\(path):\(n + 1): unknown key \(quoted(key)); known keys: \(allowed.sorted().joined(separator: ", "))")
+      }
+      if value.hasPrefix("\"") {
+        guard value.count >= 2, value.hasSuffix("\"") else {
+          throw ContentError.invalidArgument("\(path):\(n + 1): unterminated string for \(key)")
+        }
+        value = String(value.dropFirst().dropLast())
+      }
+      file.values[key] = value
+    }
+    return file
+  }
+
+  func string(_ key: String) -> String? { values[key] }
+
+  func double(_ key: String) throws -> Double? {
+    guard let v = values[key] else { return nil }
+    guard let d = Double(v) else { throw ContentError.invalidArgument("config key \(key): \(quoted(v)) is not a number") }
+    return d
+  }
+
+  func int(_ key: String) throws -> Int? {
+    guard let v = values[key] else { return nil }
+    guard let i = Int(v) else { throw ContentError.invalidArgument("config key \(key): \(quoted(v)) is not an integer") }
+    return i
+  }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A progress bar on standard error, drawn only when it is a terminal, at most ten times
+/// a second. Pipes and logs stay clean.
+final class ProgressBar: Sendable {
+  private struct State {
+    var done: Int64 = 0
+    var lastDraw: Double = 0
+  }
+
+  private let label: String
+  private let total: Int64?
+  private let start = Date()
+  private let state = Mutex(State())
+  let enabled: Bool
+
+  init(_ label: String, total: Int64?) {
+    self.label = label
+    self.total = total
+    enabled = isatty(2) == 1
+  }
+
+  func update(_ done: Int64) {
+    guard enabled else { return }
+    let now = Date().timeIntervalSince(start)
+    let draw = state.withLock { s -> Bool in
+      s.done = done
+      guard now - s.lastDraw >= 0.1 else { return false }
+      s.lastDraw = now
+      return true
+    }
+    if draw { render(done, elapsed: now) }
+  }
+
+  func finish() {
+    guard enabled else { return }
+    render(state.withLock { $0.done }, elapsed: Date().timeIntervalSince(start))
+    FileHandle.standardError.write(Data("\n".utf8))
+  }
+
+  private func render(_ done: Int64, elapsed: Double) {
+    let rate = elapsed > 0 ? Double(done) / elapsed : 0
+    var line = "\r\(label) "
+    if let total, total > 0 {
+      let frac = min(1, Double(done) / Double(total))
+      let width = 30
+      let filled = Int(frac * Double(width))
+      line += "[" + String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled) + "] "
+      line += String(format: "%3.0f%% ", frac * 100)
+      line += "\(formatBytes(done)) / \(formatBytes(total))"
+    } else {
+      line += formatBytes(done)
+    }
+    line += "  \(formatBytes(Int64(rate)))/s   "
+    FileHandle.standardError.write(Data(line.utf8))
+  }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import CairnCore
+import CairnDisk
+import CairnServer
+import Foundation
+import Logging
+import ServiceLifecycle
+
+struct Serve: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
+    discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
+
+  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, log_level). Flags win.")
+  var config: String?
+  @Option(help: "Data directory (default ./cairn-data).") var data: String?
+  @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
+  @Option(help: "Unix socket path to listen on (containerd's proxy plugins need one).") var unix: String?
+  @Option(help: "Seconds after which an untouched upload is removed (default 86400).") var ingestExpiry: Double?
+  @Option(help: "Seconds in-flight calls get to finish on shutdown (default 10).") var shutdownGrace: Double?
+  @Option(help: "Threads for blocking file I/O (default 8).") var ioThreads: Int?
+  @Option(help: "trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
+
+  static let configKeys: Set<String> = ["data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "log_level"]
+
+  func run() async throws {
+    let file = try config.map { try ConfigFile.load($0, allowed: Self.configKeys) } ?? ConfigFile()
+    let dataDir = data ?? file.string("data") ?? "./cairn-data"
+    let listenText = listen ?? file.string("listen") ?? "127.0.0.1:7400"
+    let unixPath = unix ?? file.string("unix")
+    let expiry = try ingestExpiry ?? file.double("ingest_expiry") ?? 86400
+    let grace = try shutdownGrace ?? file.double("shutdown_grace") ?? 10
+    let threads = try ioThreads ?? file.int("io_threads") ?? 8
+    let levelText = logLevel ?? file.string("log_level") ?? "info"
+    guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
+    guard expiry > 0, grace >= 0, threads > 0 else { throw ValidationError("ingest_expiry and io_threads must be positive") }
+
+    var tcp: (String, Int)?
+    if listenText != "none" {
+      guard let colon = listenText.lastIndex(of: ":"), let port = Int(listenText[listenText.index(after: colon)...]) else {
+        throw ValidationError("--listen \(listenText) is not HOST:PORT")
+      }
+      tcp = (String(listenText[..<colon]), port)
+    }
+    if tcp == nil && unixPath == nil { throw ValidationError("nothing to listen on: give --listen or --unix") }
+
+    LoggingSystem.bootstrap { label in
+      var h = StreamLogHandler.standardError(label: label)
+      h.logLevel = level
+      return h
+    }
+    let logger = Logger(label: "cairn")
+    let store: DiskStore
+    do {
+      store = try await DiskStore.open(root: dataDir, ioThreads: threads)
+    } catch {
+      throw fail(error)
+    }
+    let expireJob: @Sendable () async -> Void = {
+      let interval = min(expiry / 4, 3600)
+      while !Task.isCancelled {
+        try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+        if Task.isCancelled { return }
+        if let removed = try? await store.expireIngests(olderThan: expiry), !removed.isEmpty {
+          logger.info("expired \(removed.count) stale ingests", metadata: ["refs": "\(removed.prefix(10))"])
+        }
+      }
+    }
+    let server = ContentServer(
+      store: store, listen: ListenConfig(tcp: tcp, unixPath: unixPath), logger: logger, maintenance: [expireJob])
+    var groupConfig = ServiceGroupConfiguration(
+      services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(grace * 1000))
+    let group = ServiceGroup(configuration: groupConfig)
+    let announce = Task {
+      guard let addresses = try? await server.listeningAddresses() else { return }
+      // Scripts and tests wait for these lines to know the node is ready.
+      for a in addresses { print("cairn: listening on \(a)") }
+      print("cairn: data in \(store.root)")
+      fflush(nil)
+    }
+    do {
+      try await group.run()
+    } catch {
+      announce.cancel()
+      await store.shutdown()
+      throw fail(error)
+    }
+    await store.shutdown()
+    logger.info("stopped")
+  }
+}
