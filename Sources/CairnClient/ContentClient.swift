@@ -130,6 +130,13 @@ public struct ContentClient: Sendable {
     }
   }
 
+  /// Reads a range into memory (for small blobs and tests).
+  public func readAll(_ digest: String, offset: Int64 = 0, size: Int64 = 0) async throws -> Data {
+    let box = DataBox()
+    try await read(digest, offset: offset, size: size) { box.append($0) }
+    return box.data
+  }
+
   public func list(filters: [String] = []) async throws -> [BlobInfo] {
     try requireModern("List")
     return try await call {
@@ -238,4 +245,11 @@ extension IngestStatus {
       ref: s.ref, offset: s.offset, total: s.total, expected: try Digest.parseOptional(s.expected),
       startedAt: Timestamp(s.startedAt), updatedAt: Timestamp(s.updatedAt))
   }
+}
+
+final class DataBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var buffer = Data()
+  func append(_ d: Data) { lock.withLock { buffer.append(d) } }
+  var data: Data { lock.withLock { buffer } }
 }

@@ -137,9 +137,9 @@ actor DiskIngestWriter: IngestWriter {
     _ = try? await store.io.run {
       POSIX.close(fd)
       if keepIngest {
+        // As in containerd, the total declared when the ingest was created stands; later
+        // messages only inform this stream's commit.
         try? POSIX.writeFile(files.updatedAt, Data(status.updatedAt.rfc3339.utf8))
-        if status.total > 0 { try? POSIX.writeFile(files.total, Data(String(status.total).utf8)) }
-        if let e = status.expected { try? POSIX.writeFile(files.expected, Data(e.description.utf8)) }
       } else {
         try? POSIX.removeTree(files.dir)
       }

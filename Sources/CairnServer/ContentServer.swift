@@ -30,6 +30,7 @@ public struct ListenConfig: Sendable {
 public final class ContentServer: Service, Sendable {
   public let store: any ContentStore
   public let health = HealthState()
+  private let watches = WatchRegistry()
   private let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
   private let unixPath: String?
   private let logger: Logger
@@ -45,7 +46,8 @@ public final class ContentServer: Service, Sendable {
     self.maintenance = maintenance
     unixPath = listen.unixPath
     let services: [any RegistrableRPCService] = [
-      ModernContentService(store: store), SeedContentService(store: store), HealthService(state: health),
+      ModernContentService(store: store), SeedContentService(store: store, watches: watches),
+      HealthService(state: health, watches: watches),
     ]
     var addresses: [GRPCNIOTransportCore.SocketAddress] = []
     if let tcp = listen.tcp { addresses.append(.ipv4(host: tcp.host, port: tcp.port)) }
@@ -119,6 +121,7 @@ public final class ContentServer: Service, Sendable {
     } onGracefulShutdown: {
       self.logger.info("graceful shutdown: no new calls, finishing in-flight ones")
       self.health.set(serving: false)
+      self.watches.closeAll()
       for server in self.servers { server.beginGracefulShutdown() }
     }
     if let unixPath { unlink(unixPath) }
@@ -126,6 +129,7 @@ public final class ContentServer: Service, Sendable {
 
   public func stop() {
     health.set(serving: false)
+    watches.closeAll()
     for server in servers { server.beginGracefulShutdown() }
   }
 }

@@ -26,6 +26,7 @@ public final class HealthState: Sendable {
 /// grpc.health.v1.Health: "" and each Cairn service name report the node's state.
 struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
   let state: HealthState
+  let watches: WatchRegistry
   static let services: Set<String> = ["", "containerd.v1.Content", "containerd.services.content.v1.Content"]
 
   private func status(_ serving: Bool) -> Grpc_Health_V1_HealthCheckResponse {
@@ -49,12 +50,14 @@ struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
       try await response.write(.with { $0.status = .serviceUnknown })
       return
     }
-    let updates = state.updates()
-    var last = state.isServing
-    try await response.write(status(last))
-    for await serving in updates where serving != last {
-      last = serving
-      try await response.write(status(serving))
+    try await streamingRPC(watches: watches) {
+      let updates = state.updates()
+      var last = state.isServing
+      try await response.write(status(last))
+      for await serving in updates where serving != last {
+        last = serving
+        try await response.write(status(serving))
+      }
     }
   }
 }

@@ -8,6 +8,7 @@ import SwiftProtobuf
 /// Status is a watch, Write has STAT/WRITE/COMMIT/ABORT.
 struct SeedContentService: Seed.SimpleServiceProtocol {
   let store: any ContentStore
+  let watches: WatchRegistry
 
   func info(request: Containerd_V1_InfoRequest, context: ServerContext) async throws -> Containerd_V1_InfoResponse {
     try await rpc {
@@ -23,7 +24,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
   func read(
     request: Containerd_V1_ReadRequest, response: RPCWriter<Containerd_V1_ReadResponse>, context: ServerContext
   ) async throws {
-    try await rpc {
+    try await streamingRPC {
       let reader = try await store.read(try Digest(parsing: request.digest), offset: request.offset, size: request.size)
       var offset = reader.offset
       for try await chunk in reader {
@@ -43,7 +44,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: Containerd_V1_StatusRequest, response: RPCWriter<Containerd_V1_StatusResponse>,
     context: ServerContext
   ) async throws {
-    try await rpc {
+    try await streamingRPC(watches: watches) {
       let query = try StatusWatchQuery(refs: request.refs, prefixes: request.prefix, limits: store.limits)
       // Subscribe before the snapshot so that nothing between the two is missed.
       let events = store.ingestEvents()
@@ -63,7 +64,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: RPCAsyncSequence<Containerd_V1_WriteRequest, any Error>,
     response: RPCWriter<Containerd_V1_WriteResponse>, context: ServerContext
   ) async throws {
-    try await rpc {
+    try await streamingRPC {
       try await WriteStreamDriver(store: store).run(request) { m in
         let action: WriteStep.Action =
           switch m.action {

@@ -20,19 +20,10 @@ import Testing
 
   @Test(arguments: StoreConformance.cases)
   func diskStore(_ c: StoreConformance.Case) async throws {
-    let dir = try TempDir()
+    let dir = try TemporaryDirectory()
     let store = try await DiskStore.open(root: dir.path, limits: Self.testLimits)
     try await c.run(store)
     await store.shutdown()
   }
 }
 
-/// A temporary directory removed when the value goes away.
-final class TempDir: Sendable {
-  let path: String
-  init() throws {
-    path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-  }
-  deinit { try? FileManager.default.removeItem(atPath: path) }
-}
