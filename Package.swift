@@ -9,6 +9,7 @@ import PackageDescription
 //   CairnCluster  (next) ring, membership and replication state machines, fed by an injected
 //                 transport, clock and RNG; depends on CairnCore only.
 //   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
+//   CairnTransport HTTP/2 details both ends need (HTTP2ConnectionGuard).
 //   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore.
 //   CairnClient   a client for both APIs (used by the CLI, the bench and the tests).
 //   cairn         the CLI: serve, client commands, bench.
@@ -27,6 +28,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
@@ -60,15 +62,22 @@ let package = Package(
       exclude: []
     ),
     .target(
+      name: "CairnTransport",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      ]
+    ),
+    .target(
       name: "CairnServer",
       dependencies: [
         "CairnCore",
         "CairnProto",
+        "CairnTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
-        .product(name: "NIOCore", package: "swift-nio"),
       ]
     ),
     .target(
@@ -76,6 +85,7 @@ let package = Package(
       dependencies: [
         "CairnCore",
         "CairnProto",
+        "CairnTransport",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -92,6 +102,8 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOCore", package: "swift-nio"),
       ]
     ),
     .target(

@@ -117,44 +117,44 @@ extension ContentClient {
       StreamingClientRequest<Req>, @escaping @Sendable (StreamingClientResponse<Resp>) async throws -> Void
     ) async throws -> Void
   ) async throws -> UploadResult {
-    let (replies, replyStream) = AsyncThrowingStream.makeStream(of: WriteReply.self)
-    let outcome = ResultBox()
+    // The producer needs the answer to its first STAT (where to resume); after that it
+    // streams without waiting, sends COMMIT and half-closes at once. Half-closing before
+    // the server ends the stream matters: containerd's server ends it right after the
+    // commit, and a grpc-go server resets streams the client has not closed.
+    let (firstReply, firstReplySink) = AsyncThrowingStream.makeStream(of: WriteReply.self)
     let last = ReplyBox()
     let request = StreamingClientRequest<Req>(metadata: metadata) { writer in
-      var iterator = replies.makeAsyncIterator()
       try await writer.write(stat(true))
+      var iterator = firstReply.makeAsyncIterator()
       guard let first = try await iterator.next() else {
         throw ContentError.unavailable("write stream ended before the server answered")
       }
       let serverDigest = try Digest(parsing: first.digest)
       var offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
-      let resumedFrom = offset
+      last.started(resumedFrom: offset)
       while let chunk = try await source.next(maxBytes: chunkBytes) {
         try await writer.write(data(offset, chunk))
         offset += Int64(chunk.count)
       }
-      last.sent(offset, resumedFrom: resumedFrom)
+      last.sent(offset)
       try await writer.write(commit(offset))
-      while let r = try await iterator.next() {
-        if r.committed {
-          outcome.set(UploadResult(digest: try Digest(parsing: r.digest), size: r.offset, resumedFrom: resumedFrom))
-          return
-        }
-      }
-      throw ContentError.unavailable("write stream ended before the commit was acknowledged")
     }
     do {
       try await call(request) { response in
         do {
+          var isFirst = true
           for try await m in response.messages {
             let r = reply(m)
             last.received(r)
             progress?(r.offset)
-            replyStream.yield(r)
+            if isFirst {
+              firstReplySink.yield(r)
+              isFirst = false
+            }
           }
-          replyStream.finish()
+          firstReplySink.finish()
         } catch {
-          replyStream.finish(throwing: error)
+          firstReplySink.finish(throwing: error)
           throw error
         }
       }
@@ -167,28 +167,31 @@ extension ContentClient {
       }
       throw e
     }
-    guard let result = outcome.get() else {
+    guard let result = last.committed() else {
       throw ContentError.unavailable("write stream ended before the commit was acknowledged")
     }
     return result
   }
 }
-
-final class ResultBox: @unchecked Sendable {
-  private let lock = NSLock()
-  private var value: UploadResult?
-  func set(_ v: UploadResult) { lock.withLock { value = v } }
-  func get() -> UploadResult? { lock.withLock { value } }
-}
-
-/// The last reply seen and the bytes sent, to name the blob of an ALREADY_EXISTS commit.
+/// What an upload saw: the last reply, the bytes sent and where it resumed.
 final class ReplyBox: @unchecked Sendable {
   private let lock = NSLock()
   private var reply: WriteReply?
   private var sentBytes: Int64?
   private var resumed: Int64 = 0
   func received(_ r: WriteReply) { lock.withLock { reply = r } }
-  func sent(_ n: Int64, resumedFrom: Int64) { lock.withLock { sentBytes = n; resumed = resumedFrom } }
+  func started(resumedFrom: Int64) { lock.withLock { resumed = resumedFrom } }
+  func sent(_ n: Int64) { lock.withLock { sentBytes = n } }
+
+  /// The blob, when the server acknowledged the commit.
+  func committed() -> UploadResult? {
+    lock.withLock {
+      guard let reply, reply.committed, let d = try? Digest(parsing: reply.digest) else { return nil }
+      return UploadResult(digest: d, size: reply.offset, resumedFrom: resumed)
+    }
+  }
+
+  /// The digest of everything sent, when every byte was acknowledged.
   func complete() -> (Digest, Int64, Int64)? {
     lock.withLock {
       guard let reply, let sentBytes, reply.offset == sentBytes, let d = try? Digest(parsing: reply.digest) else { return nil }

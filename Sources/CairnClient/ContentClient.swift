@@ -1,5 +1,6 @@
 import CairnCore
 import CairnProto
+import CairnTransport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -34,6 +35,10 @@ public struct ContentClient: Sendable {
       config: .defaults { config in
         config.http2.targetWindowSize = 8 << 20
         config.http2.maxFrameSize = 1 << 20
+        // containerd's server pings per round trip while an upload flows (see the guard).
+        config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+          HTTP2ConnectionGuard.install(on: channel, role: .client, maxPingsPerSecond: Limits.default.maxAbsorbedPingsPerSecond)
+        }
       })
     return try await withGRPCClient(transport: transport) { grpc in
       try await body(ContentClient(api: api, namespace: namespace, address: parsed, grpc: grpc))

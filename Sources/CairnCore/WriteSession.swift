@@ -31,6 +31,9 @@ public struct WriteStep: Sendable {
 /// What the driver of a Write stream must do, in order, for one message.
 public enum WriteCommand: Sendable, Equatable {
   /// If this digest is already committed: abort the ingest and fail with ALREADY_EXISTS.
+  /// Planned when a message names an expected digest that was not checked yet (the one
+  /// the stream opened with is checked when the writer opens; a blob committed meanwhile
+  /// still fails the commit with ALREADY_EXISTS).
   case rejectIfCommitted(Digest)
   case setExpectations(total: Int64?, expected: Digest?)
   case truncate
@@ -79,9 +82,9 @@ public struct WriteSession: Sendable {
     var commands: [WriteCommand] = []
     var newTotal: Int64?
     var newExpected: Digest?
-    if let d = try Digest.parseOptional(step.expected) {
+    if let d = try Digest.parseOptional(step.expected), d != expected {
       commands.append(.rejectIfCommitted(d))
-      if d != expected { newExpected = d }
+      newExpected = d
       expected = d
     }
     if step.total > 0 {

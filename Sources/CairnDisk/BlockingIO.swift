@@ -25,6 +25,13 @@ public final class BlockingIO: Sendable {
     }
   }
 
+  /// Runs `body` even if the calling task is cancelled: for cleanup that must happen
+  /// (closing a file, keeping an interrupted upload resumable). `run` would skip the work
+  /// when its caller is already cancelled, as it is when a client disconnects.
+  public func runToCompletion<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await Task { try await self.run(body) }.value
+  }
+
   public func shutdown() async {
     try? await pool.shutdownGracefully()
   }

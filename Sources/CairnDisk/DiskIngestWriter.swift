@@ -19,6 +19,8 @@ actor DiskIngestWriter: IngestWriter {
   private var expected: Digest?
   private let startedAt: Timestamp
   private var updatedAt: Timestamp
+  /// Whether the ingest has its directory yet (see DiskStore.openIngest).
+  private var materialized: Bool
   /// Bytes already handed to the kernel's writeback, so the fsync at commit is short.
   private var writebackMark: Int64
   private var ended = false
@@ -26,6 +28,10 @@ actor DiskIngestWriter: IngestWriter {
 
   /// How much new data triggers an early writeback.
   static let writebackWindow: Int64 = 8 << 20
+  /// An unnamed ingest gets its directory (and so survives a crash) once it holds this
+  /// much data or has been open this long: re-sending a small, young upload is cheap.
+  static let materializeBytes: Int64 = 16 << 20
+  static let materializeSeconds: Double = 2
 
   init(store: DiskStore, opened: OpenedIngest) {
     self.store = store
@@ -38,6 +44,7 @@ actor DiskIngestWriter: IngestWriter {
     expected = opened.status.expected
     startedAt = opened.status.startedAt
     updatedAt = opened.status.updatedAt
+    materialized = opened.materialized
     writebackMark = opened.status.offset
   }
 
@@ -53,8 +60,8 @@ actor DiskIngestWriter: IngestWriter {
   }
 
   private func checkUsable() throws(ContentError) {
-    if aborted { throw ContentError.notFound("ingest ref \(quoted(ref)) was aborted") }
-    if ended { throw ContentError.failedPrecondition("writer for ref \(quoted(ref)) is closed") }
+    if aborted { throw .notFound("ingest ref \(quoted(ref)) was aborted") }
+    if ended { throw .failedPrecondition("writer for ref \(quoted(ref)) is closed") }
   }
 
   func setExpectations(total: Int64?, expected: Digest?) throws {
@@ -65,22 +72,29 @@ actor DiskIngestWriter: IngestWriter {
 
   func append(_ data: Data) async throws -> WriterState {
     try checkUsable()
-    let (fd, at, digester, mark, path) = (self.fd, offset, self.digester, writebackMark, files.data)
+    let now = store.clock()
+    let end = offset + Int64(data.count)
+    let materialize =
+      !materialized
+      && (end >= Self.materializeBytes || now.totalNanoseconds - startedAt.totalNanoseconds > Int64(Self.materializeSeconds * 1e9))
+    let (fd, at, digester, mark, files) = (self.fd, offset, self.digester, writebackMark, self.files)
+    let status = IngestStatus(ref: ref, offset: end, total: total, expected: expected, startedAt: startedAt, updatedAt: now)
     let (updated, newMark) = try await store.io.run {
-      try POSIX.pwriteAll(fd, data, at: at, path: path)
+      try POSIX.pwriteAll(fd, data, at: at, path: files.data)
       var d = digester
       d.update(data)
-      let end = at + Int64(data.count)
+      if materialize { try DiskStore.materialize(files, fd: fd, status: status) }
       if end - mark >= DiskIngestWriter.writebackWindow {
         _ = cairn_start_writeback(fd, mark, end - mark)
         return (d, end)
       }
       return (d, mark)
     }
+    if materialize { materialized = true }
     self.digester = updated
     writebackMark = newMark
-    offset = at + Int64(data.count)
-    updatedAt = store.clock()
+    offset = end
+    updatedAt = now
     store.events.publish(.progress(snapshot()))
     return WriterState(status: snapshot(), digest: updated.digest())
   }
@@ -116,7 +130,13 @@ actor DiskIngestWriter: IngestWriter {
     case .exists(let d):
       await end(keepIngest: false)
       throw ContentError.alreadyExists("content \(d): already exists")
-    case .committed(let d, let at):
+    case .committed(let d, let at, let pending):
+      do {
+        try await store.groupSync.waitAll(pending)
+      } catch {
+        await end(keepIngest: false)
+        throw error
+      }
       updatedAt = at
       await end(keepIngest: false)
       store.events.publish(.committed(ref: ref, digest: d, size: offset))
@@ -128,21 +148,30 @@ actor DiskIngestWriter: IngestWriter {
     await end(keepIngest: !aborted)
   }
 
-  /// Ends the writer once: closes the file, persists the timestamps of a kept ingest (or
-  /// removes the ingest), and releases the ref's lock.
+  /// Ends the writer once: a kept ingest gets its directory (if it had none) and its
+  /// update time; otherwise its directory goes. Closes the file and releases the lock.
   private func end(keepIngest: Bool) async {
     guard !ended else { return }
     ended = true
-    let (fd, files, status) = (self.fd, self.files, snapshot())
-    _ = try? await store.io.run {
+    let (fd, files, status, materialized) = (self.fd, self.files, snapshot(), self.materialized)
+    if !keepIngest && !materialized {
+      // An unnamed ingest leaves nothing on disk to tidy, and closing it is quick (it holds
+      // at most materializeBytes): no trip to the I/O threads.
       POSIX.close(fd)
+      self.fd = -1
+      store.released(self)
+      return
+    }
+    _ = try? await store.io.runToCompletion {
       if keepIngest {
+        if !materialized { try? DiskStore.materialize(files, fd: fd, status: status) }
         // As in containerd, the total declared when the ingest was created stands; later
         // messages only inform this stream's commit.
         try? POSIX.writeFile(files.updatedAt, Data(status.updatedAt.rfc3339.utf8))
-      } else {
+      } else if materialized {
         try? POSIX.removeTree(files.dir)
       }
+      POSIX.close(fd)
     }
     self.fd = -1
     store.released(self)
@@ -155,4 +184,6 @@ struct OpenedIngest: Sendable {
   var fd: Int32
   var digester: Digester
   var status: IngestStatus
+  /// False for a new ingest that is still an unnamed file.
+  var materialized: Bool
 }

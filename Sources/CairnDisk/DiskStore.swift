@@ -43,7 +43,7 @@ public final class DiskStore: ContentStore {
     self.io = io
     self.limits = limits
     self.clock = clock
-    groupSync = GroupSync(io: io)
+    groupSync = GroupSync()
   }
 
   public func shutdown() async {
@@ -85,7 +85,7 @@ public final class DiskStore: ContentStore {
       throw ContentError.unavailable("metadata of \(digest) is busy")
     }
     defer { metaLocks.release(key) }
-    let (layout, now, limits) = (self.layout, clock(), self.limits)
+    let (layout, now, limits, groupSync) = (self.layout, clock(), self.limits, self.groupSync)
     let info = try await io.run {
       let st: POSIX.FileStat
       do throws(ContentError) {
@@ -100,10 +100,11 @@ public final class DiskStore: ContentStore {
       try LabelRules.validate(merged, limits: limits)
       let meta = BlobMeta(labels: merged, updatedAt: now.rfc3339)
       try POSIX.writeFile(layout.metaPath(digest), meta.encoded(), durable: true)
-      return BlobMeta.info(digest, blob: st, meta: meta)
+      let pending = try groupSync.enterAll([layout.metaDir(digest.algorithm)])
+      return (BlobMeta.info(digest, blob: st, meta: meta), pending)
     }
-    try await groupSync.sync([layout.metaDir(digest.algorithm)])
-    return info
+    try await groupSync.waitAll(info.1)
+    return info.0
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {
@@ -123,14 +124,13 @@ public final class DiskStore: ContentStore {
   }
 
   public func delete(_ digest: Digest) async throws {
-    let layout = self.layout
-    let existed = try await io.run {
-      let removed = try POSIX.unlink(layout.blobPath(digest))
+    let (layout, groupSync) = (self.layout, self.groupSync)
+    let pending = try await io.run {
+      guard try POSIX.unlink(layout.blobPath(digest)) else { throw ContentError.notFound("content \(digest): not found") }
       try POSIX.unlink(layout.metaPath(digest))
-      return removed
+      return try groupSync.enterAll([layout.blobDir(digest.algorithm)])
     }
-    if !existed { throw ContentError.notFound("content \(digest): not found") }
-    try await groupSync.sync([layout.blobDir(digest.algorithm)])
+    try await groupSync.waitAll(pending)
   }
 
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
@@ -196,13 +196,12 @@ public final class DiskStore: ContentStore {
         try? IngestFiles(dir: layout.ingestRoot + "/" + $0).readStatus()
       }
     }
+    // Held ingests report their live state; new ones have no directory yet.
     let writers = active.withLock { $0 }
-    var out: [IngestStatus] = []
-    for s in onDisk {
-      let current = if let w = writers[s.ref] { await w.snapshot() } else { s }
-      if filter.matches(current) { out.append(current) }
-    }
-    return out.sorted { $0.ref < $1.ref }
+    var statuses: [String: IngestStatus] = [:]
+    for s in onDisk where writers[s.ref] == nil { statuses[s.ref] = s }
+    for (ref, w) in writers { statuses[ref] = await w.snapshot() }
+    return statuses.values.filter { filter.matches($0) }.sorted { $0.ref < $1.ref }
   }
 
   public func abort(ref: String) async throws {
@@ -217,9 +216,6 @@ public final class DiskStore: ContentStore {
 
   public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
     try RefRules.validate(ref, limits: limits)
-    if let expected, (try? await info(expected)) != nil {
-      throw ContentError.alreadyExists("content \(expected): already exists")
-    }
     if active.withLock({ $0.count }) >= limits.maxActiveIngests {
       throw ContentError.resourceExhausted(
         "\(limits.maxActiveIngests) ingests are open on this node (limit maxActiveIngests)")
@@ -230,7 +226,10 @@ public final class DiskStore: ContentStore {
     do {
       let (layout, now) = (self.layout, clock())
       let opened = try await io.run {
-        try DiskStore.openIngest(layout: layout, ref: ref, total: total, expected: expected, now: now)
+        if let expected, POSIX.exists(layout.blobPath(expected)) {
+          throw ContentError.alreadyExists("content \(expected): already exists")
+        }
+        return try DiskStore.openIngest(layout: layout, ref: ref, total: total, expected: expected, now: now)
       }
       let writer = DiskIngestWriter(store: self, opened: opened)
       active.withLock { $0[ref] = writer }
@@ -270,7 +269,7 @@ public final class DiskStore: ContentStore {
   }
 
   /// Group-commit counters: directory fsyncs issued and commits/updates they served.
-  public func groupCommitCounters() async -> (syncs: Int, served: Int) { await groupSync.counters() }
+  public func groupCommitCounters() -> (syncs: Int, served: Int) { groupSync.counters() }
 }
 
 /// An open blob file and the read position of one Read stream; closing is tied to the

@@ -1,3 +1,4 @@
+import CCairnSys
 import CairnCore
 import Foundation
 
@@ -73,7 +74,7 @@ enum POSIX {
   static func fsyncDirectory(_ path: String) throws(ContentError) {
     let fd = try open(path, O_RDONLY | O_DIRECTORY)
     defer { close(fd) }
-    if fsync(fd) != 0 { throw error("fsync", path) }
+    if Glibc.fsync(fd) != 0 { throw error("fsync", path) }
   }
 
   static func truncate(_ fd: Int32, to size: Int64, path: String) throws(ContentError) {
@@ -134,12 +135,23 @@ enum POSIX {
     }
   }
 
-  /// Hard-links `from` to `to`, failing with EEXIST (reported as `false`) if `to` exists:
-  /// the atomic "create if absent" that rename lacks.
-  static func linkNoReplace(_ from: String, _ to: String) throws(ContentError) -> Bool {
-    if Glibc.link(from, to) == 0 { return true }
+  /// Names an open file `to` (works for unnamed O_TMPFILE files too); false if `to` exists.
+  static func linkNoReplace(fd: Int32, _ to: String) throws(ContentError) -> Bool {
+    if cairn_link_fd(fd, to) == 0 { return true }
     if errno == EEXIST { return false }
     throw error("link", to)
+  }
+
+  /// An unnamed file in `dir`, or nil where the filesystem has no O_TMPFILE.
+  static func openUnnamed(in dir: String) throws(ContentError) -> Int32? {
+    let fd = cairn_open_unnamed(dir, 0o644)
+    if fd >= 0 { return fd }
+    if errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL { return nil }
+    throw error("open O_TMPFILE", dir)
+  }
+
+  static func fsync(_ fd: Int32, path: String) throws(ContentError) {
+    if Glibc.fsync(fd) != 0 { throw error("fsync", path) }
   }
 
   static func rename(_ from: String, _ to: String) throws(ContentError) {

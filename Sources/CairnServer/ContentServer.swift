@@ -4,7 +4,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
-import NIOCore
+import CairnTransport
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -71,14 +71,15 @@ public final class ContentServer: Service, Sendable {
       config.http2.maxFrameSize = 1 << 20
       config.http2.maxConcurrentStreams = limits.maxConcurrentStreams
       config.rpc.maxRequestPayloadSize = limits.maxMessageBytes
+      // Clients of the Content API wait for each answer (containerd's writer sends a
+      // message and waits for its response); delaying flushes to batch them only adds
+      // latency to every round trip.
+      config.connection.flushCoalescing = nil
       // grpc-go clients (containerd) send a BDP-estimation ping whenever data arrives;
       // with the default 5-minute minimum interval those count as abuse and the
       // connection is closed with ENHANCE_YOUR_CALM after two of them.
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(
-            PingAbsorber(maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond), position: .first)
-        }
+        HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond)
       }
       config.connection.keepalive.clientBehavior = .init(
         minPingIntervalWithoutCalls: .milliseconds(limits.minClientPingIntervalMilliseconds), allowWithoutCalls: true)

@@ -46,15 +46,16 @@ func rpc<T>(_ body: () async throws -> T) async throws -> T {
   }
 }
 
-/// Runs a streaming handler in a task of its own, so that gRPC's signal that the RPC is
-/// cancelled (the client went away, a deadline passed) cancels it: grpc-swift signals
-/// through the cancellation handle, not by cancelling the handler's task, and a handler
-/// waiting for events would otherwise outlive its client. Watches also register with
-/// `watches` so that a shutdown ends them instead of waiting for them.
-func streamingRPC(watches: WatchRegistry? = nil, _ body: @escaping @Sendable () async throws -> Void) async throws {
+/// Runs a watch handler (one that waits for events, not for the client) in a task of its
+/// own, so that gRPC's signal that the RPC is cancelled (the client went away, a deadline
+/// passed) cancels it: grpc-swift signals through the cancellation handle, not by
+/// cancelling the handler's task. Reads and writes need no such bridge: their next read
+/// or write fails when the client is gone. Watches also register with `watches` so that a
+/// shutdown ends them instead of waiting for them.
+func watchRPC(watches: WatchRegistry, _ body: @escaping @Sendable () async throws -> Void) async throws {
   let task = Task { try await rpc(body) }
-  let token = watches?.add(task)
-  defer { if let token { watches?.remove(token) } }
+  let token = watches.add(task)
+  defer { watches.remove(token) }
   try await withRPCCancellationHandler {
     try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
   } onCancelRPC: {

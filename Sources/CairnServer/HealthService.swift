@@ -50,7 +50,7 @@ struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
       try await response.write(.with { $0.status = .serviceUnknown })
       return
     }
-    try await streamingRPC(watches: watches) {
+    try await watchRPC(watches: watches) {
       let updates = state.updates()
       var last = state.isServing
       try await response.write(status(last))

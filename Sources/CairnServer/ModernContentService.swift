@@ -33,7 +33,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     request: Containerd_Services_Content_V1_ListContentRequest,
     response: RPCWriter<Containerd_Services_Content_V1_ListContentResponse>, context: ServerContext
   ) async throws {
-    try await streamingRPC {
+    try await rpc {
       let infos = try await store.list(try Filter.parse(request.filters, limits: store.limits))
       // containerd batches List responses; 100 infos keep a message far below the limit.
       for start in stride(from: 0, to: infos.count, by: 100) {
@@ -56,7 +56,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     request: Containerd_Services_Content_V1_ReadContentRequest,
     response: RPCWriter<Containerd_Services_Content_V1_ReadContentResponse>, context: ServerContext
   ) async throws {
-    try await streamingRPC {
+    try await rpc {
       let reader = try await store.read(try Digest(parsing: request.digest), offset: request.offset, size: request.size)
       var offset = reader.offset
       for try await chunk in reader {
@@ -91,7 +91,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     request: RPCAsyncSequence<Containerd_Services_Content_V1_WriteContentRequest, any Error>,
     response: RPCWriter<Containerd_Services_Content_V1_WriteContentResponse>, context: ServerContext
   ) async throws {
-    try await streamingRPC {
+    try await rpc {
       try await WriteStreamDriver(store: store).run(request) { m in
         WriteStep(
           action: m.action == .commit ? .commit : m.action == .write ? .write : .stat,

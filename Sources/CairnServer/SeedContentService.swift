@@ -24,7 +24,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
   func read(
     request: Containerd_V1_ReadRequest, response: RPCWriter<Containerd_V1_ReadResponse>, context: ServerContext
   ) async throws {
-    try await streamingRPC {
+    try await rpc {
       let reader = try await store.read(try Digest(parsing: request.digest), offset: request.offset, size: request.size)
       var offset = reader.offset
       for try await chunk in reader {
@@ -44,7 +44,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: Containerd_V1_StatusRequest, response: RPCWriter<Containerd_V1_StatusResponse>,
     context: ServerContext
   ) async throws {
-    try await streamingRPC(watches: watches) {
+    try await watchRPC(watches: watches) {
       let query = try StatusWatchQuery(refs: request.refs, prefixes: request.prefix, limits: store.limits)
       // Subscribe before the snapshot so that nothing between the two is missed.
       let events = store.ingestEvents()
@@ -64,7 +64,7 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: RPCAsyncSequence<Containerd_V1_WriteRequest, any Error>,
     response: RPCWriter<Containerd_V1_WriteResponse>, context: ServerContext
   ) async throws {
-    try await streamingRPC {
+    try await rpc {
       try await WriteStreamDriver(store: store).run(request) { m in
         let action: WriteStep.Action =
           switch m.action {

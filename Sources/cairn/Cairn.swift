@@ -32,6 +32,7 @@ struct ClientOptions: ParsableArguments {
 
   /// Connects and runs `body`; a server status becomes a message naming it and exit 100+code.
   func run<T: Sendable>(_ body: (ContentClient) async throws -> T) async throws -> T {
+    takeOverConcurrencyPool()
     do {
       return try await ContentClient.with(address: address, api: api, namespace: namespace, body)
     } catch {

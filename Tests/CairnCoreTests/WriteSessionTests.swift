@@ -56,13 +56,18 @@ import Testing
     }
   }
 
-  @Test func expectedDigestIsCheckedOnEveryMessageAndCommitUsesLatest() throws {
+  @Test func expectedDigestIsCheckedWhenNamedAndCommitUsesLatest() throws {
     var s = try open(WriteStep(action: .stat, ref: "r", total: 3))
     let d = Digest.of(Data("abc".utf8))
     let cmds = try s.plan(WriteStep(action: .commit, expected: d.description, offset: 3), currentOffset: 3)
     #expect(cmds == [.rejectIfCommitted(d), .setExpectations(total: nil, expected: d), .commit(size: 3, expected: d, labels: [:]), .respond])
     #expect(s.phase == .finished)
     #expect(throws: ContentError.self) { try s.plan(WriteStep(action: .stat), currentOffset: 3) }
+    // The digest the stream opened with was checked at open; naming it again costs nothing.
+    var t = try open(WriteStep(action: .stat, ref: "r", expected: d.description))
+    #expect(try t.plan(WriteStep(action: .stat, expected: d.description), currentOffset: 0) == [.respond])
+    let other = Digest.of(Data("xyz".utf8))
+    #expect(try t.plan(WriteStep(action: .stat, expected: other.description), currentOffset: 0).first == .rejectIfCommitted(other))
   }
 
   @Test func abortEndsTheStream() throws {
