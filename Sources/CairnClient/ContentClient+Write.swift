@@ -26,9 +26,12 @@ extension ContentClient {
   /// source's prefix matches), streams the rest without waiting for each acknowledgement,
   /// and commits. `progress` sees every acknowledged offset. When the blob is already
   /// committed (ALREADY_EXISTS, which containerd treats as success) the result says so.
+  ///
+  /// With `resume: false` the upload starts at offset 0 without asking first (data at
+  /// offset 0 restarts any ingest the ref had), saving a round trip per blob.
   public func write(
     ref: String, source: any BlobSource, size: Int64 = 0, expected: Digest? = nil,
-    labels: [String: String] = [:], chunkBytes: Int = 1 << 20,
+    labels: [String: String] = [:], chunkBytes: Int = 1 << 20, resume: Bool = true,
     progress: (@Sendable (Int64) -> Void)? = nil
   ) async throws -> UploadResult {
     try await call {
@@ -36,7 +39,7 @@ extension ContentClient {
       case .modern:
         return try await upload(
           ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
-          progress: progress,
+          resume: resume, progress: progress,
           stat: { first in
             .with {
               $0.action = .stat
@@ -71,7 +74,7 @@ extension ContentClient {
         if !labels.isEmpty { throw ContentError.unimplemented("labels are not part of the seed API; use --api modern") }
         return try await upload(
           ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
-          progress: progress,
+          resume: resume, progress: progress,
           stat: { first in
             .with {
               $0.action = .stat
@@ -108,7 +111,7 @@ extension ContentClient {
   /// The Write conversation, independent of the API's message types.
   private func upload<Req: Sendable, Resp: Sendable>(
     ref: String, source: any BlobSource, size: Int64, expected: Digest?, labels: [String: String],
-    chunkBytes: Int, progress: (@Sendable (Int64) -> Void)?,
+    chunkBytes: Int, resume: Bool, progress: (@Sendable (Int64) -> Void)?,
     stat: @escaping @Sendable (Bool) -> Req,
     data: @escaping @Sendable (Int64, Data) -> Req,
     commit: @escaping @Sendable (Int64) -> Req,
@@ -124,13 +127,17 @@ extension ContentClient {
     let (firstReply, firstReplySink) = AsyncThrowingStream.makeStream(of: WriteReply.self)
     let last = ReplyBox()
     let request = StreamingClientRequest<Req>(metadata: metadata) { writer in
+      // The STAT opens the ingest (it carries the ref, size and expected digest).
       try await writer.write(stat(true))
-      var iterator = firstReply.makeAsyncIterator()
-      guard let first = try await iterator.next() else {
-        throw ContentError.unavailable("write stream ended before the server answered")
+      var offset: Int64 = 0
+      if resume {
+        var iterator = firstReply.makeAsyncIterator()
+        guard let first = try await iterator.next() else {
+          throw ContentError.unavailable("write stream ended before the server answered")
+        }
+        let serverDigest = try Digest(parsing: first.digest)
+        offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
       }
-      let serverDigest = try Digest(parsing: first.digest)
-      var offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
       last.started(resumedFrom: offset)
       while let chunk = try await source.next(maxBytes: chunkBytes) {
         try await writer.write(data(offset, chunk))

@@ -135,7 +135,10 @@ public final class DiskStore: ContentStore {
 
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
     let path = layout.blobPath(digest)
-    let (fd, blobSize) = try await io.run {
+    let chunk = Int64(limits.readChunkBytes)
+    // Opening also reads the first chunk: a 1 MiB ReadAt (containerd's reader) costs one
+    // trip to the I/O threads.
+    let (fd, blobSize, start, length, first) = try await io.run {
       let fd: Int32
       do throws(ContentError) {
         fd = try POSIX.open(path, O_RDONLY)
@@ -144,31 +147,29 @@ public final class DiskStore: ContentStore {
         throw error
       }
       do throws(ContentError) {
-        let st = try POSIX.fstat(fd, path: path)
-        _ = cairn_advise_sequential(fd)
-        return (fd, st.size)
+        let blobSize = try POSIX.fstat(fd, path: path).size
+        let (start, length) = try ReadRange.resolve(blobSize: blobSize, offset: offset, size: size)
+        if length > chunk { _ = cairn_advise_sequential(fd) }
+        let first = length > 0 ? try POSIX.pread(fd, count: Int(min(chunk, length)), at: start, path: path) : Data()
+        return (fd, blobSize, start, length, first)
       } catch {
         POSIX.close(fd)
         throw error
       }
     }
-    let cursor = ReadCursor(fd: fd)
-    let start: Int64
-    let length: Int64
-    do {
-      (start, length) = try ReadRange.resolve(blobSize: blobSize, offset: offset, size: size)
-    } catch {
-      throw error
-    }
+    let cursor = ReadCursor(fd: fd, pending: first)
     cursor.position.store(start, ordering: .relaxed)
     let end = start + length
-    let (io, chunk) = (self.io, Int64(limits.readChunkBytes))
+    let io = self.io
     return BlobReader(blobSize: blobSize, offset: start, length: length) {
       let pos = cursor.position.load(ordering: .relaxed)
       guard pos < end else { return nil }
-      let n = Int(min(chunk, end - pos))
-      let data = try await io.run {
-        try POSIX.pread(cursor.fd, count: n, at: pos, path: path)
+      let data: Data
+      if let pending = cursor.takePending() {
+        data = pending
+      } else {
+        let n = Int(min(chunk, end - pos))
+        data = try await io.run { try POSIX.pread(cursor.fd, count: n, at: pos, path: path) }
       }
       if data.isEmpty { throw ContentError.dataLoss("content \(digest) is shorter than its recorded size") }
       cursor.position.store(pos + Int64(data.count), ordering: .relaxed)
@@ -277,6 +278,11 @@ public final class DiskStore: ContentStore {
 final class ReadCursor: Sendable {
   let fd: Int32
   let position = Atomic<Int64>(0)
-  init(fd: Int32) { self.fd = fd }
+  private let pending: Mutex<Data?>
+  init(fd: Int32, pending: Data) {
+    self.fd = fd
+    self.pending = Mutex(pending.isEmpty ? nil : pending)
+  }
+  func takePending() -> Data? { pending.withLock { p in defer { p = nil }; return p } }
   deinit { POSIX.close(fd) }
 }

@@ -36,7 +36,7 @@ struct Bench: AsyncParsableCommand {
       let bar = ProgressBar("write", total: total)
       let write = try await Self.phase(count: countV, concurrency: concurrencyV, bytesPerItem: blobSize, bar: bar) { i in
         let source = GeneratedSource(size: blobSize, seed: runID &* 1_000_003 &+ UInt64(i))
-        let r = try await c.write(ref: "bench-\(runID)-\(i)", source: source, size: blobSize, chunkBytes: Int(chunkBytes))
+        let r = try await c.write(ref: "bench-\(runID)-\(i)", source: source, size: blobSize, chunkBytes: Int(chunkBytes), resume: false)
         return r.digest
       }
       bar.finish()

@@ -90,7 +90,8 @@ struct Serve: AsyncParsableCommand {
       throw fail(error)
     }
     await store.shutdown()
-    logger.info("stopped")
+    let (syncs, served) = store.groupCommitCounters()
+    logger.info("stopped", metadata: ["directory-fsyncs": "\(syncs)", "durable-operations": "\(served)"])
   }
 }
 
