@@ -69,7 +69,7 @@ run_cairn_bench() {  # name address extra-args...
 }
 echo "== cairn bench"
 for target in cairn containerd; do
-  if [ $target = cairn ]; then start_cairn; ADDR="unix://$WORK/cairn/cairn.sock"; NS=(); else ADDR="unix://$CTRD_SOCK"; NS=(--namespace bench); fi
+  if [ $target = cairn ]; then start_cairn; ADDR="unix://$WORK/cairn/cairn.sock"; NS=(); else ADDR="unix://$CTRD_SOCK"; NS=(--namespace bench --gc-root-label); fi
   run_cairn_bench "$target-1g" "$ADDR" "${NS[@]}" --size 1g --count 3 --read
   run_cairn_bench "$target-4k-seq" "$ADDR" "${NS[@]}" --size 4k --count 2000 --concurrency 1 --read
   run_cairn_bench "$target-4k-c8" "$ADDR" "${NS[@]}" --size 4k --count 4000 --concurrency 8 --read
@@ -82,7 +82,7 @@ start_cairn
 grep VmHWM "/proc/$CAIRN_PID/status" | awk '{print $2}' > "$OUT/cairn-4g-rss-kib.txt"
 stop_cairn
 BEFORE=$(grep VmHWM "/proc/$CTRD_PID/status" | awk '{print $2}')
-"$CAIRN" bench --address "unix://$CTRD_SOCK" --namespace bench --size 4g --count 1 --json > "$OUT/containerd-4g.json"
+"$CAIRN" bench --address "unix://$CTRD_SOCK" --namespace bench --gc-root-label --size 4g --count 1 --json > "$OUT/containerd-4g.json"
 grep VmHWM "/proc/$CTRD_PID/status" | awk '{print $2}' > "$OUT/containerd-4g-rss-kib.txt"
 echo "containerd VmHWM before the 4 GiB write: $BEFORE KiB" >> "$OUT/containerd-4g-rss-kib.txt"
 
