@@ -109,13 +109,8 @@ public struct ContentClient: Sendable {
           $0.offset = offset
           $0.size = size
         }
-        return try await modern.read(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
-          var n: Int64 = 0
-          for try await m in r.messages {
-            try await sink(m.data)
-            n += Int64(m.data.count)
-          }
-          return n
+        return try await modern.read(request: ClientRequest(message: req, metadata: metadata), options: options) {
+          try await drain($0.messages, \.data, into: sink)
         }
       case .seed:
         let req = Containerd_V1_ReadRequest.with {
@@ -123,13 +118,8 @@ public struct ContentClient: Sendable {
           $0.offset = offset
           $0.size = size
         }
-        return try await seed.read(request: ClientRequest(message: req, metadata: metadata), options: options) { r in
-          var n: Int64 = 0
-          for try await m in r.messages {
-            try await sink(m.data)
-            n += Int64(m.data.count)
-          }
-          return n
+        return try await seed.read(request: ClientRequest(message: req, metadata: metadata), options: options) {
+          try await drain($0.messages, \.data, into: sink)
         }
       }
     }
@@ -250,6 +240,18 @@ extension IngestStatus {
       ref: s.ref, offset: s.offset, total: s.total, expected: try Digest.parseOptional(s.expected),
       startedAt: Timestamp(s.startedAt), updatedAt: Timestamp(s.updatedAt))
   }
+}
+
+/// Feeds the bytes of a Read response stream (either API) to `sink`; returns how many.
+private func drain<M: Sendable>(
+  _ messages: RPCAsyncSequence<M, any Error>, _ data: KeyPath<M, Data>, into sink: @Sendable (Data) async throws -> Void
+) async throws -> Int64 {
+  var n: Int64 = 0
+  for try await m in messages {
+    try await sink(m[keyPath: data])
+    n += Int64(m[keyPath: data].count)
+  }
+  return n
 }
 
 final class DataBox: @unchecked Sendable {

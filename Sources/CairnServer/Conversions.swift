@@ -63,6 +63,19 @@ func watchRPC(watches: WatchRegistry, _ body: @escaping @Sendable () async throw
   }
 }
 
+/// The Read RPC of either API: resolves the range and hands each chunk, with its offset,
+/// to `send`.
+func streamBlob(
+  _ store: any ContentStore, digest: String, offset: Int64, size: Int64, send: (Int64, Data) async throws -> Void
+) async throws {
+  let reader = try await store.read(try Digest(parsing: digest), offset: offset, size: size)
+  var at = reader.offset
+  for try await chunk in reader {
+    try await send(at, chunk)
+    at += Int64(chunk.count)
+  }
+}
+
 extension Google_Protobuf_Timestamp {
   init(_ t: Timestamp) {
     self.init()

@@ -25,14 +25,11 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: Containerd_V1_ReadRequest, response: RPCWriter<Containerd_V1_ReadResponse>, context: ServerContext
   ) async throws {
     try await rpc {
-      let reader = try await store.read(try Digest(parsing: request.digest), offset: request.offset, size: request.size)
-      var offset = reader.offset
-      for try await chunk in reader {
+      try await streamBlob(store, digest: request.digest, offset: request.offset, size: request.size) { at, chunk in
         try await response.write(.with {
-          $0.offset = offset
+          $0.offset = at
           $0.data = chunk
         })
-        offset += Int64(chunk.count)
       }
     }
   }
