@@ -24,6 +24,4 @@ public final class EventHub<Event: Sendable>: Sendable {
     let targets = subscribers.withLock { Array($0.values) }
     for c in targets { c.yield(event) }
   }
-
-  public var subscriberCount: Int { subscribers.withLock { $0.count } }
 }

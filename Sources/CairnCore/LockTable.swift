@@ -85,6 +85,4 @@ public final class LockTable: Sendable {
   }
 
   public func isHeld(_ key: String) -> Bool { state.withLock { $0.held[key] != nil } }
-
-  public var heldCount: Int { state.withLock { $0.held.count } }
 }

@@ -250,8 +250,6 @@ public final class DiskStore: ContentStore {
     refLocks.release(writer.ref)
   }
 
-  public var activeIngestCount: Int { active.withLock { $0.count } }
-
   /// Removes ingests that no writer holds and that have not been updated for `age`
   /// seconds. Returns the refs removed.
   public func expireIngests(olderThan age: Double) async throws -> [String] {

@@ -36,7 +36,9 @@ public final class ServerProcess: @unchecked Sendable {
   public func start(timeout: Double = 60) async throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: Self.binary)
-    p.arguments = ["serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--unix", unixPath] + extraArgs
+    // A generous lock wait: these tests never contend for a ref on purpose, and a released
+    // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
+    p.arguments = ["serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--unix", unixPath, "--lock-wait", "30"] + extraArgs
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = FileHandle.standardError

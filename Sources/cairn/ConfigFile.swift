@@ -12,24 +12,33 @@ struct ConfigFile {
     }
     var file = ConfigFile()
     for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-      var line = raw.trimmingCharacters(in: .whitespaces)
-      if let hash = line.firstIndex(of: "#"), !line[..<hash].contains("\"") { line = String(line[..<hash]) }
-      line = line.trimmingCharacters(in: .whitespaces)
-      if line.isEmpty { continue }
+      let line = raw.trimmingCharacters(in: .whitespaces)
+      if line.isEmpty || line.hasPrefix("#") { continue }
       guard let eq = line.firstIndex(of: "=") else {
         throw ContentError.invalidArgument("\(path):\(n + 1): expected key = value, got \(quoted(line))")
       }
       let key = line[..<eq].trimmingCharacters(in: .whitespaces)
-      var value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
       guard allowed.contains(key) else {
         throw ContentError.invalidArgument(
           "\(path):\(n + 1): unknown key \(quoted(key)); known keys: \(allowed.sorted().joined(separator: ", "))")
       }
-      if value.hasPrefix("\"") {
-        guard value.count >= 2, value.hasSuffix("\"") else {
+      var rest = Substring(line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces))
+      let value: String
+      if rest.hasPrefix("\"") {
+        rest = rest.dropFirst()
+        guard let close = rest.firstIndex(of: "\"") else {
           throw ContentError.invalidArgument("\(path):\(n + 1): unterminated string for \(key)")
         }
-        value = String(value.dropFirst().dropLast())
+        value = String(rest[..<close])
+        rest = rest[rest.index(after: close)...]
+      } else {
+        let end = rest.firstIndex(of: "#") ?? rest.endIndex
+        value = rest[..<end].trimmingCharacters(in: .whitespaces)
+        rest = rest[end...]
+      }
+      let trailing = rest.trimmingCharacters(in: .whitespaces)
+      if !trailing.isEmpty && !trailing.hasPrefix("#") {
+        throw ContentError.invalidArgument("\(path):\(n + 1): unexpected \(quoted(trailing)) after the value of \(key)")
       }
       file.values[key] = value
     }

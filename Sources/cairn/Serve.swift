@@ -13,7 +13,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, log_level). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -21,22 +21,40 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Seconds after which an untouched upload is removed (default 86400).") var ingestExpiry: Double?
   @Option(help: "Seconds in-flight calls get to finish on shutdown (default 10).") var shutdownGrace: Double?
   @Option(help: "Threads for blocking file I/O (default 8).") var ioThreads: Int?
+  @Option(help: "Seconds a writer waits for a ref held by another writer before UNAVAILABLE (default 0.5).")
+  var lockWait: Double?
   @Option(help: "trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
 
-  static let configKeys: Set<String> = ["data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "log_level"]
+  static let configKeys: Set<String> = [
+    "data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
+  ]
 
   func run() async throws {
     takeOverConcurrencyPool()
-    let file = try config.map { try ConfigFile.load($0, allowed: Self.configKeys) } ?? ConfigFile()
+    let file: ConfigFile
+    do {
+      file = try config.map { try ConfigFile.load($0, allowed: Self.configKeys) } ?? ConfigFile()
+    } catch {
+      throw ValidationError(ContentError.from(error).message)
+    }
     let dataDir = data ?? file.string("data") ?? "./cairn-data"
     let listenText = listen ?? file.string("listen") ?? "127.0.0.1:7400"
     let unixPath = unix ?? file.string("unix")
-    let expiry = try ingestExpiry ?? file.double("ingest_expiry") ?? 86400
-    let grace = try shutdownGrace ?? file.double("shutdown_grace") ?? 10
-    let threads = try ioThreads ?? file.int("io_threads") ?? 8
+    let expiry: Double, grace: Double, threads: Int
+    var limits = Limits()
+    do {
+      limits.lockWaitSeconds = try lockWait ?? file.double("lock_wait") ?? limits.lockWaitSeconds
+      expiry = try ingestExpiry ?? file.double("ingest_expiry") ?? 86400
+      grace = try shutdownGrace ?? file.double("shutdown_grace") ?? 10
+      threads = try ioThreads ?? file.int("io_threads") ?? 8
+    } catch {
+      throw ValidationError(ContentError.from(error).message)
+    }
     let levelText = logLevel ?? file.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
-    guard expiry > 0, grace >= 0, threads > 0 else { throw ValidationError("ingest_expiry and io_threads must be positive") }
+    guard expiry > 0, grace >= 0, threads > 0, limits.lockWaitSeconds >= 0 else {
+      throw ValidationError("ingest_expiry and io_threads must be positive, shutdown_grace and lock_wait not negative")
+    }
 
     var tcp: (String, Int)?
     if listenText != "none" {
@@ -55,7 +73,7 @@ struct Serve: AsyncParsableCommand {
     let logger = Logger(label: "cairn")
     let store: DiskStore
     do {
-      store = try await DiskStore.open(root: dataDir, ioThreads: threads)
+      store = try await DiskStore.open(root: dataDir, limits: limits, ioThreads: threads)
     } catch {
       throw fail(error)
     }

@@ -137,7 +137,7 @@ import Testing
   }
 
   @Test func secondWriterOnOneRefIsUnavailable() async throws {
-    let node = try await TestNode.start()
+    let node = try await TestNode.start(limits: TestNode.contentionLimits)
     defer { Task { await node.stop() } }
     try await ContentClient.with(address: node.tcp) { c1 in
       try await ContentClient.with(address: node.unix) { c2 in

@@ -29,7 +29,15 @@ final class TestNode: Sendable {
       unix: "unix://" + unixPath, task: task)
   }
 
+  /// A generous lock wait: a released lock is handed over at once, so the wait only bounds
+  /// how late a disconnect is noticed (tests of contention start nodes with a short one).
   static var limits: Limits {
+    var l = Limits()
+    l.lockWaitSeconds = 30
+    return l
+  }
+
+  static var contentionLimits: Limits {
     var l = Limits()
     l.lockWaitSeconds = 0.2
     return l
