@@ -6,8 +6,8 @@ import PackageDescription
 //   CairnCore     pure domain: digests, refs, errors, filters, labels, the store protocol and
 //                 the Write-session state machine. No NIO, no gRPC.
 //   CairnDisk     the durable single-node store (containerd's content/local layout).
-//   CairnCluster  (next) ring, membership and replication state machines, fed by an injected
-//                 transport, clock and RNG; depends on CairnCore only.
+//   CairnCluster  ring placement and the SWIM membership state machine (replication next),
+//                 fed by an injected transport, clock and seeded RNG; depends on CairnCore only.
 //   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
 //   CairnTransport HTTP/2 details both ends need (HTTP2ConnectionGuard).
 //   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore.
@@ -43,6 +43,7 @@ let package = Package(
       dependencies: [.product(name: "Crypto", package: "swift-crypto")]
     ),
     .target(name: "CCairnSys"),
+    .target(name: "CairnCluster", dependencies: ["CairnCore"]),
     .target(
       name: "CairnDisk",
       dependencies: [
@@ -108,9 +109,10 @@ let package = Package(
     ),
     .target(
       name: "CairnTestKit",
-      dependencies: ["CairnCore"]
+      dependencies: ["CairnCore", "CairnCluster"]
     ),
     .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"]),
+    .testTarget(name: "CairnClusterTests", dependencies: ["CairnCore", "CairnCluster", "CairnTestKit"]),
     .testTarget(name: "CairnDiskTests", dependencies: ["CairnCore", "CairnDisk", "CairnTestKit"]),
     .testTarget(
       name: "CairnServerTests",

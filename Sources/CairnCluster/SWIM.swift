@@ -1,0 +1,271 @@
+/// The SWIM failure detector and membership protocol as a pure state machine: no sockets,
+/// no clocks, no threads. The driver feeds it the time (`tick`) and the messages it
+/// receives (`receive`), and performs the actions it returns (send a message, announce a
+/// change). Randomness comes from a seeded generator, so a run replays exactly.
+///
+/// Each protocol period a node pings one member (round robin over a shuffled list). No
+/// ack within `probeTimeout`: it asks `indirectProbes` other members to ping the target
+/// for it. Still nothing by the end of the period: the target becomes suspect, and dead
+/// if nobody refutes within `suspicionTimeout`. Membership changes travel piggybacked on
+/// every message, each a bounded number of times. A member that hears it is suspected or
+/// dead refutes by raising its incarnation.
+///
+/// Two additions to the paper close the gaps a real network opens: every `syncEvery`
+/// periods the probe carries the sender's whole view and the ack answers with the
+/// receiver's (push-pull anti-entropy), and dead members are probed too, at that pace,
+/// so that two sides of a healed partition that declared each other dead find out.
+public struct SWIM: Sendable {
+  public struct Config: Sendable, Hashable {
+    /// Nanoseconds.
+    public var probeInterval: Int64 = 1_000_000_000
+    public var probeTimeout: Int64 = 400_000_000
+    public var suspicionTimeout: Int64 = 4_000_000_000
+    public var indirectProbes: Int = 3
+    public var maxPiggyback: Int = 8
+    /// An update is piggybacked on `retransmitFactor × ⌈log2(n+1)⌉` messages.
+    public var retransmitFactor: Int = 3
+    /// Every this many periods the probe is a full-state exchange (and may go to a dead member).
+    public var syncEvery: Int = 5
+
+    public init() {}
+  }
+
+  public enum Message: Sendable, Hashable {
+    case ping(seq: UInt64, updates: [Member], fullSync: Bool)
+    case pingRequest(seq: UInt64, target: NodeID, updates: [Member])
+    case ack(seq: UInt64, target: NodeID, updates: [Member])
+  }
+
+  public enum Action: Sendable, Hashable {
+    case send(to: NodeID, Message)
+    /// The view changed: this member's state is new.
+    case changed(Member)
+  }
+
+  private struct Probe: Sendable {
+    var target: NodeID
+    var seq: UInt64
+    var startedAt: Int64
+    var askedOthers = false
+    var acked = false
+  }
+
+  private struct Relay: Sendable {
+    var requester: NodeID
+    var requesterSeq: UInt64
+    var expiresAt: Int64
+  }
+
+  public let me: NodeID
+  public let config: Config
+  public private(set) var members: [NodeID: Member]
+  /// Raised on every change of this node's view.
+  public private(set) var version: UInt64 = 0
+
+  private var rng: SplitMix64
+  private var probeOrder: [NodeID] = []
+  private var nextProbeAt: Int64
+  private var probe: Probe?
+  private var periods = 0
+  private var seq: UInt64 = 0
+  private var suspicionDeadlines: [NodeID: Int64] = [:]
+  private var relays: [UInt64: Relay] = [:]
+  /// Updates still to piggyback, with how many more messages each rides on.
+  private var pending: [NodeID: Int] = [:]
+
+  /// `incarnation` should exceed any this node used before (a restarted node starts
+  /// from its start time, so that it supersedes what others remember of it).
+  public init(me: NodeID, address: String, incarnation: UInt64, peers: [NodeID: String], config: Config = Config(), seed: UInt64, now: Int64) {
+    self.me = me
+    self.config = config
+    rng = SplitMix64(seed: seed)
+    var members: [NodeID: Member] = [me: Member(id: me, address: address, incarnation: incarnation, status: .alive)]
+    for (id, addr) in peers where id != me {
+      members[id] = Member(id: id, address: addr, incarnation: 0, status: .alive)
+    }
+    self.members = members
+    // Spread the first probes of a cluster that starts at once.
+    nextProbeAt = now + Int64(rng.next() % UInt64(max(1, config.probeInterval)))
+    pending[me] = retransmitLimit
+  }
+
+  public var myself: Member { members[me]! }
+
+  public var liveMembers: [NodeID] { members.values.filter(\.isLive).map(\.id).sorted() }
+
+  public func isLive(_ id: NodeID) -> Bool { members[id]?.isLive ?? false }
+
+  private var retransmitLimit: Int {
+    var log2 = 0
+    var n = members.count + 1
+    while n > 1 {
+      n = (n + 1) / 2
+      log2 += 1
+    }
+    return config.retransmitFactor * max(1, log2)
+  }
+
+  // MARK: Time
+
+  public mutating func tick(now: Int64) -> [Action] {
+    var actions: [Action] = []
+    if var p = probe {
+      if !p.acked && !p.askedOthers && now >= p.startedAt + config.probeTimeout {
+        p.askedOthers = true
+        let helpers = pick(config.indirectProbes, from: members.values.filter { $0.status == .alive && $0.id != me && $0.id != p.target }.map(\.id))
+        for h in helpers {
+          actions.append(.send(to: h, .pingRequest(seq: p.seq, target: p.target, updates: takeUpdates())))
+        }
+      }
+      probe = p
+      if now >= p.startedAt + config.probeInterval {
+        if !p.acked, let target = members[p.target], target.status == .alive {
+          actions += suspect(target, now: now)
+        }
+        probe = nil
+      }
+    }
+    if probe == nil && now >= nextProbeAt {
+      actions += startProbe(now: now)
+      nextProbeAt = now + config.probeInterval
+    }
+    for (id, deadline) in suspicionDeadlines where now >= deadline {
+      suspicionDeadlines[id] = nil
+      if var m = members[id], m.status == .suspect {
+        m.status = .dead
+        actions += apply(m)
+      }
+    }
+    relays = relays.filter { $0.value.expiresAt > now }
+    return actions
+  }
+
+  private mutating func startProbe(now: Int64) -> [Action] {
+    periods += 1
+    let fullSync = periods % config.syncEvery == 0
+    let target: NodeID?
+    if fullSync, let dead = pick(1, from: members.values.filter { $0.status == .dead }.map(\.id)).first, rng.next() % 2 == 0 {
+      target = dead
+    } else {
+      target = nextRoundRobinTarget()
+    }
+    guard let target else { return [] }
+    seq += 1
+    probe = Probe(target: target, seq: seq, startedAt: now)
+    let updates = fullSync ? Array(members.values) : takeUpdates()
+    return [.send(to: target, .ping(seq: seq, updates: updates, fullSync: fullSync))]
+  }
+
+  private mutating func nextRoundRobinTarget() -> NodeID? {
+    if probeOrder.isEmpty {
+      probeOrder = members.values.filter { $0.isLive && $0.id != me }.map(\.id).sorted()
+      rng.shuffle(&probeOrder)
+    }
+    while let candidate = probeOrder.popLast() {
+      if members[candidate]?.isLive == true { return candidate }
+    }
+    return nil
+  }
+
+  private mutating func pick(_ n: Int, from candidates: [NodeID]) -> [NodeID] {
+    var c = candidates.sorted()
+    rng.shuffle(&c)
+    return Array(c.prefix(n))
+  }
+
+  // MARK: Messages
+
+  public mutating func receive(_ message: Message, from sender: NodeID, now: Int64) -> [Action] {
+    var actions: [Action] = []
+    switch message {
+    case .ping(let s, let updates, let fullSync):
+      actions += merge(updates, now: now)
+      let reply = fullSync ? Array(members.values) : takeUpdates()
+      actions.append(.send(to: sender, .ack(seq: s, target: me, updates: reply)))
+    case .pingRequest(let s, let target, let updates):
+      actions += merge(updates, now: now)
+      seq += 1
+      relays[seq] = Relay(requester: sender, requesterSeq: s, expiresAt: now + config.probeInterval)
+      actions.append(.send(to: target, .ping(seq: seq, updates: takeUpdates(), fullSync: false)))
+    case .ack(let s, let target, let updates):
+      actions += merge(updates, now: now)
+      if var p = probe, p.seq == s, p.target == target {
+        p.acked = true
+        probe = p
+      } else if let relay = relays.removeValue(forKey: s) {
+        actions.append(.send(to: relay.requester, .ack(seq: relay.requesterSeq, target: target, updates: takeUpdates())))
+      }
+    }
+    return actions
+  }
+
+  // MARK: Views
+
+  private mutating func suspect(_ member: Member, now: Int64) -> [Action] {
+    var m = member
+    m.status = .suspect
+    return apply(m, now: now)
+  }
+
+  /// Merges states learnt from others; refutes any claim that this node is not alive.
+  private mutating func merge(_ updates: [Member], now: Int64) -> [Action] {
+    var actions: [Action] = []
+    for u in updates {
+      if u.id == me {
+        let mine = myself
+        if u.status != .alive && u.incarnation >= mine.incarnation {
+          var refuted = mine
+          refuted.incarnation = u.incarnation + 1
+          actions += apply(refuted, now: now)
+        }
+        continue
+      }
+      guard let known = members[u.id] else { continue }  // not configured here
+      if u.supersedes(known) { actions += apply(u, now: now) }
+    }
+    return actions
+  }
+
+  private mutating func apply(_ m: Member, now: Int64 = 0) -> [Action] {
+    members[m.id] = m
+    version += 1
+    pending[m.id] = retransmitLimit
+    switch m.status {
+    case .suspect where suspicionDeadlines[m.id] == nil: suspicionDeadlines[m.id] = now + config.suspicionTimeout
+    case .alive, .dead: suspicionDeadlines[m.id] = nil
+    default: break
+    }
+    return [.changed(m)]
+  }
+
+  /// Up to `maxPiggyback` pending updates, the least sent first.
+  private mutating func takeUpdates() -> [Member] {
+    let chosen = pending.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(config.maxPiggyback)
+    var out: [Member] = []
+    for (id, left) in chosen {
+      out.append(members[id]!)
+      pending[id] = left > 1 ? left - 1 : nil
+    }
+    return out
+  }
+}
+
+/// A small, seedable PRNG (SplitMix64): the same seed gives the same run.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+  private var state: UInt64
+  public init(seed: UInt64) { state = seed }
+  public mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+  public mutating func shuffle<T>(_ a: inout [T]) {
+    guard a.count > 1 else { return }
+    for i in stride(from: a.count - 1, to: 0, by: -1) {
+      let j = Int(next() % UInt64(i + 1))
+      a.swapAt(i, j)
+    }
+  }
+}
