@@ -50,7 +50,9 @@ public final class ContentServer: Service, Sendable {
       HealthService(state: health, watches: watches),
     ]
     var addresses: [GRPCNIOTransportCore.SocketAddress] = []
-    if let tcp = listen.tcp { addresses.append(.ipv4(host: tcp.host, port: tcp.port)) }
+    if let tcp = listen.tcp {
+      addresses.append(tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port))
+    }
     if let path = listen.unixPath {
       // A socket file left by a previous run would make bind fail.
       unlink(path)
@@ -75,12 +77,13 @@ public final class ContentServer: Service, Sendable {
       // message and waits for its response); delaying flushes to batch them only adds
       // latency to every round trip.
       config.connection.flushCoalescing = nil
-      // grpc-go clients (containerd) send a BDP-estimation ping whenever data arrives;
-      // with the default 5-minute minimum interval those count as abuse and the
-      // connection is closed with ENHANCE_YOUR_CALM after two of them.
+      // grpc-go clients (containerd) ping whenever data arrives and reset every stream the
+      // server ends first; NIOHTTP2 would close their connections (see the guard).
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond)
       }
+      // Pings past the guard's budget reach gRPC's keepalive policing; its default (one
+      // ping per 5 minutes, two strikes) would close a busy containerd connection too.
       config.connection.keepalive.clientBehavior = .init(
         minPingIntervalWithoutCalls: .milliseconds(limits.minClientPingIntervalMilliseconds), allowWithoutCalls: true)
     }
@@ -121,13 +124,12 @@ public final class ContentServer: Service, Sendable {
       }
     } onGracefulShutdown: {
       self.logger.info("graceful shutdown: no new calls, finishing in-flight ones")
-      self.health.set(serving: false)
-      self.watches.closeAll()
-      for server in self.servers { server.beginGracefulShutdown() }
+      self.stop()
     }
     if let unixPath { unlink(unixPath) }
   }
 
+  /// Starts a graceful shutdown: NOT_SERVING, watches end, no new calls.
   public func stop() {
     health.set(serving: false)
     watches.closeAll()

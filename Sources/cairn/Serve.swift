@@ -61,7 +61,13 @@ struct Serve: AsyncParsableCommand {
       guard let colon = listenText.lastIndex(of: ":"), let port = Int(listenText[listenText.index(after: colon)...]) else {
         throw ValidationError("--listen \(listenText) is not HOST:PORT")
       }
-      tcp = (String(listenText[..<colon]), port)
+      var host = String(listenText[..<colon])
+      if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+      if host == "localhost" || host.isEmpty { host = "127.0.0.1" }
+      guard host.contains(":") || host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." }) else {
+        throw ValidationError("--listen wants an IP address (IPv4, [IPv6] or localhost), got \(host)")
+      }
+      tcp = (host, port)
     }
     if tcp == nil && unixPath == nil { throw ValidationError("nothing to listen on: give --listen or --unix") }
 
