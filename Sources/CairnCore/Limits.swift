@@ -24,6 +24,11 @@ public struct Limits: Sendable, Hashable {
   /// the server sees the close a moment later; containerd's own store retries for the
   /// same reason.
   public var lockWaitSeconds: Double = 0.5
+  /// How long an Update waits for another Update of the same blob's labels to finish.
+  public var metadataLockWaitSeconds: Double = 30
+  /// Blob infos per List response message (a few hundred bytes each: far below
+  /// maxMessageBytes).
+  public var listBatchSize: Int = 100
   /// Concurrent HTTP/2 streams per client connection.
   public var maxConcurrentStreams: Int = 1024
 

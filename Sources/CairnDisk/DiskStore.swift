@@ -81,8 +81,8 @@ public final class DiskStore: ContentStore {
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
     try LabelRules.validate(labels, limits: limits)
     let key = digest.description
-    guard await metaLocks.acquire(key, timeout: 30) else {
-      throw ContentError.unavailable("metadata of \(digest) is busy")
+    guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
+      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadataLockWaitSeconds)")
     }
     defer { metaLocks.release(key) }
     let (layout, now, limits, groupSync) = (self.layout, clock(), self.limits, self.groupSync)

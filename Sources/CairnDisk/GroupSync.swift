@@ -26,6 +26,12 @@ final class GroupSync: Sendable {
   }
 
   private let state = Mutex(State())
+  private let syncDirectory: @Sendable (String) throws(ContentError) -> Void
+
+  /// `syncDirectory` is the fsync (injected so that tests can hold a sync in flight).
+  init(syncDirectory: @escaping @Sendable (String) throws(ContentError) -> Void = { try POSIX.fsyncDirectory($0) }) {
+    self.syncDirectory = syncDirectory
+  }
 
   /// Called on an I/O thread right after the link. Returns the ticket to wait for, or nil
   /// if this call led and the directory is already synced for it.
@@ -43,7 +49,7 @@ final class GroupSync: Sendable {
     while true {
       let upTo = state.withLock { $0.dirs[dir]!.entered }
       var failure: ContentError?
-      do throws(ContentError) { try POSIX.fsyncDirectory(dir) } catch { failure = error }
+      do throws(ContentError) { try syncDirectory(dir) } catch { failure = error }
       let (waiters, more) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], Bool) in
         var d = s.dirs[dir]!
         s.syncs += 1

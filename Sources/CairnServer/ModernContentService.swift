@@ -35,9 +35,9 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
   ) async throws {
     try await rpc {
       let infos = try await store.list(try Filter.parse(request.filters, limits: store.limits))
-      // containerd batches List responses; 100 infos keep a message far below the limit.
-      for start in stride(from: 0, to: infos.count, by: 100) {
-        let batch = infos[start..<min(start + 100, infos.count)]
+      let batchSize = store.limits.listBatchSize
+      for start in stride(from: 0, to: infos.count, by: batchSize) {
+        let batch = infos[start..<min(start + batchSize, infos.count)]
         try await response.write(.with { $0.info = batch.map { .init($0) } })
       }
     }

@@ -36,8 +36,9 @@ final class ManualClock: Sendable {
     await held.close()
   }
 
-  /// Concurrent commits share directory fsyncs, and each is durable when acknowledged.
-  @Test func concurrentCommitsShareDirectorySyncs() async throws {
+  /// Concurrent commits all go through the group sync and all land (the sharing itself is
+  /// shown deterministically by GroupSyncTests).
+  @Test func concurrentCommitsAllNeedADirectorySync() async throws {
     let dir = try TemporaryDirectory()
     let store = try await DiskStore.open(root: dir.path)
     defer { Task { await store.shutdown() } }
@@ -50,9 +51,7 @@ final class ManualClock: Sendable {
       }
       try await group.waitForAll()
     }
-    let (syncs, served) = store.groupCommitCounters()
-    #expect(served == n)
-    #expect(syncs <= served)
+    #expect(store.groupCommitCounters().served == n)
     #expect(try await store.list(.always).count == n)
   }
 
