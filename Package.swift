@@ -113,6 +113,14 @@ let package = Package(
     ),
     .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"]),
     .testTarget(name: "CairnClusterTests", dependencies: ["CairnCore", "CairnCluster", "CairnTestKit"]),
+    .testTarget(
+      name: "CairnTransportTests",
+      dependencies: [
+        "CairnTransport", "CairnCluster",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+      ]
+    ),
     .testTarget(name: "CairnDiskTests", dependencies: ["CairnCore", "CairnDisk", "CairnTestKit"]),
     .testTarget(
       name: "CairnServerTests",

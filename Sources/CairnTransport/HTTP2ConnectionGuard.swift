@@ -22,8 +22,8 @@ import NIOHTTP2
 ///   (open a stream, reset it at once) stays in force. (Server role only: a client passes
 ///   the server's resets through.)
 ///
-/// It follows frame boundaries in both directions: inbound bytes from the socket, and the
-/// frames NIOHTTP2 writes out.
+/// It follows frame boundaries in both directions with a FrameScanner, which reads only
+/// headers: the bytes themselves pass through as slices of the buffers they came in.
 public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
   public typealias InboundIn = ByteBuffer
   public typealias InboundOut = ByteBuffer
@@ -50,8 +50,8 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 
   private let maxPingsPerSecond: Int
   // The client opens with the 24-byte preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".
-  private var inbound: FrameSplitter
-  private var outbound: FrameSplitter
+  private var inbound: FrameScanner
+  private var outbound: FrameScanner
   /// Whether resets are interpreted (server role, plain byte buffers).
   private var tracking: Bool
   private var streams: [UInt32: StreamEnds] = [:]
@@ -60,36 +60,30 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 
   init(role: Role, maxPingsPerSecond: Int) {
     self.maxPingsPerSecond = maxPingsPerSecond
-    inbound = FrameSplitter(preface: role == .server ? 24 : 0)
-    outbound = FrameSplitter(preface: role == .client ? 24 : 0)
+    inbound = FrameScanner(preface: role == .server ? 24 : 0)
+    outbound = FrameScanner(preface: role == .client ? 24 : 0)
     tracking = role == .server
   }
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    var output = context.channel.allocator.buffer(capacity: 0)
-    var replies = context.channel.allocator.buffer(capacity: 0)
-    inbound.feed(unwrapInboundIn(data)) { frame in
-      switch self.inboundVerdict(frame) {
-      case .pass:
-        output.writeImmutableBuffer(frame.bytes)
-      case .drop:
-        break
-      case .replace(let bytes):
-        output.writeBytes(bytes)
-      case .reply(let bytes):
-        replies.writeBytes(bytes)
-      }
+    var acks: [[UInt8]] = []
+    inbound.scan(
+      unwrapInboundIn(data),
+      decide: { self.inboundDisposition($0) },
+      kept: { _, opaque in acks.append([0, 0, 8, 0x6, 0x1, 0, 0, 0, 0] + opaque) },
+      emit: { context.fireChannelRead(self.wrapInboundOut($0)) })
+    for ack in acks {
+      var b = context.channel.allocator.buffer(capacity: 17)
+      b.writeBytes(ack)
+      context.writeAndFlush(wrapOutboundOut(.byteBuffer(b)), promise: nil)
     }
-    if replies.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(.byteBuffer(replies)), promise: nil) }
-    if output.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(output)) }
   }
 
   public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    let io = unwrapOutboundIn(data)
     if tracking {
-      switch io {
+      switch unwrapOutboundIn(data) {
       case .byteBuffer(let buffer):
-        outbound.feed(buffer) { self.sawOutbound($0) }
+        outbound.scan(buffer, decide: { self.sawOutbound($0); return (.forward, false) }, emit: { _ in })
       case .fileRegion:
         // Not used by gRPC; if it ever is, stop interpreting streams rather than guess.
         tracking = false
@@ -99,13 +93,7 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
     context.write(data, promise: promise)
   }
 
-  private enum Verdict {
-    case pass, drop
-    case replace([UInt8])
-    case reply([UInt8])
-  }
-
-  private func inboundVerdict(_ f: Frame) -> Verdict {
+  private func inboundDisposition(_ f: FrameHeader) -> (FrameScanner.Disposition, keepBody: Bool) {
     switch f.type {
     case .headers:
       if tracking && f.streamID % 2 == 1 {
@@ -120,28 +108,24 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
         forgetIfClosed(f.streamID)
       }
     case .ping:
-      if !f.ack && f.length == 8 && allowPing() {
-        var ack: [UInt8] = [0, 0, 8, 0x6, 0x1, 0, 0, 0, 0]
-        ack += f.bytes.getBytes(at: f.bytes.readerIndex + 9, length: 8) ?? []
-        return .reply(ack)
-      }
+      if !f.ack && f.length == 8 && allowPing() { return (.drop, true) }  // answered when its body is in
     case .rstStream:
-      guard tracking else { return .pass }
-      guard let s = streams[f.streamID] else { return .drop }  // already closed on both sides
-      if s.server {
-        streams[f.streamID] = nil
-        if s.client { return .drop }
-        let id = f.streamID
-        return .replace([0, 0, 0, 0x0, 0x1, UInt8(id >> 24 & 0x7f), UInt8(id >> 16 & 0xff), UInt8(id >> 8 & 0xff), UInt8(id & 0xff)])
-      }
+      guard tracking else { break }
+      guard let s = streams[f.streamID] else { return (.drop, false) }  // closed on both sides already
       streams[f.streamID] = nil
+      if s.server {
+        if s.client { return (.drop, false) }
+        let id = f.streamID
+        let endStream: [UInt8] = [0, 0, 0, 0x0, 0x1, UInt8(id >> 24 & 0x7f), UInt8(id >> 16 & 0xff), UInt8(id >> 8 & 0xff), UInt8(id & 0xff)]
+        return (.replace(endStream), false)
+      }
     default:
       break
     }
-    return .pass
+    return (.forward, false)
   }
 
-  private func sawOutbound(_ f: Frame) {
+  private func sawOutbound(_ f: FrameHeader) {
     switch f.type {
     case .headers, .data:
       if f.endStream, streams[f.streamID] != nil {
@@ -167,63 +151,5 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
     }
     pingsInWindow += 1
     return pingsInWindow <= maxPingsPerSecond
-  }
-}
-
-/// One HTTP/2 frame: its header fields and all its bytes (header included).
-struct Frame {
-  enum Kind: UInt8 {
-    case data = 0x0, headers = 0x1, priority = 0x2, rstStream = 0x3, settings = 0x4, pushPromise = 0x5
-    case ping = 0x6, goAway = 0x7, windowUpdate = 0x8, continuation = 0x9, unknown = 0xff
-  }
-
-  var type: Kind
-  var flags: UInt8
-  var streamID: UInt32
-  var length: Int
-  var bytes: ByteBuffer
-
-  /// END_STREAM on DATA and HEADERS; ACK on PING and SETTINGS (the same bit).
-  var endStream: Bool { flags & 0x1 != 0 }
-  var ack: Bool { flags & 0x1 != 0 }
-}
-
-/// Cuts a byte stream into whole HTTP/2 frames (after an optional connection preface),
-/// carrying partial frames over to the next buffer.
-struct FrameSplitter {
-  private var prefaceRemaining: Int
-  private var pending = ByteBuffer()
-
-  init(preface: Int) { prefaceRemaining = preface }
-
-  /// Calls `body` with every complete frame; the preface is passed as a pseudo-frame of
-  /// kind `.unknown` with stream 0 so that it is forwarded untouched.
-  mutating func feed(_ input: ByteBuffer, _ body: (Frame) -> Void) {
-    var buffer: ByteBuffer
-    if pending.readableBytes > 0 {
-      pending.writeImmutableBuffer(input)
-      buffer = pending
-      pending = ByteBuffer()
-    } else {
-      buffer = input
-    }
-    if prefaceRemaining > 0 {
-      let n = min(prefaceRemaining, buffer.readableBytes)
-      body(Frame(type: .unknown, flags: 0, streamID: 0, length: n, bytes: buffer.readSlice(length: n)!))
-      prefaceRemaining -= n
-    }
-    while buffer.readableBytes >= 9 {
-      let start = buffer.readerIndex
-      let length =
-        Int(buffer.getInteger(at: start, as: UInt8.self)!) << 16
-        | Int(buffer.getInteger(at: start + 1, as: UInt8.self)!) << 8
-        | Int(buffer.getInteger(at: start + 2, as: UInt8.self)!)
-      guard buffer.readableBytes >= 9 + length else { break }
-      let type = Frame.Kind(rawValue: buffer.getInteger(at: start + 3, as: UInt8.self)!) ?? .unknown
-      let flags = buffer.getInteger(at: start + 4, as: UInt8.self)!
-      let stream = buffer.getInteger(at: start + 5, as: UInt32.self)! & 0x7fff_ffff
-      body(Frame(type: type, flags: flags, streamID: stream, length: length, bytes: buffer.readSlice(length: 9 + length)!))
-    }
-    if buffer.readableBytes > 0 { pending = buffer }
   }
 }
