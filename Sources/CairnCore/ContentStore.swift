@@ -47,7 +47,7 @@ public protocol IngestWriter: AnyObject, Sendable {
   func state() async throws -> WriterState
 
   /// Sets the expected total (0 = unknown) and digest the commit will be checked against.
-  func setExpectations(total: Int64?, expected: Digest?) async throws
+  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState
 
   /// Appends at the current offset.
   func append(_ data: Data) async throws -> WriterState

@@ -66,10 +66,11 @@ actor DiskIngestWriter: IngestWriter {
     if ended { throw .failedPrecondition("writer for ref \(quoted(ref)) is closed") }
   }
 
-  func setExpectations(total: Int64?, expected: Digest?) throws {
+  func setExpectations(total: Int64?, expected: Digest?) throws -> WriterState {
     try checkUsable()
     if let total { self.total = total }
     if let expected { self.expected = expected }
+    return WriterState(status: snapshot(), digest: digester.digest())
   }
 
   func append(_ data: Data) async throws -> WriterState {

@@ -146,10 +146,11 @@ final class MemoryIngestWriter: IngestWriter {
 
   func state() async throws -> WriterState { try withIngest { current($0) } }
 
-  func setExpectations(total: Int64?, expected: Digest?) async throws {
+  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
     try withIngest { i in
       if let total { i.status.total = total }
       if let expected { i.status.expected = expected }
+      return current(i)
     }
   }
 
@@ -167,12 +168,14 @@ final class MemoryIngestWriter: IngestWriter {
 
   func truncate() async throws -> WriterState {
     let now = store.clock()
-    return try withIngest { i in
+    let s = try withIngest { i in
       i.data = Data()
       i.status.offset = 0
       i.status.updatedAt = now
       return current(i)
     }
+    store.events.publish(.progress(s.status))
+    return s
   }
 
   func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
