@@ -6,12 +6,15 @@ import PackageDescription
 //   CairnCore     pure domain: digests, refs, errors, filters, labels, the store protocol and
 //                 the Write-session state machine. No NIO, no gRPC.
 //   CairnDisk     the durable single-node store (containerd's content/local layout).
-//   CairnCluster  ring placement and the SWIM membership state machine (replication next),
-//                 fed by an injected transport, clock and seeded RNG; depends on CairnCore only.
+//   CairnCluster  cluster config, ring placement, views and the SWIM membership state
+//                 machine, fed by an injected transport, clock and seeded RNG; CairnCore only.
 //   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
 //   CairnTransport HTTP/2 details both ends need (HTTP2ConnectionGuard).
 //   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore.
-//   CairnClient   a client for both APIs (used by the CLI, the bench and the tests).
+//   CairnClient   a client for both APIs (used by the CLI, the bench, the tests and the
+//                 nodes' connections to their peers).
+//   CairnNode     a cluster node: the membership driver, the peer protocol and the cluster
+//                 store (routing, forwarding, replication, failover reads) over a local store.
 //   cairn         the CLI: serve, client commands, bench.
 //   CairnTestKit  in-memory store and the store conformance suite every store must pass.
 let package = Package(
@@ -56,6 +59,7 @@ let package = Package(
     .target(
       name: "CairnProto",
       dependencies: [
+        "CairnCore",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -92,11 +96,28 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
       ]
     ),
+    .target(
+      name: "CairnNode",
+      dependencies: [
+        "CairnCore",
+        "CairnCluster",
+        "CairnProto",
+        "CairnServer",
+        "CairnClient",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
     .executableTarget(
       name: "cairn",
       dependencies: [
         "CairnCore",
         "CairnDisk",
+        "CairnCluster",
+        "CairnNode",
+        "CairnProto",
         "CairnServer",
         "CairnClient",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -36,7 +36,7 @@ public enum ServerAddress: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
-  var target: any ResolvableTarget {
+  public var target: any ResolvableTarget {
     switch self {
     case .unix(let path):
       return .unixDomainSocket(path: path)

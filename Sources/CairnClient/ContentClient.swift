@@ -30,19 +30,29 @@ public struct ContentClient: Sendable {
     _ body: (ContentClient) async throws -> T
   ) async throws -> T {
     let parsed = try ServerAddress(parsing: address)
-    let transport = try HTTP2ClientTransport.Posix(
-      target: parsed.target, transportSecurity: .plaintext,
+    let transport = try makeTransport(parsed)
+    return try await withGRPCClient(transport: transport) { grpc in
+      try await body(ContentClient(api: api, namespace: namespace, address: parsed, grpc: grpc))
+    }
+  }
+
+  /// The HTTP/2 transport every Cairn client uses (the CLI's and the nodes' own, to
+  /// their peers): big windows and frames, and the ping guard. `keepalive` closes a
+  /// connection whose peer stops answering pings (a hung node) within about twice its value.
+  public static func makeTransport(_ address: ServerAddress, keepalive: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
+    try HTTP2ClientTransport.Posix(
+      target: address.target, transportSecurity: .plaintext,
       config: .defaults { config in
         config.http2.targetWindowSize = 8 << 20
         config.http2.maxFrameSize = 1 << 20
+        if let keepalive {
+          config.connection.keepalive = .init(time: keepalive, timeout: keepalive, allowWithoutCalls: true)
+        }
         // containerd's server pings per round trip while an upload flows (see the guard).
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
           HTTP2ConnectionGuard.install(on: channel, role: .client, maxPingsPerSecond: Limits.default.maxAbsorbedPingsPerSecond)
         }
       })
-    return try await withGRPCClient(transport: transport) { grpc in
-      try await body(ContentClient(api: api, namespace: namespace, address: parsed, grpc: grpc))
-    }
   }
 
   var metadata: Metadata {
@@ -71,12 +81,8 @@ public struct ContentClient: Sendable {
   func call<T>(_ body: () async throws -> T) async throws -> T {
     do {
       return try await body()
-    } catch let e as RPCError {
-      throw ContentError(ContentError.Code(rawValue: e.code.rawValue) ?? .unknown, e.message)
-    } catch let e as ContentError {
-      throw e
-    } catch let e as RuntimeError {
-      throw ContentError.unavailable("cannot reach \(address): \(e.message)")
+    } catch {
+      throw ContentError(rpcFailure: error, reaching: address.description)
     }
   }
 
@@ -163,6 +169,13 @@ public struct ContentClient: Sendable {
     }
   }
 
+  /// A cluster node's view of its cluster (the peer protocol's ClusterStatus).
+  public func clusterStatus() async throws -> Cairn_Peer_V1_ClusterStatusResponse {
+    try await call {
+      try await Cairn_Peer_V1_Peer.Client(wrapping: grpc).clusterStatus(.init(), options: options)
+    }
+  }
+
   // MARK: Ingests
 
   public func status(ref: String) async throws -> IngestStatus {
@@ -222,26 +235,6 @@ public struct ContentClient: Sendable {
   }
 }
 
-extension Timestamp {
-  init(_ t: SwiftProtobuf.Google_Protobuf_Timestamp) { self.init(seconds: t.seconds, nanos: t.nanos) }
-}
-
-extension BlobInfo {
-  init(_ i: Containerd_Services_Content_V1_Info) throws {
-    self.init(
-      digest: try Digest(parsing: i.digest), size: i.size, createdAt: Timestamp(i.createdAt),
-      updatedAt: Timestamp(i.updatedAt), labels: i.labels)
-  }
-}
-
-extension IngestStatus {
-  init(_ s: Containerd_Services_Content_V1_Status) throws {
-    self.init(
-      ref: s.ref, offset: s.offset, total: s.total, expected: try Digest.parseOptional(s.expected),
-      startedAt: Timestamp(s.startedAt), updatedAt: Timestamp(s.updatedAt))
-  }
-}
-
 /// Feeds the bytes of a Read response stream (either API) to `sink`; returns how many.
 private func drain<M: Sendable>(
   _ messages: RPCAsyncSequence<M, any Error>, _ data: KeyPath<M, Data>, into sink: @Sendable (Data) async throws -> Void
@@ -252,6 +245,20 @@ private func drain<M: Sendable>(
     n += Int64(m[keyPath: data].count)
   }
   return n
+}
+
+extension ContentError {
+  /// A failed call as a ContentError: a gRPC status keeps its code, a transport failure
+  /// (connection refused, closed) is UNAVAILABLE naming `address`.
+  public init(rpcFailure error: any Error, reaching address: String) {
+    switch error {
+    case let e as RPCError: self.init(ContentError.Code(rawValue: e.code.rawValue) ?? .unknown, e.message)
+    case let e as ContentError: self = e
+    case let e as RuntimeError: self = .unavailable("cannot reach \(address): \(e.message)")
+    case is CancellationError: self = .cancelled("cancelled")
+    default: self = .from(error)
+    }
+  }
 }
 
 final class DataBox: @unchecked Sendable {

@@ -13,10 +13,15 @@ public struct Filter: Sendable {
 
   /// OR of ANDs. Empty means "match everything".
   public let alternatives: [[Selector]]
+  /// The filter strings this was parsed from (the cluster passes them on to peers).
+  public let sources: [String]
 
-  public static let always = Filter(alternatives: [])
+  public static let always = Filter(alternatives: [], sources: [])
 
-  init(alternatives: [[Selector]]) { self.alternatives = alternatives }
+  init(alternatives: [[Selector]], sources: [String]) {
+    self.alternatives = alternatives
+    self.sources = sources
+  }
 
   public static func parse(_ filters: [String], limits: Limits = .default) throws(ContentError) -> Filter {
     if filters.count > limits.maxFilters {
@@ -31,7 +36,7 @@ public struct Filter: Sendable {
       var p = FilterParser(Array(f.unicodeScalars), source: f)
       alts.append(try p.selectors())
     }
-    return Filter(alternatives: alts)
+    return Filter(alternatives: alts, sources: filters)
   }
 
   /// `lookup` resolves a field path on the object: nil when the object has no such field.

@@ -42,6 +42,11 @@ public struct Limits: Sendable, Hashable {
   /// (200 per 30 s) and loses its connection.
   public var maxAbsorbedPingsPerSecond: Int = 50_000
 
+  /// Largest blob whose concurrent remote reads on one node share a single in-memory
+  /// fetch (bigger blobs stream per reader), and the memory all such fetches may hold.
+  public var maxCoalescedFetchBytes: Int64 = 512 << 20
+  public var coalescedFetchBudgetBytes: Int64 = 1 << 30
+
   public init() {}
 
   public static let `default` = Limits()

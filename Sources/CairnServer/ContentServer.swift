@@ -36,10 +36,12 @@ public final class ContentServer: Service, Sendable {
   private let logger: Logger
   private let maintenance: [@Sendable () async -> Void]
 
-  /// `maintenance` jobs run until shutdown (e.g. ingest expiry).
+  /// `maintenance` jobs run until shutdown (e.g. ingest expiry, the membership protocol);
+  /// `extraServices` are served beside the content APIs (the cluster's peer protocol).
   public init(
     store: any ContentStore, listen: ListenConfig, logger: Logger = Logger(label: "cairn"),
-    maintenance: [@Sendable () async -> Void] = []
+    maintenance: [@Sendable () async -> Void] = [],
+    extraServices: (WatchRegistry) -> [any RegistrableRPCService] = { _ in [] }
   ) {
     self.store = store
     self.logger = logger
@@ -48,7 +50,7 @@ public final class ContentServer: Service, Sendable {
     let services: [any RegistrableRPCService] = [
       ModernContentService(store: store), SeedContentService(store: store, watches: watches),
       HealthService(state: health, watches: watches),
-    ]
+    ] + extraServices(watches)
     var addresses: [GRPCNIOTransportCore.SocketAddress] = []
     if let tcp = listen.tcp {
       addresses.append(tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port))

@@ -52,7 +52,7 @@ func rpc<T>(_ body: () async throws -> T) async throws -> T {
 /// cancelling the handler's task. Reads and writes need no such bridge: their next read
 /// or write fails when the client is gone. Watches also register with `watches` so that a
 /// shutdown ends them instead of waiting for them.
-func watchRPC(watches: WatchRegistry, _ body: @escaping @Sendable () async throws -> Void) async throws {
+public func watchRPC(watches: WatchRegistry, _ body: @escaping @Sendable () async throws -> Void) async throws {
   let task = Task { try await rpc(body) }
   let token = watches.add(task)
   defer { watches.remove(token) }
@@ -73,50 +73,5 @@ func streamBlob(
   for try await chunk in reader {
     try await send(at, chunk)
     at += Int64(chunk.count)
-  }
-}
-
-extension Google_Protobuf_Timestamp {
-  init(_ t: Timestamp) {
-    self.init()
-    seconds = t.seconds
-    nanos = t.nanos
-  }
-}
-
-extension Timestamp {
-  init(_ t: Google_Protobuf_Timestamp) { self.init(seconds: t.seconds, nanos: t.nanos) }
-}
-
-extension Containerd_Services_Content_V1_Info {
-  init(_ info: BlobInfo) {
-    self.init()
-    digest = info.digest.description
-    size = info.size
-    createdAt = .init(info.createdAt)
-    updatedAt = .init(info.updatedAt)
-    labels = info.labels
-  }
-}
-
-extension Containerd_Services_Content_V1_Status {
-  init(_ s: IngestStatus) {
-    self.init()
-    ref = s.ref
-    offset = s.offset
-    total = s.total
-    expected = s.expected?.description ?? ""
-    startedAt = .init(s.startedAt)
-    updatedAt = .init(s.updatedAt)
-  }
-}
-
-extension Containerd_V1_StatusResponse {
-  init(_ s: IngestStatus) {
-    self.init()
-    ref = s.ref
-    offset = s.offset
-    startedAt = .init(s.startedAt)
-    updatedAt = .init(s.updatedAt)
   }
 }

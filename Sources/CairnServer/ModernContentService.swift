@@ -6,10 +6,12 @@ import SwiftProtobuf
 
 /// containerd.services.content.v1.Content over any ContentStore: the same thin adapter as
 /// containerd's contentserver.
-struct ModernContentService: Modern.SimpleServiceProtocol {
+public struct ModernContentService: Containerd_Services_Content_V1_Content.SimpleServiceProtocol {
   let store: any ContentStore
 
-  func info(request: Containerd_Services_Content_V1_InfoRequest, context: ServerContext) async throws
+  public init(store: any ContentStore) { self.store = store }
+
+  public func info(request: Containerd_Services_Content_V1_InfoRequest, context: ServerContext) async throws
     -> Containerd_Services_Content_V1_InfoResponse
   {
     try await rpc {
@@ -18,7 +20,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func update(request: Containerd_Services_Content_V1_UpdateRequest, context: ServerContext) async throws
+  public func update(request: Containerd_Services_Content_V1_UpdateRequest, context: ServerContext) async throws
     -> Containerd_Services_Content_V1_UpdateResponse
   {
     try await rpc {
@@ -29,7 +31,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func list(
+  public func list(
     request: Containerd_Services_Content_V1_ListContentRequest,
     response: RPCWriter<Containerd_Services_Content_V1_ListContentResponse>, context: ServerContext
   ) async throws {
@@ -43,7 +45,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func delete(request: Containerd_Services_Content_V1_DeleteContentRequest, context: ServerContext) async throws
+  public func delete(request: Containerd_Services_Content_V1_DeleteContentRequest, context: ServerContext) async throws
     -> Google_Protobuf_Empty
   {
     try await rpc {
@@ -52,7 +54,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func read(
+  public func read(
     request: Containerd_Services_Content_V1_ReadContentRequest,
     response: RPCWriter<Containerd_Services_Content_V1_ReadContentResponse>, context: ServerContext
   ) async throws {
@@ -66,7 +68,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func status(request: Containerd_Services_Content_V1_StatusRequest, context: ServerContext) async throws
+  public func status(request: Containerd_Services_Content_V1_StatusRequest, context: ServerContext) async throws
     -> Containerd_Services_Content_V1_StatusResponse
   {
     try await rpc {
@@ -75,7 +77,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func listStatuses(request: Containerd_Services_Content_V1_ListStatusesRequest, context: ServerContext)
+  public func listStatuses(request: Containerd_Services_Content_V1_ListStatusesRequest, context: ServerContext)
     async throws -> Containerd_Services_Content_V1_ListStatusesResponse
   {
     try await rpc {
@@ -84,7 +86,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func write(
+  public func write(
     request: RPCAsyncSequence<Containerd_Services_Content_V1_WriteContentRequest, any Error>,
     response: RPCWriter<Containerd_Services_Content_V1_WriteContentResponse>, context: ServerContext
   ) async throws {
@@ -106,7 +108,7 @@ struct ModernContentService: Modern.SimpleServiceProtocol {
     }
   }
 
-  func abort(request: Containerd_Services_Content_V1_AbortRequest, context: ServerContext) async throws
+  public func abort(request: Containerd_Services_Content_V1_AbortRequest, context: ServerContext) async throws
     -> Google_Protobuf_Empty
   {
     try await rpc {

@@ -2,7 +2,7 @@ import Synchronization
 
 /// The open watch streams (seed Status, health Watch), which never end by themselves: a
 /// graceful shutdown cancels them, and watches that start after it end at once.
-final class WatchRegistry: Sendable {
+public final class WatchRegistry: Sendable {
   private struct State {
     var tasks: [Int: Task<Void, any Error>] = [:]
     var next = 0
@@ -11,7 +11,7 @@ final class WatchRegistry: Sendable {
 
   private let state = Mutex(State())
 
-  func add(_ task: Task<Void, any Error>) -> Int {
+  public func add(_ task: Task<Void, any Error>) -> Int {
     let (id, closed) = state.withLock { s -> (Int, Bool) in
       s.next += 1
       if !s.closed { s.tasks[s.next] = task }
@@ -21,9 +21,9 @@ final class WatchRegistry: Sendable {
     return id
   }
 
-  func remove(_ id: Int) { _ = state.withLock { $0.tasks.removeValue(forKey: id) } }
+  public func remove(_ id: Int) { _ = state.withLock { $0.tasks.removeValue(forKey: id) } }
 
-  func closeAll() {
+  public func closeAll() {
     let tasks = state.withLock { s -> [Task<Void, any Error>] in
       s.closed = true
       defer { s.tasks = [:] }

@@ -1,6 +1,8 @@
 import ArgumentParser
+import CairnCluster
 import CairnCore
 import CairnDisk
+import CairnNode
 import CairnServer
 import Foundation
 import Logging
@@ -13,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, replicas, write_quorum, vnodes). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -25,9 +27,33 @@ struct Serve: AsyncParsableCommand {
   var lockWait: Double?
   @Option(help: "trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
 
+  @Option(help: "Cluster mode: this node's id (one of --peers).") var nodeId: String?
+  @Option(help: "Cluster mode: every node as ID=HOST:PORT, comma separated, this one included.") var peers: String?
+  @Option(help: "Cluster mode: replicas per blob (default 3, or the cluster size if smaller).") var replicas: Int?
+  @Option(help: "Cluster mode: replicas that must hold a blob before a commit is acknowledged (default 2, or R if smaller).")
+  var writeQuorum: Int?
+  @Option(help: "Cluster mode: virtual nodes per node on the hash ring (default 2048).") var vnodes: Int?
+
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
+    "node_id", "peers", "replicas", "write_quorum", "vnodes",
   ]
+
+  /// The cluster configuration, or nil for a single node.
+  func clusterConfig(_ file: ConfigFile) throws -> ClusterConfig? {
+    let id = nodeId ?? file.string("node_id")
+    let peerText = peers ?? file.string("peers")
+    guard id != nil || peerText != nil else { return nil }
+    guard let id, let peerText else { throw ValidationError("cluster mode needs both --node-id and --peers") }
+    do {
+      return try ClusterConfig(
+        me: NodeID(id), peers: ClusterConfig.parsePeers(peerText),
+        replicas: try replicas ?? file.int("replicas"), writeQuorum: try writeQuorum ?? file.int("write_quorum"),
+        vnodesPerNode: try vnodes ?? file.int("vnodes") ?? Ring.defaultVnodesPerNode)
+    } catch {
+      throw ValidationError(ContentError.from(error).message)
+    }
+  }
 
   func run() async throws {
     takeOverConcurrencyPool()
@@ -50,6 +76,7 @@ struct Serve: AsyncParsableCommand {
     } catch {
       throw ValidationError(ContentError.from(error).message)
     }
+    let cluster = try clusterConfig(file)
     let levelText = logLevel ?? file.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
     guard expiry > 0, grace >= 0, threads > 0, limits.lockWaitSeconds >= 0 else {
@@ -93,8 +120,16 @@ struct Serve: AsyncParsableCommand {
         }
       }
     }
+    let node: ClusterNode?
+    do {
+      node = try cluster.map { try ClusterNode(config: $0, local: store, dataDir: store.root, logger: logger) }
+    } catch {
+      throw fail(error)
+    }
     let server = ContentServer(
-      store: store, listen: ListenConfig(tcp: tcp, unixPath: unixPath), logger: logger, maintenance: [expireJob])
+      store: node?.store ?? store, listen: ListenConfig(tcp: tcp, unixPath: unixPath), logger: logger,
+      maintenance: [expireJob] + (node?.maintenance ?? []),
+      extraServices: { watches in node?.services(watches: watches) ?? [] })
     var groupConfig = ServiceGroupConfiguration(
       services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(grace * 1000))
@@ -104,15 +139,20 @@ struct Serve: AsyncParsableCommand {
       // Scripts and tests wait for these lines to know the node is ready.
       for a in addresses { print("cairn: listening on \(a)") }
       print("cairn: data in \(store.root)")
+      if let cluster {
+        print("cairn: node \(cluster.me) of \(cluster.peers.count), replicas \(cluster.replicas), write quorum \(cluster.writeQuorum), config \(cluster.fingerprint)")
+      }
       fflush(nil)
     }
     do {
       try await group.run()
     } catch {
       announce.cancel()
+      await node?.shutdown()
       await store.shutdown()
       throw fail(error)
     }
+    await node?.shutdown()
     await store.shutdown()
     let (syncs, served) = store.groupCommitCounters()
     logger.info("stopped", metadata: ["directory-fsyncs": "\(syncs)", "durable-operations": "\(served)"])

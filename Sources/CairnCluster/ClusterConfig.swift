@@ -1,0 +1,88 @@
+import CairnCore
+
+/// What every node of one cluster must agree on, plus this node's own identity. Nodes
+/// exchange `fingerprint` with every gossip message and refuse peers whose fingerprint
+/// differs: two rings built from different peer lists or replica counts would place the
+/// same digest on different nodes, and mixing them silently would lose blobs.
+public struct ClusterConfig: Sendable, Hashable {
+  public var me: NodeID
+  /// Every node of the cluster (this one included), id → advertised address.
+  public var peers: [NodeID: String]
+  public var replicas: Int
+  public var writeQuorum: Int
+  public var vnodesPerNode: Int
+  public var swim: SWIM.Config
+
+  /// R defaults to 3 (or the cluster size if smaller), W to 2 (or R if smaller).
+  public init(
+    me: NodeID, peers: [NodeID: String], replicas: Int? = nil, writeQuorum: Int? = nil,
+    vnodesPerNode: Int = Ring.defaultVnodesPerNode, swim: SWIM.Config = ClusterConfig.defaultSWIM
+  ) throws(ContentError) {
+    guard peers[me] != nil else {
+      throw .invalidArgument("node id \(me) is not in the peer list (\(peers.keys.sorted().map(\.name).joined(separator: ", ")))")
+    }
+    let r = replicas ?? min(3, peers.count)
+    let w = writeQuorum ?? min(2, r)
+    guard r >= 1, r <= peers.count else {
+      throw .invalidArgument("replicas must be between 1 and the number of peers (\(peers.count)), got \(r)")
+    }
+    guard w >= 1, w <= r else { throw .invalidArgument("write quorum must be between 1 and replicas (\(r)), got \(w)") }
+    guard vnodesPerNode >= 1, vnodesPerNode <= 65536 else {
+      throw .invalidArgument("vnodes must be between 1 and 65536, got \(vnodesPerNode)")
+    }
+    self.me = me
+    self.peers = peers
+    self.replicas = r
+    self.writeQuorum = w
+    self.vnodesPerNode = vnodesPerNode
+    self.swim = swim
+  }
+
+  /// Failure detection tuned for a LAN: a dead node is declared dead about 1.5 s after
+  /// it stops answering, so that the refs it owned move within the 3 s failover target.
+  public static let defaultSWIM: SWIM.Config = {
+    var c = SWIM.Config()
+    c.probeInterval = 250_000_000
+    c.probeTimeout = 100_000_000
+    c.suspicionTimeout = 1_000_000_000
+    return c
+  }()
+
+  /// `n1=127.0.0.1:7411,n2=127.0.0.1:7412`: ids and addresses, comma separated.
+  public static func parsePeers(_ text: String) throws(ContentError) -> [NodeID: String] {
+    var out: [NodeID: String] = [:]
+    for item in text.split(separator: ",") {
+      let part = item.trimmingCharacters(in: " ")
+      guard let eq = part.firstIndex(of: "="), eq != part.startIndex, part.index(after: eq) != part.endIndex else {
+        throw .invalidArgument("peer \(quoted(String(part))) is not ID=HOST:PORT")
+      }
+      let id = NodeID(String(part[..<eq]))
+      let address = String(part[part.index(after: eq)...])
+      guard address.contains(":") else { throw .invalidArgument("peer \(id): address \(quoted(address)) is not HOST:PORT") }
+      if out[id] != nil { throw .invalidArgument("peer \(id) is listed twice") }
+      out[id] = address
+    }
+    if out.isEmpty { throw .invalidArgument("the peer list is empty") }
+    return out
+  }
+
+  /// What must match between nodes, in a readable canonical form.
+  public var canonicalDescription: String {
+    let list = peers.keys.sorted().map { "\($0)=\(peers[$0]!)" }.joined(separator: ",")
+    return "peers=\(list) replicas=\(replicas) write_quorum=\(writeQuorum) vnodes=\(vnodesPerNode)"
+  }
+
+  /// 16 hex digits of the sha256 of `canonicalDescription`.
+  public var fingerprint: String {
+    String(Digest.of(Array(canonicalDescription.utf8)).hex.prefix(16))
+  }
+}
+
+extension Substring {
+  fileprivate func trimmingCharacters(in c: Character) -> Substring {
+    var s = self
+    while s.first == c { s = s.dropFirst() }
+    while s.last == c { s = s.dropLast() }
+    return s
+  }
+}

@@ -1,0 +1,53 @@
+import CairnCore
+
+/// One node's picture of the cluster at one moment: the static ring of every configured
+/// node, plus who is live in this node's membership view and that view's version. All
+/// placement decisions go through it, so a node decides consistently within one view.
+public struct ClusterView: Sendable {
+  public let config: ClusterConfig
+  public let ring: Ring
+  public private(set) var members: [NodeID: Member]
+  /// This node's membership version (SWIM's), raised on every change it learns of.
+  public private(set) var version: UInt64
+
+  public init(config: ClusterConfig, members: [NodeID: Member], version: UInt64) {
+    self.config = config
+    ring = Ring(nodes: config.peers.keys, vnodesPerNode: config.vnodesPerNode)
+    self.members = members
+    self.version = version
+  }
+
+  public mutating func update(members: [NodeID: Member], version: UInt64) {
+    self.members = members
+    self.version = version
+  }
+
+  public var me: NodeID { config.me }
+
+  public func isLive(_ id: NodeID) -> Bool { members[id]?.isLive ?? false }
+
+  public func address(of id: NodeID) -> String? { members[id]?.address ?? config.peers[id] }
+
+  /// The ref's owner: the first live node of the ref's own preference list.
+  public func owner(ofRef ref: String) -> NodeID? {
+    ring.owner(ofRef: ref, isLive: isLive)
+  }
+
+  /// The digest's replica set: the first R distinct nodes clockwise, live or not (a dead
+  /// replica gets a hint, not a substitute).
+  public func replicas(of digest: Digest) -> [NodeID] {
+    ring.replicas(of: digest, count: config.replicas)
+  }
+
+  /// Where to look for a digest: its live replicas in preference order, then every other
+  /// live node (copies left by owners that were not replicas), this node excluded.
+  public func readOrder(of digest: Digest) -> [NodeID] {
+    let all = ring.preferenceList(at: Ring.position(of: digest), count: ring.nodes.count)
+    return all.filter { $0 != me && isLive($0) }
+  }
+
+  /// Every live node but this one, for fan-out queries.
+  public var livePeers: [NodeID] {
+    ring.nodes.filter { $0 != me && isLive($0) }
+  }
+}

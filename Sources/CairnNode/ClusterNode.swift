@@ -1,0 +1,107 @@
+import CairnCluster
+import CairnCore
+import CairnProto
+import CairnServer
+import Foundation
+import GRPCCore
+import Logging
+import Synchronization
+
+/// One node of a cluster: its local store, its membership, its connections to peers and
+/// the state the cluster store shares between requests. `store` is what clients see (one
+/// content store for the whole cluster); `services` is the peer protocol other nodes call.
+public final class ClusterNode: Sendable {
+  public let config: ClusterConfig
+  let local: any ContentStore
+  let membership: Membership
+  let peers: PeerClients
+  let hints: Hints
+  let fetches: FetchCoalescer
+  let logger: Logger
+  /// Blob fetches from other nodes started by reads (coalesced reads share one).
+  let remoteFetches = Atomic<UInt64>(0)
+
+  /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
+  /// clients' Status/ListStatuses/watches, and refused as client refs.
+  static let replicaRefPrefix = "cairn.replica/"
+
+  public init(config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, seed: UInt64? = nil) throws {
+    self.config = config
+    self.local = local
+    self.logger = logger
+    peers = PeerClients(addresses: config.peers)
+    hints = try Hints(root: dataDir)
+    fetches = FetchCoalescer(limits: local.limits)
+    membership = Membership(
+      config: config, peers: peers, logger: logger, seed: seed ?? UInt64.random(in: 1...UInt64.max))
+  }
+
+  /// The content store clients talk to: routes, forwards, replicates, fans out.
+  public var store: ClusterStore { ClusterStore(node: self, servesOwnerWrites: false) }
+
+  /// The peer protocol, to serve beside the content APIs.
+  public func services(watches: WatchRegistry) -> [any RegistrableRPCService] {
+    [PeerService(node: self, watches: watches)]
+  }
+
+  /// Jobs that run for the node's lifetime: the membership protocol and hint delivery.
+  public var maintenance: [@Sendable () async -> Void] {
+    [
+      { [membership] in await membership.run() },
+      { [self] in await self.deliverHintsForever() },
+    ]
+  }
+
+  public func shutdown() async { await peers.shutdown() }
+
+  var view: ClusterView { membership.current }
+
+  static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
+
+  /// Fencing: only the ref's owner in this node's current view may hold its lock or
+  /// commit it. A node that lost ownership (others declared it dead, it was paused)
+  /// learns it from the view and stops.
+  func requireOwnership(of ref: String) throws(ContentError) {
+    let view = self.view
+    let owner = view.owner(ofRef: ref)
+    if owner != config.me {
+      throw .unavailable(
+        "\(config.me) no longer owns ref \(quoted(ref)) in membership view \(view.version) (owner: \(owner?.name ?? "none")); retry")
+    }
+  }
+
+  /// The status shown by `cairn cluster status`.
+  func statusReport() -> Cairn_Peer_V1_ClusterStatusResponse {
+    let view = self.view
+    let ownership = view.ring.ownership()
+    let replicaShare = replicaShares(view)
+    return .with {
+      $0.nodeID = config.me.name
+      $0.replicas = UInt32(config.replicas)
+      $0.writeQuorum = UInt32(config.writeQuorum)
+      $0.vnodes = UInt32(config.vnodesPerNode)
+      $0.fingerprint = config.fingerprint
+      $0.viewVersion = view.version
+      $0.members = view.members.values.sorted { $0.id < $1.id }.map { m in
+        .with {
+          $0.state = .init(m)
+          $0.ownership = ownership[m.id] ?? 0
+          $0.replicaShare = replicaShare[m.id] ?? 0
+        }
+      }
+      $0.configProblems = membership.configProblems
+      $0.hintsPending = UInt64(hints.count)
+      $0.remoteFetches = remoteFetches.load(ordering: .relaxed)
+    }
+  }
+
+  /// Each node's share of digests it is a replica of, sampled over the ring's arcs.
+  private func replicaShares(_ view: ClusterView) -> [NodeID: Double] {
+    var share: [NodeID: Double] = [:]
+    view.ring.forEachArc { start, end, _ in
+      let width = Double(end &- start) / 18_446_744_073_709_551_616.0
+      for n in view.ring.preferenceList(at: end, count: config.replicas) { share[n, default: 0] += width }
+    }
+    return share
+  }
+}

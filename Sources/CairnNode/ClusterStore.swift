@@ -1,0 +1,234 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+
+/// The whole cluster as one ContentStore, seen from one node: blob calls are routed by
+/// digest to the replica set, ingest calls by ref to the ref's owner, listings are fanned
+/// out to every live node and merged. Writes for a ref this node does not own are
+/// forwarded to the owner; the owner replicates at commit (ClusterWriters.swift).
+public struct ClusterStore: ContentStore {
+  let node: ClusterNode
+  /// True for the store behind the peer protocol's OwnerWrite: it never forwards again
+  /// (the forwarding node's view and ours disagree; the client retries).
+  let servesOwnerWrites: Bool
+
+  public var limits: Limits { node.local.limits }
+  var local: any ContentStore { node.local }
+
+  // MARK: Blobs
+
+  public func info(_ digest: Digest) async throws -> BlobInfo {
+    if let found = try await localIfPresent({ try await local.info(digest) }) { return found }
+    let view = node.view
+    let candidates = view.replicas(of: digest).filter { $0 != view.me && view.isLive($0) }
+    return try await firstFound(candidates, what: "blob \(digest)") { api in
+      try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options()).info)
+    }
+  }
+
+  public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
+    let request = Containerd_Services_Content_V1_UpdateRequest.with {
+      $0.info.digest = digest.description
+      $0.info.labels = labels
+      if !fieldPaths.isEmpty { $0.updateMask.paths = fieldPaths }
+    }
+    let results = await everywhere(
+      local: { try await local.update(digest, labels: labels, fieldPaths: fieldPaths) },
+      remote: { try BlobInfo(try await $0.localUpdate(request, options: PeerClients.options()).info) })
+    return try pickSuccess(results, what: "blob \(digest)").max { $0.updatedAt < $1.updatedAt }!
+  }
+
+  public func list(_ filter: Filter) async throws -> [BlobInfo] {
+    let request = Containerd_Services_Content_V1_ListContentRequest.with { $0.filters = filter.sources }
+    let results = await everywhere(
+      local: { try await local.list(filter) },
+      remote: { api in
+        try await api.localList(request: ClientRequest(message: request), options: PeerClients.options()) { r in
+          var out: [BlobInfo] = []
+          for try await m in r.messages { out += try m.info.map { try BlobInfo($0) } }
+          return out
+        }
+      })
+    var merged: [Digest: BlobInfo] = [:]
+    for case .success(let infos) in results.map(\.1) {
+      for i in infos where merged[i.digest].map({ $0.updatedAt < i.updatedAt }) ?? true { merged[i.digest] = i }
+    }
+    if merged.isEmpty, let failure = results.first(where: { $0.0 == node.config.me })?.1, case .failure(let e) = failure {
+      throw e
+    }
+    return merged.values.sorted { $0.digest.description < $1.digest.description }
+  }
+
+  /// Deletes every copy on every live node. A node that is down keeps its copy until the
+  /// repair issue's tombstones reach it.
+  public func delete(_ digest: Digest) async throws {
+    let results = await everywhere(
+      local: { try await local.delete(digest) },
+      remote: { _ = try await $0.localDelete(.with { $0.digest = digest.description }, options: PeerClients.options()) })
+    _ = try pickSuccess(results, what: "blob \(digest)")
+  }
+
+  public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
+    if let reader = try await localIfPresent({ try await local.read(digest, offset: offset, size: size) }) {
+      return reader
+    }
+    return try await node.fetches.read(digest, offset: offset, size: size, node: node)
+  }
+
+  // MARK: Ingests
+
+  public func status(ref: String) async throws -> IngestStatus {
+    if ClusterNode.isReserved(ref) { throw ContentError.notFound("no ingest for ref \(quoted(ref))") }
+    let view = node.view
+    let owner = view.owner(ofRef: ref)
+    let request = Containerd_Services_Content_V1_StatusRequest.with { $0.ref = ref }
+    let ask: @Sendable (PeerAPI) async throws -> IngestStatus = {
+      try IngestStatus(try await $0.localStatus(request, options: PeerClients.options()).status)
+    }
+    // The owner holds the ingest; a former owner may still hold an older one.
+    if owner == view.me {
+      if let s = try await localIfPresent({ try await local.status(ref: ref) }) { return s }
+    } else if let owner, let s = try? await node.peers.call(owner, ask) {
+      return s
+    }
+    if owner != view.me, let s = try await localIfPresent({ try await local.status(ref: ref) }) { return s }
+    return try await firstFound(view.livePeers.filter { $0 != owner }, what: "ingest for ref \(quoted(ref))", ask)
+  }
+
+  public func listStatuses(_ filter: Filter) async throws -> [IngestStatus] {
+    let request = Containerd_Services_Content_V1_ListStatusesRequest.with { $0.filters = filter.sources }
+    let results = await everywhere(
+      local: { try await local.listStatuses(filter) },
+      remote: { try await $0.localListStatuses(request, options: PeerClients.options()).statuses.map { try IngestStatus($0) } })
+    var merged: [String: IngestStatus] = [:]
+    for case .success(let all) in results.map(\.1) {
+      for s in all where !ClusterNode.isReserved(s.ref) && (merged[s.ref].map { $0.updatedAt < s.updatedAt } ?? true) {
+        merged[s.ref] = s
+      }
+    }
+    return merged.values.sorted { $0.ref < $1.ref }
+  }
+
+  public func abort(ref: String) async throws {
+    if ClusterNode.isReserved(ref) { throw ContentError.notFound("no ingest for ref \(quoted(ref))") }
+    let results = await everywhere(
+      local: { try await local.abort(ref: ref) },
+      remote: { _ = try await $0.localAbort(.with { $0.ref = ref }, options: PeerClients.options()) })
+    _ = try pickSuccess(results, what: "ingest for ref \(quoted(ref))")
+  }
+
+  public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
+    if ClusterNode.isReserved(ref) {
+      throw ContentError.invalidArgument("refs beginning with \(ClusterNode.replicaRefPrefix) are reserved for replication")
+    }
+    guard let owner = node.view.owner(ofRef: ref) else { throw ContentError.unavailable("no live node owns ref \(quoted(ref))") }
+    if owner == node.config.me {
+      try node.requireOwnership(of: ref)
+      if let expected, try await exists(expected) {
+        throw ContentError.alreadyExists("blob with expected digest \(expected) exists")
+      }
+      return OwnedWriter(inner: try await local.openWriter(ref: ref, total: total, expected: expected), store: self)
+    }
+    if servesOwnerWrites {
+      try node.requireOwnership(of: ref)
+    }
+    return try await ForwardedWriter.open(node: node, owner: owner, ref: ref, total: total, expected: expected)
+  }
+
+  public func ingestEvents() -> AsyncStream<IngestEvent> {
+    node.mergedIngestEvents()
+  }
+
+  // MARK: Helpers
+
+  func exists(_ digest: Digest) async throws -> Bool {
+    do {
+      _ = try await info(digest)
+      return true
+    } catch let e as ContentError where e.code == .notFound {
+      return false
+    }
+  }
+
+  /// The local answer, or nil if the local store has no such blob or ingest.
+  private func localIfPresent<T>(_ body: () async throws -> T) async throws -> T? {
+    do {
+      return try await body()
+    } catch let e as ContentError where e.code == .notFound {
+      return nil
+    }
+  }
+
+  /// Asks `nodes` at once; the first answer wins. NOT_FOUND when every node that answered
+  /// says so; UNAVAILABLE when none could answer.
+  private func firstFound<T: Sendable>(
+    _ nodes: [NodeID], what: String, _ ask: @escaping @Sendable (PeerAPI) async throws -> T
+  ) async throws -> T {
+    let peers = node.peers
+    let found: Result<T, ContentError>? = await withTaskGroup(of: Result<T, ContentError>.self) { group in
+      for n in nodes {
+        group.addTask {
+          do { return .success(try await peers.call(n, ask)) } catch { return .failure(ContentError.from(error)) }
+        }
+      }
+      var failure: ContentError?
+      for await r in group {
+        switch r {
+        case .success:
+          group.cancelAll()
+          return r
+        case .failure(let e):
+          if failure == nil || e.code == .notFound { failure = e }
+        }
+      }
+      return failure.map { .failure($0) }
+    }
+    switch found {
+    case .success(let v): return v
+    case .failure(let e) where e.code != .notFound && e.code != .unavailable: throw e
+    case .failure(let e) where e.code == .unavailable: throw ContentError.unavailable("no replica of \(what) could be reached: \(e.message)")
+    default: throw ContentError.notFound("\(what) not found")
+    }
+  }
+
+  /// Runs `local` here and `remote` on every live peer, concurrently.
+  private func everywhere<T: Sendable>(
+    local: @escaping @Sendable () async throws -> T, remote: @escaping @Sendable (PeerAPI) async throws -> T
+  ) async -> [(NodeID, Result<T, ContentError>)] {
+    let peers = node.peers
+    let me = node.config.me
+    return await withTaskGroup(of: (NodeID, Result<T, ContentError>).self) { group in
+      group.addTask {
+        do { return (me, .success(try await local())) } catch { return (me, .failure(ContentError.from(error))) }
+      }
+      for n in node.view.livePeers {
+        group.addTask {
+          do { return (n, .success(try await peers.call(n, remote))) } catch { return (n, .failure(ContentError.from(error))) }
+        }
+      }
+      var out: [(NodeID, Result<T, ContentError>)] = []
+      for await r in group { out.append(r) }
+      return out
+    }
+  }
+
+  /// The successes of a fan-out; if none: NOT_FOUND when every node said so, else the
+  /// first other failure.
+  private func pickSuccess<T>(_ results: [(NodeID, Result<T, ContentError>)], what: String) throws(ContentError) -> [T] {
+    var ok: [T] = []
+    var failure: ContentError?
+    for (_, r) in results {
+      switch r {
+      case .success(let v): ok.append(v)
+      case .failure(let e) where e.code != .notFound: failure = failure ?? e
+      case .failure: break
+      }
+    }
+    if !ok.isEmpty { return ok }
+    if let failure { throw failure }
+    throw .notFound("\(what) not found")
+  }
+}

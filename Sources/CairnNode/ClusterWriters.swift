@@ -1,0 +1,173 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+
+/// The writer of a ref this node owns: the local ingest, with a commit that is fenced by
+/// ownership, answers ALREADY_EXISTS for a blob anywhere in the cluster (as one store
+/// would), and returns only once the write quorum of replicas holds the blob durably.
+final class OwnedWriter: IngestWriter {
+  let inner: any IngestWriter
+  let store: ClusterStore
+  var ref: String { inner.ref }
+
+  init(inner: any IngestWriter, store: ClusterStore) {
+    self.inner = inner
+    self.store = store
+  }
+
+  func state() async throws -> WriterState { try await inner.state() }
+  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
+    try await inner.setExpectations(total: total, expected: expected)
+  }
+  func append(_ data: Data) async throws -> WriterState { try await inner.append(data) }
+  func truncate() async throws -> WriterState { try await inner.truncate() }
+  func close() async { await inner.close() }
+
+  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+    let node = store.node
+    try node.requireOwnership(of: ref)
+    let before = try await inner.state()
+    let complete = (size <= 0 || size == before.status.offset) && (expected == nil || expected == before.digest)
+    if complete, try await store.exists(before.digest) {
+      // As content/local does: the ingest goes, the caller learns the blob is there.
+      await inner.close()
+      try? await store.local.abort(ref: ref)
+      throw ContentError.alreadyExists("content \(before.digest) already exists")
+    }
+    let committed = try await inner.commit(size: size, expected: expected, labels: labels)
+    try await node.replicate(
+      committed.digest, size: committed.status.offset, labels: labels, ref: ref, view: node.view)
+    return committed
+  }
+}
+
+/// The writer of a ref another node owns: the Write stream continues on the owner, over
+/// the peer protocol's OwnerWrite, one message per call. Errors are the owner's (the same
+/// codes a single node would return), or UNAVAILABLE if the owner cannot be reached.
+actor ForwardedWriter: IngestWriter {
+  nonisolated let ref: String
+  private let owner: NodeID
+  private let requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation
+  private let responses: Pipe<Containerd_Services_Content_V1_WriteContentResponse>
+  private let call: Task<Void, Never>
+  private var expected: Digest?
+  private var offset: Int64 = 0
+  private var truncatePending = false
+  private var last: WriterState?
+
+  private init(
+    ref: String, owner: NodeID, expected: Digest?,
+    requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation,
+    responses: Pipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>
+  ) {
+    self.ref = ref
+    self.owner = owner
+    self.expected = expected
+    self.requests = requests
+    self.responses = responses
+    self.call = call
+  }
+
+  static func open(node: ClusterNode, owner: NodeID, ref: String, total: Int64, expected: Digest?) async throws -> ForwardedWriter {
+    let api = try node.peers.api(owner)
+    let (stream, continuation) = AsyncStream.makeStream(of: Containerd_Services_Content_V1_WriteContentRequest.self)
+    let responses = Pipe<Containerd_Services_Content_V1_WriteContentResponse>(capacity: 2)
+    let address = "\(owner) (owner of the ref)"
+    let call = Task {
+      do {
+        try await api.ownerWrite(options: PeerClients.options()) { writer in
+          for await request in stream { try await writer.write(request) }
+        } onResponse: { response in
+          for try await message in response.messages {
+            guard await responses.send(message) else { break }
+          }
+        }
+        responses.finish()
+      } catch {
+        responses.finish(ContentError(rpcFailure: error, reaching: address))
+      }
+    }
+    let writer = ForwardedWriter(
+      ref: ref, owner: owner, expected: expected, requests: continuation, responses: responses, call: call)
+    do {
+      _ = try await writer.exchange(.with {
+        $0.action = .stat
+        $0.ref = ref
+        $0.total = total
+        $0.expected = expected?.description ?? ""
+      })
+    } catch {
+      await writer.close()
+      throw error
+    }
+    return writer
+  }
+
+  func state() async throws -> WriterState {
+    if let last { return last }
+    return try await exchange(.with { $0.action = .stat })
+  }
+
+  func setExpectations(total: Int64?, expected newExpected: Digest?) async throws -> WriterState {
+    if let newExpected { expected = newExpected }
+    return try await exchange(.with {
+      $0.action = .stat
+      $0.total = total ?? 0
+      $0.expected = newExpected?.description ?? ""
+    })
+  }
+
+  func append(_ data: Data) async throws -> WriterState {
+    let at = truncatePending ? 0 : offset
+    truncatePending = false
+    return try await exchange(.with {
+      $0.action = .write
+      $0.offset = at
+      $0.data = data
+    })
+  }
+
+  /// The owner truncates when the next WRITE arrives at offset 0 (containerd's rule).
+  func truncate() async throws -> WriterState {
+    truncatePending = true
+    var s = try await state()
+    s.status.offset = 0
+    return s
+  }
+
+  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+    let state = try await exchange(.with {
+      $0.action = .commit
+      $0.total = size
+      $0.offset = offset
+      $0.expected = expected?.description ?? ""
+      $0.labels = labels
+    })
+    requests.finish()
+    return state
+  }
+
+  func close() async {
+    requests.finish()
+    responses.cancel()
+    await call.value
+  }
+
+  private func exchange(_ request: Containerd_Services_Content_V1_WriteContentRequest) async throws -> WriterState {
+    requests.yield(request)
+    guard let m = try await responses.next() else {
+      throw ContentError.unavailable("owner \(owner) ended the write stream of \(quoted(ref)) early")
+    }
+    let state = WriterState(
+      status: IngestStatus(
+        ref: ref, offset: m.offset, total: m.total, expected: expected, startedAt: Timestamp(m.startedAt),
+        updatedAt: Timestamp(m.updatedAt)),
+      digest: try Digest(parsing: m.digest))
+    offset = m.offset
+    last = state
+    return state
+  }
+}

@@ -1,0 +1,77 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Synchronization
+
+typealias PeerAPI = Cairn_Peer_V1_Peer.Client<HTTP2ClientTransport.Posix>
+
+/// One long-lived gRPC connection per peer, opened on first use. Keepalive pings close a
+/// connection to a node that stopped answering (SIGSTOP, a dead link) within a few
+/// seconds, so calls to a hung peer fail over instead of waiting forever.
+final class PeerClients: Sendable {
+  private struct Entry {
+    let client: GRPCClient<HTTP2ClientTransport.Posix>
+    let runner: Task<Void, Never>
+  }
+
+  private let addresses: [NodeID: String]
+  private let entries = Mutex<[NodeID: Entry]>([:])
+  private let closed = Mutex(false)
+  static let keepalive: Duration = .seconds(2)
+
+  init(addresses: [NodeID: String]) { self.addresses = addresses }
+
+  func api(_ id: NodeID) throws(ContentError) -> PeerAPI {
+    if closed.withLock({ $0 }) { throw .unavailable("node is shutting down") }
+    guard let text = addresses[id] else { throw .internalError("no address for peer \(id)") }
+    let address = try ServerAddress(parsing: text)
+    let entry = try entries.withLock { e throws(ContentError) -> Entry in
+      if let existing = e[id] { return existing }
+      let transport: HTTP2ClientTransport.Posix
+      do {
+        transport = try ContentClient.makeTransport(address, keepalive: Self.keepalive)
+      } catch {
+        throw ContentError.from(error)
+      }
+      let client = GRPCClient(transport: transport)
+      let runner = Task { _ = try? await client.runConnections() }
+      let entry = Entry(client: client, runner: runner)
+      e[id] = entry
+      return entry
+    }
+    return PeerAPI(wrapping: entry.client)
+  }
+
+  /// Runs one call to `id`, with failures as ContentErrors.
+  func call<T>(_ id: NodeID, _ body: (PeerAPI) async throws -> T) async throws(ContentError) -> T {
+    let api = try api(id)
+    do {
+      return try await body(api)
+    } catch {
+      throw ContentError(rpcFailure: error, reaching: "\(id) (\(addresses[id] ?? "?"))")
+    }
+  }
+
+  static func options(timeout: Duration? = nil) -> CallOptions {
+    var o = CallOptions.defaults
+    o.maxRequestMessageBytes = ContentClient.maxMessageBytes
+    o.maxResponseMessageBytes = ContentClient.maxMessageBytes
+    o.timeout = timeout
+    return o
+  }
+
+  func shutdown() async {
+    closed.withLock { $0 = true }
+    let all = entries.withLock { e -> [Entry] in
+      defer { e = [:] }
+      return Array(e.values)
+    }
+    for entry in all {
+      entry.client.beginGracefulShutdown()
+      await entry.runner.value
+    }
+  }
+}

@@ -1,0 +1,178 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+
+extension ClusterNode {
+  /// Streams a blob this node just committed to the rest of its replica set, in parallel,
+  /// and returns once the write quorum holds it durably (this node counts if it is a
+  /// replica). Replicas that are down or fail get a durable hint; transfers still running
+  /// when the quorum is reached finish in the background. UNAVAILABLE if the quorum cannot
+  /// be reached: the blob then stays on the nodes that took it, and the hints carry it on.
+  func replicate(_ digest: Digest, size: Int64, labels: [String: String], ref: String, view: ClusterView) async throws {
+    let replicas = view.replicas(of: digest)
+    let selfIsReplica = replicas.contains(config.me)
+    var acks = selfIsReplica ? 1 : 0
+    let targets = replicas.filter { $0 != config.me }
+    let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
+    let header = Cairn_Peer_V1_ReplicateHeader.with {
+      $0.digest = digest.description
+      $0.size = size
+      $0.labels = labels
+      $0.ref = ref
+      $0.owner = config.me.name
+      $0.clusterFingerprint = config.fingerprint
+    }
+    // Not a child task: transfers outlive this call once the quorum is reached.
+    Task {
+      let delivered = await withTaskGroup(of: Bool.self) { group in
+        for target in targets {
+          group.addTask {
+            var failure: ContentError?
+            if view.isLive(target) {
+              do { try await self.send(digest, header: header, to: target) } catch { failure = ContentError.from(error) }
+            } else {
+              failure = .unavailable("\(target) is down")
+            }
+            if failure != nil { self.hints.add(digest, for: target) }
+            sink.yield((target, failure))
+            return failure == nil
+          }
+        }
+        return await group.reduce(true) { $0 && $1 }
+      }
+      sink.finish()
+      // An owner outside the replica set only staged the blob; it keeps it while it
+      // still has hints to deliver.
+      if !selfIsReplica && delivered {
+        try? await self.local.delete(digest)
+      }
+    }
+    var failures: [String] = []
+    for await (target, error) in results {
+      if let error {
+        failures.append("\(target): \(error.message)")
+        logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(error.message)")
+      } else {
+        acks += 1
+      }
+      if acks >= config.writeQuorum { return }
+    }
+    throw ContentError.unavailable(
+      "blob \(digest) is durable on \(acks) replica(s), the write quorum is \(config.writeQuorum): \(failures.joined(separator: "; "))")
+  }
+
+  /// One blob from the local store to one replica.
+  func send(_ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID) async throws {
+    let local = self.local
+    _ = try await peers.call(target) { api in
+      try await api.replicate(options: PeerClients.options()) { writer in
+        try await writer.write(.with { $0.header = header })
+        for try await chunk in try await local.read(digest, offset: 0, size: 0) {
+          try await writer.write(.with { $0.data = chunk })
+        }
+      }
+    }
+  }
+
+  /// Delivers hints to replicas that are live again, every second, until cancelled.
+  func deliverHintsForever() async {
+    while !Task.isCancelled {
+      try? await Task.sleep(nanoseconds: 1_000_000_000)
+      let view = self.view
+      for (target, digests) in hints.pending() where view.isLive(target) {
+        for digest in digests {
+          guard let info = try? await local.info(digest) else {
+            hints.remove(digest, for: target)  // deleted since: nothing to hand off
+            continue
+          }
+          let header = Cairn_Peer_V1_ReplicateHeader.with {
+            $0.digest = digest.description
+            $0.size = info.size
+            $0.labels = info.labels
+            $0.owner = config.me.name
+            $0.clusterFingerprint = config.fingerprint
+          }
+          do {
+            try await send(digest, header: header, to: target)
+            hints.remove(digest, for: target)
+            logger.info("hinted handoff: delivered \(digest) to \(target)")
+          } catch {
+            break  // still unreachable; try again later
+          }
+        }
+      }
+    }
+  }
+
+  /// Ingest events of the whole cluster: this node's and every peer's, subscribed for as
+  /// long as the stream is consumed (a peer that is down is retried every second).
+  func mergedIngestEvents() -> AsyncStream<IngestEvent> {
+    let (stream, sink) = AsyncStream.makeStream(of: IngestEvent.self, bufferingPolicy: .bufferingNewest(65536))
+    let localEvents = local.ingestEvents()
+    let peers = self.peers
+    let others = config.peers.keys.filter { $0 != config.me }
+    let task = Task {
+      await withTaskGroup(of: Void.self) { group in
+        group.addTask {
+          for await e in localEvents where !ClusterNode.isReserved(e.ref) { sink.yield(e) }
+        }
+        for peer in others {
+          group.addTask {
+            while !Task.isCancelled {
+              try? await peers.call(peer) { api in
+                try await api.localEvents(request: ClientRequest(message: .init()), options: PeerClients.options()) { r in
+                  for try await m in r.messages {
+                    if let e = IngestEvent(m), !ClusterNode.isReserved(e.ref) { sink.yield(e) }
+                  }
+                }
+              }
+              try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+          }
+        }
+      }
+    }
+    sink.onTermination = { _ in task.cancel() }
+    return stream
+  }
+}
+
+extension Cairn_Peer_V1_IngestEventMessage {
+  init(_ event: IngestEvent) {
+    self.init()
+    switch event {
+    case .progress(let s):
+      kind = .progress
+      status = .init(s)
+      ref = s.ref
+    case .committed(let r, let d, let n):
+      kind = .committed
+      ref = r
+      digest = d.description
+      size = n
+    case .aborted(let r):
+      kind = .aborted
+      ref = r
+    }
+  }
+}
+
+extension IngestEvent {
+  init?(_ m: Cairn_Peer_V1_IngestEventMessage) {
+    switch m.kind {
+    case .progress:
+      guard let s = try? IngestStatus(m.status) else { return nil }
+      self = .progress(s)
+    case .committed:
+      guard let d = try? Digest(parsing: m.digest) else { return nil }
+      self = .committed(ref: m.ref, digest: d, size: m.size)
+    case .aborted:
+      self = .aborted(ref: m.ref)
+    default:
+      return nil
+    }
+  }
+}

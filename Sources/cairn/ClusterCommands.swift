@@ -1,0 +1,43 @@
+import ArgumentParser
+import CairnClient
+import CairnCore
+import CairnProto
+import Foundation
+
+struct ClusterCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "cluster", abstract: "Inspect a Cairn cluster.", subcommands: [ClusterStatus.self])
+}
+
+struct ClusterStatus: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "status",
+    abstract: "One node's view of its cluster: members, states, incarnations, ring ownership, R/W.")
+  @OptionGroup var client: ClientOptions
+  @Flag(help: "Print the answer as JSON.") var json = false
+
+  func run() async throws {
+    let s = try await client.run { try await $0.clusterStatus() }
+    if json {
+      print(try s.jsonString())
+      return
+    }
+    print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint), view version \(s.viewVersion)")
+    print("hints pending: \(s.hintsPending)   remote fetches started: \(s.remoteFetches)")
+    let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "RING", "REPLICAS", ""]
+    var rows: [[String]] = [header]
+    for m in s.members {
+      let state = m.state.status == .alive ? "alive" : m.state.status == .suspect ? "suspect" : "dead"
+      let bar = String(repeating: "#", count: Int((m.replicaShare * 40).rounded()))
+      rows.append([
+        m.state.id, m.state.address, state, String(m.state.incarnation), String(format: "%.1f%%", m.ownership * 100),
+        String(format: "%.1f%%", m.replicaShare * 100), bar,
+      ])
+    }
+    let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+    for r in rows {
+      print(zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined())
+    }
+    for p in s.configProblems { print("CONFIG MISMATCH: \(p)") }
+  }
+}
