@@ -150,6 +150,13 @@ let package = Package(
                      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")]
     ),
     .testTarget(
+      name: "CairnNodeTests",
+      dependencies: [
+        "CairnCore", "CairnCluster", "CairnNode", "CairnServer", "CairnTestKit",
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+    .testTarget(
       name: "CairnProcessTests",
       dependencies: ["CairnCore", "CairnClient", "CairnTestKit"]
     ),

@@ -58,10 +58,18 @@ public protocol IngestWriter: AnyObject, Sendable {
   /// Verifies size (if > 0) and digest (if given), stores the blob durably, removes the
   /// ingest and releases the lock. FAILED_PRECONDITION on a mismatch (the ingest stays,
   /// resumable); ALREADY_EXISTS if the blob is already committed (the ingest is removed).
-  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState
+  /// `createdAt` (nil = now) is the blob's creation time: a replica keeps the one the
+  /// blob got on the node that committed it first, so Info agrees on every node.
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState
 
   /// Releases the lock and keeps the ingest for a later resume. Idempotent.
   func close() async
+}
+
+extension IngestWriter {
+  public func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+    try await commit(size: size, expected: expected, labels: labels, createdAt: nil)
+  }
 }
 
 /// A stream of a blob's bytes in bounded chunks.

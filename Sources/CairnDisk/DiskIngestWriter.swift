@@ -131,13 +131,13 @@ actor DiskIngestWriter: IngestWriter {
     aborted = true
   }
 
-  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     try checkUsable()
     let outcome: DiskStore.CommitOutcome
     do {
       outcome = try await store.commitIngest(
         fd: fd, files: files, size: size, written: offset, digester: digester, expected: expected,
-        labels: labels)
+        labels: labels, createdAt: createdAt)
     } catch {
       await end(keepIngest: !aborted)
       throw error

@@ -98,9 +98,9 @@ extension DiskStore {
   /// after a crash the blob is either absent or whole.
   func commitIngest(
     fd: Int32, files: IngestFiles, size: Int64, written: Int64, digester: Digester, expected: Digest?,
-    labels: [String: String]
+    labels: [String: String], createdAt: Timestamp?
   ) async throws -> CommitOutcome {
-    let (layout, now, groupSync) = (self.layout, clock(), self.groupSync)
+    let (layout, now, groupSync) = (self.layout, createdAt ?? clock(), self.groupSync)
     let outcome: CommitOutcome = try await io.run {
       if size > 0 && size != written {
         throw ContentError.failedPrecondition("unexpected commit size \(written), expected \(size)")

@@ -20,6 +20,9 @@ public final class ClusterNode: Sendable {
   let logger: Logger
   /// Blob fetches from other nodes started by reads (coalesced reads share one).
   let remoteFetches = Atomic<UInt64>(0)
+  /// Ingest events of the whole cluster (Events.swift).
+  let events = EventHub<IngestEvent>(bufferLimit: 65536)
+  let relaying = Mutex<Set<NodeID>>([])
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
@@ -44,11 +47,13 @@ public final class ClusterNode: Sendable {
     [PeerService(node: self, watches: watches)]
   }
 
-  /// Jobs that run for the node's lifetime: the membership protocol and hint delivery.
+  /// Jobs that run for the node's lifetime: the membership protocol, hint delivery and
+  /// the cluster-wide event relay.
   public var maintenance: [@Sendable () async -> Void] {
     [
       { [membership] in await membership.run() },
       { [self] in await self.deliverHintsForever() },
+      { [self] in await self.relayEventsForever() },
     ]
   }
 

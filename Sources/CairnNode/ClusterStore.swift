@@ -139,7 +139,7 @@ public struct ClusterStore: ContentStore {
   }
 
   public func ingestEvents() -> AsyncStream<IngestEvent> {
-    node.mergedIngestEvents()
+    node.events.subscribe()
   }
 
   // MARK: Helpers

@@ -26,7 +26,7 @@ final class OwnedWriter: IngestWriter {
   func truncate() async throws -> WriterState { try await inner.truncate() }
   func close() async { await inner.close() }
 
-  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     let node = store.node
     try node.requireOwnership(of: ref)
     let before = try await inner.state()
@@ -37,9 +37,10 @@ final class OwnedWriter: IngestWriter {
       try? await store.local.abort(ref: ref)
       throw ContentError.alreadyExists("content \(before.digest) already exists")
     }
-    let committed = try await inner.commit(size: size, expected: expected, labels: labels)
+    let committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
     try await node.replicate(
-      committed.digest, size: committed.status.offset, labels: labels, ref: ref, view: node.view)
+      committed.digest, size: committed.status.offset, labels: labels, createdAt: committed.status.updatedAt,
+      ref: ref, view: node.view)
     return committed
   }
 }
@@ -135,10 +136,12 @@ actor ForwardedWriter: IngestWriter {
     truncatePending = true
     var s = try await state()
     s.status.offset = 0
+    s.digest = Digest.of(Data(), algorithm: s.digest.algorithm)
     return s
   }
 
-  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+  /// The owner stamps the creation time.
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     let state = try await exchange(.with {
       $0.action = .commit
       $0.total = size
@@ -154,6 +157,12 @@ actor ForwardedWriter: IngestWriter {
     requests.finish()
     responses.cancel()
     await call.value
+  }
+
+  /// A writer dropped without close still ends its stream, so the owner frees the ref.
+  deinit {
+    requests.finish()
+    responses.cancel()
   }
 
   private func exchange(_ request: Containerd_Services_Content_V1_WriteContentRequest) async throws -> WriterState {

@@ -59,6 +59,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   ) async throws {
     let events = node.local.ingestEvents()
     try await watchRPC(watches: watches) {
+      try await response.write(.with { $0.kind = .subscribed })
       for await e in events { try await response.write(.init(e)) }
     }
   }
@@ -118,7 +119,8 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
       while let m = try await messages.next() {
         _ = try await writer.append(m.data)
       }
-      _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels)
+      _ = try await writer.commit(
+        size: h.size, expected: digest, labels: h.labels, createdAt: h.hasCreatedAt ? Timestamp(h.createdAt) : nil)
     } catch let e as ContentError where e.code == .alreadyExists {
       await writer.close()
       return existed

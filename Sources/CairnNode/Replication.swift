@@ -11,7 +11,9 @@ extension ClusterNode {
   /// replica). Replicas that are down or fail get a durable hint; transfers still running
   /// when the quorum is reached finish in the background. UNAVAILABLE if the quorum cannot
   /// be reached: the blob then stays on the nodes that took it, and the hints carry it on.
-  func replicate(_ digest: Digest, size: Int64, labels: [String: String], ref: String, view: ClusterView) async throws {
+  func replicate(
+    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView
+  ) async throws {
     let replicas = view.replicas(of: digest)
     let selfIsReplica = replicas.contains(config.me)
     var acks = selfIsReplica ? 1 : 0
@@ -21,6 +23,7 @@ extension ClusterNode {
       $0.digest = digest.description
       $0.size = size
       $0.labels = labels
+      $0.createdAt = .init(createdAt)
       $0.ref = ref
       $0.owner = config.me.name
       $0.clusterFingerprint = config.fingerprint
@@ -92,6 +95,7 @@ extension ClusterNode {
             $0.digest = digest.description
             $0.size = info.size
             $0.labels = info.labels
+            $0.createdAt = .init(info.createdAt)
             $0.owner = config.me.name
             $0.clusterFingerprint = config.fingerprint
           }
@@ -105,38 +109,6 @@ extension ClusterNode {
         }
       }
     }
-  }
-
-  /// Ingest events of the whole cluster: this node's and every peer's, subscribed for as
-  /// long as the stream is consumed (a peer that is down is retried every second).
-  func mergedIngestEvents() -> AsyncStream<IngestEvent> {
-    let (stream, sink) = AsyncStream.makeStream(of: IngestEvent.self, bufferingPolicy: .bufferingNewest(65536))
-    let localEvents = local.ingestEvents()
-    let peers = self.peers
-    let others = config.peers.keys.filter { $0 != config.me }
-    let task = Task {
-      await withTaskGroup(of: Void.self) { group in
-        group.addTask {
-          for await e in localEvents where !ClusterNode.isReserved(e.ref) { sink.yield(e) }
-        }
-        for peer in others {
-          group.addTask {
-            while !Task.isCancelled {
-              try? await peers.call(peer) { api in
-                try await api.localEvents(request: ClientRequest(message: .init()), options: PeerClients.options()) { r in
-                  for try await m in r.messages {
-                    if let e = IngestEvent(m), !ClusterNode.isReserved(e.ref) { sink.yield(e) }
-                  }
-                }
-              }
-              try? await Task.sleep(nanoseconds: 1_000_000_000)
-            }
-          }
-        }
-      }
-    }
-    sink.onTermination = { _ in task.cancel() }
-    return stream
   }
 }
 

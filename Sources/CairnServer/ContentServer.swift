@@ -6,6 +6,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import CairnTransport
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -35,6 +36,19 @@ public final class ContentServer: Service, Sendable {
   private let unixPath: String?
   private let logger: Logger
   private let maintenance: [@Sendable () async -> Void]
+  private let runningJobs = Mutex(Jobs())
+
+  /// Maintenance jobs end when the server stops, however it is stopped.
+  private struct Jobs {
+    var tasks: [Task<Void, Never>] = []
+    var isStopped = false
+    mutating func append(_ t: Task<Void, Never>) { tasks.append(t) }
+    mutating func stop() -> [Task<Void, Never>] {
+      isStopped = true
+      defer { tasks = [] }
+      return tasks
+    }
+  }
 
   /// `maintenance` jobs run until shutdown (e.g. ingest expiry, the membership protocol);
   /// `extraServices` are served beside the content APIs (the cluster's peer protocol).
@@ -114,7 +128,12 @@ public final class ContentServer: Service, Sendable {
           group.addTask { try await server.serve() }
         }
         for job in maintenance {
-          group.addTask { try? await cancelWhenGracefulShutdown { await job() } }
+          let task = Task { await job() }
+          if runningJobs.withLock({ jobs in
+            jobs.append(task)
+            return jobs.isStopped
+          }) { task.cancel() }
+          group.addTask { await task.value }
         }
         if let unixPath {
           group.addTask {
@@ -133,6 +152,7 @@ public final class ContentServer: Service, Sendable {
 
   /// Starts a graceful shutdown: NOT_SERVING, watches end, no new calls.
   public func stop() {
+    for job in runningJobs.withLock({ $0.stop() }) { job.cancel() }
     health.set(serving: false)
     watches.closeAll()
     for server in servers { server.beginGracefulShutdown() }

@@ -178,7 +178,7 @@ final class MemoryIngestWriter: IngestWriter {
     return s
   }
 
-  func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws -> WriterState {
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     defer { end() }
     let ingest = try withIngest { $0 }
     if size > 0 && size != ingest.status.offset {
@@ -188,7 +188,7 @@ final class MemoryIngestWriter: IngestWriter {
     if let expected, expected != actual {
       throw ContentError.failedPrecondition("unexpected commit digest \(actual), expected \(expected)")
     }
-    let now = store.clock()
+    let now = createdAt ?? store.clock()
     let exists = store.state.withLock { s -> Bool in
       s.ingests[ref] = nil
       if s.blobs[actual] != nil { return true }
@@ -199,7 +199,9 @@ final class MemoryIngestWriter: IngestWriter {
     }
     if exists { throw ContentError.alreadyExists("content \(actual): already exists") }
     store.events.publish(.committed(ref: ref, digest: actual, size: ingest.status.offset))
-    return WriterState(status: ingest.status, digest: actual)
+    var status = ingest.status
+    status.updatedAt = now
+    return WriterState(status: status, digest: actual)
   }
 
   func close() async { end() }

@@ -25,8 +25,12 @@ public final class ServerProcess: @unchecked Sendable {
     return dir.appendingPathComponent("cairn").path
   }
 
-  public init(dataDir: String, extraArgs: [String] = []) {
+  private let listen: String
+
+  /// `listen` is the TCP address (port 0: any free port).
+  public init(dataDir: String, listen: String = "127.0.0.1:0", extraArgs: [String] = []) {
     self.dataDir = dataDir
+    self.listen = listen
     self.extraArgs = extraArgs
     unixPath = dataDir + ".sock"
     process = Process()
@@ -38,7 +42,7 @@ public final class ServerProcess: @unchecked Sendable {
     p.executableURL = URL(fileURLWithPath: Self.binary)
     // A generous lock wait: these tests never contend for a ref on purpose, and a released
     // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
-    p.arguments = ["serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--unix", unixPath, "--lock-wait", "30"] + extraArgs
+    p.arguments = ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = FileHandle.standardError
@@ -141,4 +145,41 @@ public final class TemporaryDirectory: Sendable {
 
 final class LineLog: Sendable {
   let lines = Mutex<[String]>([])
+}
+
+/// `count` TCP ports on 127.0.0.1 that were free a moment ago (bound to port 0 and
+/// released), for clusters whose peer lists must name their ports before they start.
+public func freeLoopbackPorts(_ count: Int) throws -> [Int] {
+  var fds: [Int32] = []
+  defer { for fd in fds { close(fd) } }
+  var ports: [Int] = []
+  for _ in 0..<count {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ServerProcessError("socket failed") }
+    fds.append(fd)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+      p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw ServerProcessError("bind failed") }
+    ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+  }
+  return ports
+}
+
+/// Polls `condition` every 20 ms until it holds; throws after `timeout` seconds. For
+/// states of other processes that announce nothing (a peer's view of the cluster).
+public func waitUntil(
+  _ what: String, timeout: Double = 30, _ condition: () async throws -> Bool
+) async throws {
+  let deadline = Date().addingTimeInterval(timeout)
+  while true {
+    if (try? await condition()) == true { return }
+    if Date() > deadline { throw ServerProcessError("timed out after \(timeout) s waiting for: \(what)") }
+    try await Task.sleep(nanoseconds: 20_000_000)
+  }
 }

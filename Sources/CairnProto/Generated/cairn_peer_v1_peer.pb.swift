@@ -64,6 +64,10 @@ public nonisolated struct Cairn_Peer_V1_IngestEventMessage: Sendable {
     case progress // = 0
     case committed // = 1
     case aborted // = 2
+
+    /// The first message of every LocalEvents stream: the subscription is in place, so
+    /// every later event on the node will follow.
+    case subscribed // = 3
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -75,6 +79,7 @@ public nonisolated struct Cairn_Peer_V1_IngestEventMessage: Sendable {
       case 0: self = .progress
       case 1: self = .committed
       case 2: self = .aborted
+      case 3: self = .subscribed
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -84,6 +89,7 @@ public nonisolated struct Cairn_Peer_V1_IngestEventMessage: Sendable {
       case .progress: return 0
       case .committed: return 1
       case .aborted: return 2
+      case .subscribed: return 3
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -93,6 +99,7 @@ public nonisolated struct Cairn_Peer_V1_IngestEventMessage: Sendable {
       .progress,
       .committed,
       .aborted,
+      .subscribed,
     ]
 
   }
@@ -121,9 +128,21 @@ public nonisolated struct Cairn_Peer_V1_ReplicateHeader: Sendable {
 
   public var clusterFingerprint: String = String()
 
+  /// When the blob was first committed: replicas keep it, so Info agrees on every node.
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Cairn_Peer_V1_ReplicateRequest: Sendable {
@@ -439,12 +458,12 @@ nonisolated extension Cairn_Peer_V1_IngestEventMessage: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Cairn_Peer_V1_IngestEventMessage.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROGRESS\0\u{1}COMMITTED\0\u{1}ABORTED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROGRESS\0\u{1}COMMITTED\0\u{1}ABORTED\0\u{1}SUBSCRIBED\0")
 }
 
 nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicateHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0\u{3}created_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -458,12 +477,17 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
       case 4: try { try decoder.decodeSingularStringField(value: &self.ref) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.owner) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.clusterFingerprint) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.digest.isEmpty {
       try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
     }
@@ -482,6 +506,9 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     if !self.clusterFingerprint.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterFingerprint, fieldNumber: 6)
     }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -492,6 +519,7 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     if lhs.ref != rhs.ref {return false}
     if lhs.owner != rhs.owner {return false}
     if lhs.clusterFingerprint != rhs.clusterFingerprint {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
