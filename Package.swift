@@ -158,7 +158,7 @@ let package = Package(
     ),
     .testTarget(
       name: "CairnProcessTests",
-      dependencies: ["CairnCore", "CairnClient", "CairnTestKit"]
+      dependencies: ["CairnCore", "CairnClient", "CairnCluster", "CairnProto", "CairnTestKit"]
     ),
   ],
   swiftLanguageModes: [.v6]

@@ -39,12 +39,15 @@ public struct ContentClient: Sendable {
   /// The HTTP/2 transport every Cairn client uses (the CLI's and the nodes' own, to
   /// their peers): big windows and frames, and the ping guard. `keepalive` closes a
   /// connection whose peer stops answering pings (a hung node) within about twice its value.
-  public static func makeTransport(_ address: ServerAddress, keepalive: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
+  public static func makeTransport(
+    _ address: ServerAddress, keepalive: Duration? = nil, backoff: HTTP2ClientTransport.Config.Backoff = .defaults
+  ) throws -> HTTP2ClientTransport.Posix {
     try HTTP2ClientTransport.Posix(
       target: address.target, transportSecurity: .plaintext,
       config: .defaults { config in
         config.http2.targetWindowSize = 8 << 20
         config.http2.maxFrameSize = 1 << 20
+        config.backoff = backoff
         if let keepalive {
           config.connection.keepalive = .init(time: keepalive, timeout: keepalive, allowWithoutCalls: true)
         }

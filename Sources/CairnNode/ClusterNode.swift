@@ -80,6 +80,7 @@ public final class ClusterNode: Sendable {
     let view = self.view
     let ownership = view.ring.ownership()
     let replicaShare = replicaShares(view)
+    let connected = relayedPeers
     return .with {
       $0.nodeID = config.me.name
       $0.replicas = UInt32(config.replicas)
@@ -92,6 +93,7 @@ public final class ClusterNode: Sendable {
           $0.state = .init(m)
           $0.ownership = ownership[m.id] ?? 0
           $0.replicaShare = replicaShare[m.id] ?? 0
+          $0.connected = m.id == config.me || connected.contains(m.id)
         }
       }
       $0.configProblems = membership.configProblems

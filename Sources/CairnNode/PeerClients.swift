@@ -21,6 +21,11 @@ final class PeerClients: Sendable {
   private let entries = Mutex<[NodeID: Entry]>([:])
   private let closed = Mutex(false)
   static let keepalive: Duration = .seconds(2)
+  /// Calls to a peer whose connection failed fail at once until it reconnects; retrying
+  /// every 100 ms to 1 s (gRPC's default grows to 2 minutes) lets a node that comes back
+  /// be used again within a second.
+  static let backoff = HTTP2ClientTransport.Config.Backoff(
+    initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
 
   init(addresses: [NodeID: String]) { self.addresses = addresses }
 
@@ -32,7 +37,7 @@ final class PeerClients: Sendable {
       if let existing = e[id] { return existing }
       let transport: HTTP2ClientTransport.Posix
       do {
-        transport = try ContentClient.makeTransport(address, keepalive: Self.keepalive)
+        transport = try ContentClient.makeTransport(address, keepalive: Self.keepalive, backoff: Self.backoff)
       } catch {
         throw ContentError.from(error)
       }

@@ -24,13 +24,13 @@ struct ClusterStatus: AsyncParsableCommand {
     }
     print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint), view version \(s.viewVersion)")
     print("hints pending: \(s.hintsPending)   remote fetches started: \(s.remoteFetches)")
-    let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "RING", "REPLICAS", ""]
+    let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "LINK", "RING", "REPLICAS", ""]
     var rows: [[String]] = [header]
     for m in s.members {
       let state = m.state.status == .alive ? "alive" : m.state.status == .suspect ? "suspect" : "dead"
-      let bar = String(repeating: "#", count: Int((m.replicaShare * 40).rounded()))
+      let bar = String(repeating: "#", count: Int((m.ownership * 100).rounded()))
       rows.append([
-        m.state.id, m.state.address, state, String(m.state.incarnation), String(format: "%.1f%%", m.ownership * 100),
+        m.state.id, m.state.address, state, String(m.state.incarnation), m.connected ? "up" : "down", String(format: "%.1f%%", m.ownership * 100),
         String(format: "%.1f%%", m.replicaShare * 100), bar,
       ])
     }

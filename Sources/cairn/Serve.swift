@@ -15,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, replicas, write_quorum, vnodes). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -33,10 +33,12 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Cluster mode: replicas that must hold a blob before a commit is acknowledged (default 2, or R if smaller).")
   var writeQuorum: Int?
   @Option(help: "Cluster mode: virtual nodes per node on the hash ring (default 2048).") var vnodes: Int?
+  @Option(help: "Cluster mode: largest blob whose concurrent remote reads share one in-memory fetch (default 512 MiB; 0 = never share).")
+  var maxCoalescedFetchBytes: Int64?
 
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
-    "node_id", "peers", "replicas", "write_quorum", "vnodes",
+    "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
   ]
 
   /// The cluster configuration, or nil for a single node.
@@ -70,6 +72,8 @@ struct Serve: AsyncParsableCommand {
     var limits = Limits()
     do {
       limits.lockWaitSeconds = try lockWait ?? file.double("lock_wait") ?? limits.lockWaitSeconds
+      limits.maxCoalescedFetchBytes =
+        try maxCoalescedFetchBytes ?? file.int("max_coalesced_fetch_bytes").map(Int64.init) ?? limits.maxCoalescedFetchBytes
       expiry = try ingestExpiry ?? file.double("ingest_expiry") ?? 86400
       grace = try shutdownGrace ?? file.double("shutdown_grace") ?? 10
       threads = try ioThreads ?? file.int("io_threads") ?? 8

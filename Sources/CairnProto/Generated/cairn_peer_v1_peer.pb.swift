@@ -340,6 +340,9 @@ public nonisolated struct Cairn_Peer_V1_MemberView: Sendable {
   /// Share of digests this member holds a replica of (0..1).
   public var replicaShare: Double = 0
 
+  /// This node holds a working connection to the member (its event stream is open).
+  public var connected: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -747,7 +750,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusRequest: SwiftProtobuf.Message,
 
 nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemberView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}ownership\0\u{3}replica_share\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}ownership\0\u{3}replica_share\0\u{1}connected\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -758,6 +761,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularMessageField(value: &self._state) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.ownership) }()
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.replicaShare) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.connected) }()
       default: break
       }
     }
@@ -777,6 +781,9 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
     if self.replicaShare.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.replicaShare, fieldNumber: 3)
     }
+    if self.connected != false {
+      try visitor.visitSingularBoolField(value: self.connected, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -784,6 +791,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
     if lhs._state != rhs._state {return false}
     if lhs.ownership != rhs.ownership {return false}
     if lhs.replicaShare != rhs.replicaShare {return false}
+    if lhs.connected != rhs.connected {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,60 @@
+import CairnCluster
+import CairnCore
+import Testing
+
+@Suite struct ClusterConfigTests {
+  let three: [NodeID: String] = ["n1": "127.0.0.1:7411", "n2": "127.0.0.1:7412", "n3": "127.0.0.1:7413"]
+
+  @Test func parsesPeersAndDefaults() throws {
+    let peers = try ClusterConfig.parsePeers("n1=127.0.0.1:7411, n2=127.0.0.1:7412,n3=127.0.0.1:7413")
+    #expect(peers == three)
+    let c = try ClusterConfig(me: "n2", peers: peers)
+    #expect(c.replicas == 3 && c.writeQuorum == 2)
+    let small = try ClusterConfig(me: "n1", peers: ["n1": "a:1"])
+    #expect(small.replicas == 1 && small.writeQuorum == 1)
+  }
+
+  @Test(arguments: ["", "n1", "n1=", "=a:1", "n1=nohostport", "n1=a:1,n1=a:2"])
+  func rejectsBadPeerLists(_ text: String) {
+    #expect(throws: ContentError.self) { try ClusterConfig.parsePeers(text) }
+  }
+
+  @Test func rejectsInconsistentSettings() {
+    #expect(throws: ContentError.self) { try ClusterConfig(me: "n9", peers: three) }
+    #expect(throws: ContentError.self) { try ClusterConfig(me: "n1", peers: three, replicas: 4) }
+    #expect(throws: ContentError.self) { try ClusterConfig(me: "n1", peers: three, replicas: 2, writeQuorum: 3) }
+    #expect(throws: ContentError.self) { try ClusterConfig(me: "n1", peers: three, vnodesPerNode: 0) }
+  }
+
+  /// Every node computes the same fingerprint from the same cluster, whatever its own id
+  /// and the order it lists peers in; any difference in what placement depends on changes it.
+  @Test func fingerprintCoversWhatPlacementDependsOn() throws {
+    let base = try ClusterConfig(me: "n1", peers: three).fingerprint
+    #expect(try ClusterConfig(me: "n3", peers: three).fingerprint == base)
+    #expect(try ClusterConfig(me: "n1", peers: three, replicas: 2).fingerprint != base)
+    #expect(try ClusterConfig(me: "n1", peers: three, writeQuorum: 1).fingerprint != base)
+    #expect(try ClusterConfig(me: "n1", peers: three, vnodesPerNode: 64).fingerprint != base)
+    var moved = three
+    moved["n3"] = "127.0.0.1:9999"
+    #expect(try ClusterConfig(me: "n1", peers: moved).fingerprint != base)
+  }
+
+  /// The view's placement: replica sets ignore liveness, ownership moves to the next live node.
+  @Test func viewPlacement() throws {
+    let config = try ClusterConfig(me: "n1", peers: three, replicas: 2)
+    let alive = Dictionary(uniqueKeysWithValues: three.map { ($0.key, Member(id: $0.key, address: $0.value, incarnation: 1, status: .alive)) })
+    var view = ClusterView(config: config, members: alive, version: 1)
+    let ref = "some-ref"
+    let owner = try #require(view.owner(ofRef: ref))
+    let d = Digest.of(Array("blob".utf8))
+    let replicas = view.replicas(of: d)
+    #expect(replicas.count == 2)
+    var members = alive
+    members[owner]!.status = .dead
+    view.update(members: members, version: 2)
+    let next = try #require(view.owner(ofRef: ref))
+    #expect(next != owner)
+    #expect(view.replicas(of: d) == replicas)
+    #expect(!view.readOrder(of: d).contains(owner) && !view.readOrder(of: d).contains("n1"))
+  }
+}

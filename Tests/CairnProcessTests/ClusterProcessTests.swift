@@ -1,0 +1,273 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import CairnTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A source that sends its first chunk and then holds the stream open until released:
+/// a writer that keeps its ref's lock.
+final class HoldingSource: BlobSource, @unchecked Sendable {
+  private let first: Data
+  private var sent = false
+  let (released, release) = AsyncStream.makeStream(of: Void.self)
+  let (acked, ack) = AsyncStream.makeStream(of: Int64.self)
+
+  init(_ first: Data) { self.first = first }
+
+  func prepare(resumeAt offset: Int64, digest: Digest) async throws -> Int64 { 0 }
+
+  func next(maxBytes: Int) async throws -> Data? {
+    if !sent {
+      sent = true
+      return first
+    }
+    for await _ in released { break }
+    throw CancellationError()
+  }
+}
+
+func status(_ address: String) async throws -> Cairn_Peer_V1_ClusterStatusResponse {
+  try await ContentClient.with(address: address) { try await $0.clusterStatus() }
+}
+
+func member(_ s: Cairn_Peer_V1_ClusterStatusResponse, _ id: String) -> Cairn_Peer_V1_MemberState? {
+  s.members.first { $0.state.id == id }?.state
+}
+
+/// Every node connected to every other: the state a test starts from.
+func converged(_ cluster: ClusterProcesses) async throws -> ClusterProcesses {
+  try await waitUntil("every node connected to every other") {
+    for i in cluster.ids.indices {
+      let s = try await status(cluster.address(i))
+      guard s.members.count == cluster.ids.count, s.members.allSatisfy({ $0.connected && $0.state.status == .alive }) else {
+        return false
+      }
+    }
+    return true
+  }
+  return cluster
+}
+
+func put(_ address: String, _ data: Data, ref: String) async throws -> UploadResult {
+  try await ContentClient.with(address: address) { try await $0.write(ref: ref, source: DataSource(data), size: Int64(data.count)) }
+}
+
+func get(_ address: String, _ digest: Digest) async throws -> Data {
+  try await ContentClient.with(address: address) { try await $0.readAll(digest.description) }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterProcessTests {
+  /// A blob acknowledged through one node is readable through every other at once, and
+  /// Info, List, Update and Delete see one store.
+  @Test func readAfterAckThroughEveryNode() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3))
+    defer { Task { await cluster.stopAll() } }
+    var blobs: [(Digest, Data)] = []
+    for i in 0..<12 {
+      let data = StoreConformance.bytes(1000 + i * 20_000, seed: UInt64(100 + i))
+      let r = try await put(cluster.address(i % 3), data, ref: "rw-\(i)")
+      #expect(r.digest == Digest.of(data))
+      for j in 0..<3 where j != i % 3 {
+        #expect(try await get(cluster.address(j), r.digest) == data, "blob \(i) through n\(j + 1)")
+      }
+      blobs.append((r.digest, data))
+    }
+    let (d0, _) = blobs[0]
+    let infos = try await (0..<3).asyncMap { i in try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) } }
+    #expect(Set(infos).count == 1, "Info differs between nodes: \(infos)")
+    let listed = try await ContentClient.with(address: cluster.address(2)) { try await $0.list() }
+    #expect(Set(listed.map(\.digest)) == Set(blobs.map(\.0)))
+    _ = try await ContentClient.with(address: cluster.address(0)) {
+      try await $0.update(d0.description, labels: ["team": "build"], fieldPaths: ["labels.team"])
+    }
+    let labelled = try await ContentClient.with(address: cluster.address(1)) { try await $0.info(d0.description) }
+    #expect(labelled.labels["team"] == "build")
+    try await ContentClient.with(address: cluster.address(1)) { try await $0.delete(d0.description) }
+    for i in 0..<3 {
+      await #expect(throws: ContentError.self) {
+        try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) }
+      }
+      #expect(!cluster.holds(i, digest: d0.hex))
+    }
+    // R = 3 of 3 nodes: every node holds every other blob.
+    for (d, _) in blobs.dropFirst() {
+      #expect((0..<3).allSatisfy { cluster.holds($0, digest: d.hex) })
+    }
+  }
+
+  /// R=3, W=2: SIGKILL of a node loses no acknowledged blob; refs it owned move to a
+  /// live node; when it returns, hinted handoff gives it what it missed.
+  @Test func sigkillLosesNothingAndOwnershipMoves() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3))
+    defer { Task { await cluster.stopAll() } }
+    var acked: [(Digest, Data)] = []
+    for i in 0..<30 {
+      let data = StoreConformance.bytes(500 + i * 7_000, seed: UInt64(300 + i))
+      acked.append((try await put(cluster.address(i % 3), data, ref: "before-\(i)").digest, data))
+    }
+    // A ref n2 owns while everyone is alive.
+    let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+    let ref = (0...).lazy.map { "owned-by-n2-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
+
+    await cluster.nodes[1].stop(SIGKILL)
+    let killedAt = Date()
+    for (d, data) in acked {
+      for i in [0, 2] { #expect(try await get(cluster.address(i), d) == data, "\(d) through n\(i + 1)") }
+    }
+    // Writes to n2's refs fail until the survivors declare it dead, then go to its successor.
+    let payload = StoreConformance.bytes(4096, seed: 999)
+    var firstSuccess: Double?
+    while Date().timeIntervalSince(killedAt) < 30 {
+      if (try? await put(cluster.address(0), payload, ref: ref)) != nil {
+        firstSuccess = Date().timeIntervalSince(killedAt)
+        break
+      }
+    }
+    let failover = try #require(firstSuccess, "no write for a ref of the dead owner succeeded within 30 s")
+    print("cluster failover: first successful write for a ref the killed node owned \(String(format: "%.2f", failover)) s after SIGKILL")
+    acked.append((Digest.of(payload), payload))
+
+    var whileDown: [Digest] = []
+    for i in 0..<10 {
+      let data = StoreConformance.bytes(3000 + i, seed: UInt64(500 + i))
+      whileDown.append(try await put(cluster.address(i % 2 == 0 ? 0 : 2), data, ref: "during-\(i)").digest)
+    }
+    try await cluster.nodes[1].start()
+    try await waitUntil("hints delivered to n2") {
+      let a = try await status(cluster.address(0))
+      let c = try await status(cluster.address(2))
+      return a.hintsPending == 0 && c.hintsPending == 0
+    }
+    for d in whileDown { #expect(cluster.holds(1, digest: d.hex), "n2 did not receive \(d) by hinted handoff") }
+    for (d, data) in acked { #expect(try await get(cluster.address(1), d) == data) }
+  }
+
+  /// A paused node is suspected (or declared dead) by the others, and refutes it with a
+  /// higher incarnation once it runs again.
+  @Test func pausedNodeIsSuspectedThenRefutes() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3))
+    defer { Task { await cluster.stopAll() } }
+    let before = try #require(member(try await status(cluster.address(0)), "n3"))
+    cluster.nodes[2].signal(SIGSTOP)
+    try await waitUntil("n1 suspects n3") {
+      member(try await status(cluster.address(0)), "n3")?.status != .alive
+    }
+    cluster.nodes[2].signal(SIGCONT)
+    try await waitUntil("n3 refutes and is alive again in n1's view") {
+      guard let m = member(try await status(cluster.address(0)), "n3") else { return false }
+      return m.status == .alive && m.incarnation > before.incarnation
+    }
+  }
+
+  /// A second writer of a ref, through another node, gets UNAVAILABLE while the first
+  /// (forwarded to the same owner) holds the lock.
+  @Test func oneWriterPerRefAcrossNodes() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3, extraArgs: ["--lock-wait", "0.2"]))
+    defer { Task { await cluster.stopAll() } }
+    let source = HoldingSource(StoreConformance.bytes(10_000, seed: 1))
+    let first = Task {
+      try await ContentClient.with(address: cluster.address(0)) { c in
+        try await c.write(ref: "contended", source: source, resume: false) { source.ack.yield($0) }
+      }
+    }
+    for await offset in source.acked where offset > 0 { break }
+    do {
+      _ = try await put(cluster.address(1), StoreConformance.bytes(100, seed: 2), ref: "contended")
+      Issue.record("second writer through n2 succeeded while the first held the ref")
+    } catch let e as ContentError {
+      #expect(e.code == .unavailable, "\(e)")
+    }
+    source.release.yield()
+    _ = await first.result
+  }
+
+  /// Concurrent reads of one blob through a node that holds no replica share one fetch.
+  @Test func remoteReadsShareOneFetch() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3, replicas: 2))
+    defer { Task { await cluster.stopAll() } }
+    let data = StoreConformance.bytes(24 << 20, seed: 77)
+    let d = try await put(cluster.address(0), data, ref: "shared").digest
+    let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
+    let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
+    #expect(!cluster.holds(outsider, digest: d.hex))
+    let before = try await status(cluster.address(outsider)).remoteFetches
+    let reads = try await ContentClient.with(address: cluster.address(outsider)) { c in
+      try await withThrowingTaskGroup(of: Digest.self) { group in
+        for _ in 0..<8 { group.addTask { Digest.of(try await c.readAll(d.description)) } }
+        return try await group.reduce(into: []) { $0.append($1) }
+      }
+    }
+    #expect(reads.count == 8 && reads.allSatisfy { $0 == d })
+    let after = try await status(cluster.address(outsider)).remoteFetches
+    #expect(after - before == 1, "8 concurrent reads started \(after - before) fetches")
+  }
+
+  /// A replica killed in the middle of a read: the read continues on the next replica at
+  /// the same offset, and the client gets every byte. (Coalescing is off so that the
+  /// transfer runs at the client's pace and is still going when the replica dies.)
+  @Test func readFailsOverMidStream() async throws {
+    let cluster = try await converged(
+      ClusterProcesses.start(count: 3, replicas: 2, extraArgs: ["--max-coalesced-fetch-bytes", "0"]))
+    defer { Task { await cluster.stopAll() } }
+    let data = StoreConformance.bytes(64 << 20, seed: 78)
+    let d = try await put(cluster.address(0), data, ref: "failover-read").digest
+    let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
+    let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
+    let serving = try #require(cluster.ids.firstIndex(of: replicas[0].name))
+    let (firstChunk, gotFirst) = AsyncStream.makeStream(of: Void.self)
+    let (resume, release) = AsyncStream.makeStream(of: Void.self)
+    let received = DataBox()
+    let reader = Task {
+      try await ContentClient.with(address: cluster.address(outsider)) { c in
+        try await c.read(d.description) { chunk in
+          received.append(chunk)
+          if received.count == chunk.count {
+            gotFirst.yield()
+            for await _ in resume { break }
+          }
+        }
+      }
+    }
+    for await _ in firstChunk { break }
+    await cluster.nodes[serving].stop(SIGKILL)
+    release.yield()
+    let n = try await reader.value
+    #expect(n == Int64(data.count))
+    #expect(received.data == data, "bytes differ after failover")
+  }
+
+  /// Nodes whose cluster configs differ refuse each other and say so.
+  @Test func mismatchedConfigsAreReported() async throws {
+    let cluster = try await ClusterProcesses.start(count: 2, perNodeArgs: [1: ["--replicas", "1"]])
+    defer { Task { await cluster.stopAll() } }
+    for i in 0..<2 {
+      try await waitUntil("n\(i + 1) reports the mismatch") {
+        try await !status(cluster.address(i)).configProblems.isEmpty
+      }
+    }
+    let (code, out, _) = try await runCairn(["cluster", "status", "--address", cluster.address(0)])
+    #expect(code == 0 && out.contains("CONFIG MISMATCH"))
+  }
+}
+
+final class DataBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var buffer = Data()
+  func append(_ d: Data) { lock.withLock { buffer.append(d) } }
+  var data: Data { lock.withLock { buffer } }
+  var count: Int { lock.withLock { buffer.count } }
+}
+
+extension Sequence {
+  func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+    var out: [T] = []
+    for e in self { out.append(try await transform(e)) }
+    return out
+  }
+}
