@@ -23,6 +23,8 @@ struct Bench: AsyncParsableCommand {
   @Flag(help: "Keep the blobs (default: delete them afterwards; modern API only).") var keep = false
   @Flag(help: "Print one JSON object instead of a table.") var json = false
   @Option(help: "Bytes per Write message.") var chunk: String = "1m"
+  @Option(help: "Refs are PREFIX-0, PREFIX-1, ... (default bench-RANDOM); pick a prefix with `cairn cluster locate --ref` to choose the owning node.")
+  var refPrefix: String?
   @Flag(help: "Label each blob containerd.io/gc.root at commit, so that a containerd daemon's garbage collector keeps it until it is read back (a daemon collects unreferenced content).")
   var gcRootLabel = false
 
@@ -34,13 +36,14 @@ struct Bench: AsyncParsableCommand {
     let runID = UInt64.random(in: 1...UInt64(UInt32.max))
     let total = blobSize * Int64(count)
     let (countV, concurrencyV, readV, keepV) = (count, concurrency, read, keep)
+    let prefix = refPrefix ?? "bench-\(runID)"
     let labels = gcRootLabel ? ["containerd.io/gc.root": Timestamp.now().rfc3339] : [:]
     let report: BenchReport = try await client.run { c in
       let bar = ProgressBar("write", total: total)
       let write = try await Self.phase(count: countV, concurrency: concurrencyV, bytesPerItem: blobSize, bar: bar) { i in
         let source = GeneratedSource(size: blobSize, seed: runID &* 1_000_003 &+ UInt64(i))
         let r = try await c.write(
-          ref: "bench-\(runID)-\(i)", source: source, size: blobSize, labels: labels, chunkBytes: Int(chunkBytes),
+          ref: "\(prefix)-\(i)", source: source, size: blobSize, labels: labels, chunkBytes: Int(chunkBytes),
           resume: false)
         return r.digest
       }

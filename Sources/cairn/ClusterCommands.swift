@@ -1,12 +1,13 @@
 import ArgumentParser
 import CairnClient
+import CairnCluster
 import CairnCore
 import CairnProto
 import Foundation
 
 struct ClusterCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "cluster", abstract: "Inspect a Cairn cluster.", subcommands: [ClusterStatus.self])
+    commandName: "cluster", abstract: "Inspect a Cairn cluster.", subcommands: [ClusterStatus.self, ClusterLocate.self])
 }
 
 struct ClusterStatus: AsyncParsableCommand {
@@ -39,5 +40,28 @@ struct ClusterStatus: AsyncParsableCommand {
       print(zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined())
     }
     for p in s.configProblems { print("CONFIG MISMATCH: \(p)") }
+  }
+}
+
+struct ClusterLocate: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "locate",
+    abstract: "Where a ref or a digest lives, in one node's current view: a ref's owner, a digest's replicas.")
+  @OptionGroup var client: ClientOptions
+  @Option(help: "A ref: prints its owner (the node holding its upload and lock).") var ref: [String] = []
+  @Option(help: "A digest: prints its replica set, in preference order.") var digest: [String] = []
+
+  func run() async throws {
+    let s = try await client.run { try await $0.clusterStatus() }
+    let ring = Ring(nodes: s.members.map { NodeID($0.state.id) }, vnodesPerNode: Int(s.vnodes))
+    let live = Set(s.members.filter { $0.state.status != .dead }.map { NodeID($0.state.id) })
+    for r in ref {
+      print("ref \(quoted(r)): owner \(ring.owner(ofRef: r, isLive: live.contains)?.name ?? "none")")
+    }
+    for text in digest {
+      let d: Digest
+      do { d = try Digest(parsing: text) } catch { throw fail(error) }
+      print("\(d): replicas \(ring.replicas(of: d, count: Int(s.replicas)).map(\.name).joined(separator: " "))")
+    }
   }
 }
