@@ -86,3 +86,28 @@ extension Substring {
     return s
   }
 }
+
+/// Peer discovery through a Kubernetes headless service: the service's name resolves to
+/// one address per pod, and each address's reverse name is the pod's stable DNS name
+/// (`cairn-0.cairn.ns.svc.cluster.local` for pod `cairn-0` of StatefulSet `cairn`). The
+/// node id is that name's first label (the pod's hostname) and the peer address is the name
+/// itself, so both survive pod restarts that change IPs, and every node derives the same
+/// peer list (and fingerprint).
+public enum DNSDiscovery {
+  public static func peers(fromNames names: [String], port: Int) throws(ContentError) -> [NodeID: String] {
+    var out: [NodeID: String] = [:]
+    for raw in names {
+      let name = raw.hasSuffix(".") ? String(raw.dropLast()) : raw
+      guard let label = name.split(separator: ".").first, !label.isEmpty else {
+        throw .invalidArgument("reverse DNS name \(quoted(raw)) has no host label")
+      }
+      let id = NodeID(String(label))
+      let address = "\(name):\(port)"
+      if let other = out[id], other != address {
+        throw .invalidArgument("two peers share the id \(id): \(other) and \(address)")
+      }
+      out[id] = address
+    }
+    return out
+  }
+}

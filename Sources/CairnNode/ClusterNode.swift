@@ -23,6 +23,7 @@ public final class ClusterNode: Sendable {
   /// Ingest events of the whole cluster (Events.swift).
   let events = EventHub<IngestEvent>(bufferLimit: 65536)
   let relaying = Mutex<Set<NodeID>>([])
+  let tombstones = Tombstones()
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
@@ -62,6 +63,13 @@ public final class ClusterNode: Sendable {
   var view: ClusterView { membership.current }
 
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
+
+  /// Deletes the local copy, remembering the deletion first so that a replica transfer
+  /// still under way cannot bring the blob back (Tombstones).
+  func deleteLocally(_ digest: Digest) async throws {
+    tombstones.record(digest)
+    try await local.delete(digest)
+  }
 
   /// Fencing: only the ref's owner in this node's current view may hold its lock or
   /// commit it. A node that lost ownership (others declared it dead, it was paused)

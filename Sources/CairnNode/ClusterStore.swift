@@ -66,7 +66,7 @@ public struct ClusterStore: ContentStore {
   /// repair issue's tombstones reach it.
   public func delete(_ digest: Digest) async throws {
     let results = await everywhere(
-      local: { try await local.delete(digest) },
+      local: { try await node.deleteLocally(digest) },
       remote: { _ = try await $0.localDelete(.with { $0.digest = digest.description }, options: PeerClients.options()) })
     _ = try pickSuccess(results, what: "blob \(digest)")
   }

@@ -34,7 +34,10 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
 
   func localDelete(request: Containerd_Services_Content_V1_DeleteContentRequest, context: ServerContext) async throws
     -> Google_Protobuf_Empty
-  { try await local.delete(request: request, context: context) }
+  {
+    if let d = try? Digest(parsing: request.digest) { node.tombstones.record(d) }
+    return try await local.delete(request: request, context: context)
+  }
 
   func localRead(
     request: Containerd_Services_Content_V1_ReadContentRequest,
@@ -106,6 +109,9 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     }
     let digest = try Digest(parsing: h.digest)
     let existed = Cairn_Peer_V1_ReplicateResponse.with { $0.alreadyExisted = true }
+    let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
+    // Deleted while this transfer was on its way: nothing to keep (the deletion wins).
+    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) { return .init() }
     let ref = "\(ClusterNode.replicaRefPrefix)\(digest)/\(h.owner)"
     let writer: any IngestWriter
     do {
@@ -119,8 +125,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
       while let m = try await messages.next() {
         _ = try await writer.append(m.data)
       }
-      _ = try await writer.commit(
-        size: h.size, expected: digest, labels: h.labels, createdAt: h.hasCreatedAt ? Timestamp(h.createdAt) : nil)
+      _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels, createdAt: createdAt)
     } catch let e as ContentError where e.code == .alreadyExists {
       await writer.close()
       return existed
@@ -130,6 +135,10 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
       throw error
     }
     await writer.close()
+    // A Delete that fanned out while the bytes were arriving found nothing here to delete.
+    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) {
+      try? await node.local.delete(digest)
+    }
     return .init()
   }
 

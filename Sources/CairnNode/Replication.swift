@@ -6,19 +6,22 @@ import Foundation
 import GRPCCore
 
 extension ClusterNode {
-  /// Streams a blob this node just committed to the rest of its replica set, in parallel,
-  /// and returns once the write quorum holds it durably (this node counts if it is a
-  /// replica). Replicas that are down or fail get a durable hint; transfers still running
-  /// when the quorum is reached finish in the background. UNAVAILABLE if the quorum cannot
-  /// be reached: the blob then stays on the nodes that took it, and the hints carry it on.
+  /// Streams a blob this node just committed to the rest of its replica set and returns
+  /// once the write quorum holds it durably (this node counts if it is a replica).
+  /// Transfers are staged: only as many run at once as the quorum still needs, in
+  /// preference order (a failed one is replaced by the next replica at once); after the
+  /// quorum is reached, the remaining replicas are served one at a time in the
+  /// background. On two cores, running every transfer at once made the acknowledgement
+  /// wait for all of them. Replicas that are down or fail get a durable hint.
+  /// UNAVAILABLE if the quorum cannot be reached: the blob stays on the nodes that took
+  /// it, and the hints carry it on.
   func replicate(
     _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView
   ) async throws {
     let replicas = view.replicas(of: digest)
     let selfIsReplica = replicas.contains(config.me)
-    var acks = selfIsReplica ? 1 : 0
+    let needed = config.writeQuorum - (selfIsReplica ? 1 : 0)
     let targets = replicas.filter { $0 != config.me }
-    let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     let header = Cairn_Peer_V1_ReplicateHeader.with {
       $0.digest = digest.description
       $0.size = size
@@ -28,23 +31,42 @@ extension ClusterNode {
       $0.owner = config.me.name
       $0.clusterFingerprint = config.fingerprint
     }
+    let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     // Not a child task: transfers outlive this call once the quorum is reached.
     Task {
-      let delivered = await withTaskGroup(of: Bool.self) { group in
-        for target in targets {
-          group.addTask {
-            var failure: ContentError?
-            if view.isLive(target) {
-              do { try await self.send(digest, header: header, to: target) } catch { failure = ContentError.from(error) }
-            } else {
-              failure = .unavailable("\(target) is down")
+      var queue = targets[...]
+      var acks = 0
+      var delivered = true
+      await withTaskGroup(of: (NodeID, ContentError?).self) { group in
+        var inFlight = 0
+        func fill(_ group: inout TaskGroup<(NodeID, ContentError?)>) {
+          let want = acks < needed ? needed - acks : 1
+          while inFlight < want, let target = queue.popFirst() {
+            inFlight += 1
+            group.addTask {
+              guard view.isLive(target) else { return (target, .unavailable("\(target) is down")) }
+              do {
+                try await self.send(digest, header: header, to: target)
+                return (target, nil)
+              } catch {
+                return (target, ContentError.from(error))
+              }
             }
-            if failure != nil { self.hints.add(digest, for: target) }
-            sink.yield((target, failure))
-            return failure == nil
           }
         }
-        return await group.reduce(true) { $0 && $1 }
+        fill(&group)
+        while let (target, failure) = await group.next() {
+          inFlight -= 1
+          if failure == nil {
+            acks += 1
+          } else {
+            delivered = false
+            self.hints.add(digest, for: target)
+            self.logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(failure!.message)")
+          }
+          sink.yield((target, failure))
+          fill(&group)
+        }
       }
       sink.finish()
       // An owner outside the replica set only staged the blob; it keeps it while it
@@ -53,11 +75,12 @@ extension ClusterNode {
         try? await self.local.delete(digest)
       }
     }
+    var acks = selfIsReplica ? 1 : 0
+    if acks >= config.writeQuorum { return }
     var failures: [String] = []
     for await (target, error) in results {
       if let error {
         failures.append("\(target): \(error.message)")
-        logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(error.message)")
       } else {
         acks += 1
       }

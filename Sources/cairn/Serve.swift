@@ -15,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
 
   @Option(help: "Cluster mode: this node's id (one of --peers).") var nodeId: String?
   @Option(help: "Cluster mode: every node as ID=HOST:PORT, comma separated, this one included.") var peers: String?
+  @Option(help: "Cluster mode, peers from DNS: a Kubernetes headless service NAME:PORT; each address's reverse name gives a peer (id = its first label). Waits for --cluster-size peers.")
+  var discoverDns: String?
+  @Option(help: "With --discover-dns: the number of nodes to wait for.") var clusterSize: Int?
   @Option(help: "Cluster mode: replicas per blob (default 3, or the cluster size if smaller).") var replicas: Int?
   @Option(help: "Cluster mode: replicas that must hold a blob before a commit is acknowledged (default 2, or R if smaller).")
   var writeQuorum: Int?
@@ -39,17 +42,36 @@ struct Serve: AsyncParsableCommand {
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
+    "discover_dns", "cluster_size",
   ]
 
   /// The cluster configuration, or nil for a single node.
-  func clusterConfig(_ file: ConfigFile) throws -> ClusterConfig? {
-    let id = nodeId ?? file.string("node_id")
+  func clusterConfig(_ file: ConfigFile) async throws -> ClusterConfig? {
+    var id = nodeId ?? file.string("node_id")
     let peerText = peers ?? file.string("peers")
-    guard id != nil || peerText != nil else { return nil }
-    guard let id, let peerText else { throw ValidationError("cluster mode needs both --node-id and --peers") }
+    let dns = discoverDns ?? file.string("discover_dns")
+    guard id != nil || peerText != nil || dns != nil else { return nil }
+    if peerText != nil && dns != nil { throw ValidationError("give --peers or --discover-dns, not both") }
+    let peerList: [NodeID: String]
+    if let dns {
+      guard let size = try clusterSize ?? file.int("cluster_size"), size > 0 else {
+        throw ValidationError("--discover-dns needs --cluster-size N")
+      }
+      // In a StatefulSet the pod's hostname is its DNS name's first label.
+      id = id ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init)
+      do {
+        peerList = try await discoverPeers(service: dns, size: size, timeout: 300)
+      } catch {
+        throw fail(error)
+      }
+    } else {
+      guard let peerText else { throw ValidationError("cluster mode needs --peers (or --discover-dns)") }
+      do { peerList = try ClusterConfig.parsePeers(peerText) } catch { throw ValidationError(error.message) }
+    }
+    guard let id else { throw ValidationError("cluster mode needs --node-id") }
     do {
       return try ClusterConfig(
-        me: NodeID(id), peers: ClusterConfig.parsePeers(peerText),
+        me: NodeID(id), peers: peerList,
         replicas: try replicas ?? file.int("replicas"), writeQuorum: try writeQuorum ?? file.int("write_quorum"),
         vnodesPerNode: try vnodes ?? file.int("vnodes") ?? Ring.defaultVnodesPerNode)
     } catch {
@@ -80,7 +102,7 @@ struct Serve: AsyncParsableCommand {
     } catch {
       throw ValidationError(ContentError.from(error).message)
     }
-    let cluster = try clusterConfig(file)
+    let cluster = try await clusterConfig(file)
     let levelText = logLevel ?? file.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
     guard expiry > 0, grace >= 0, threads > 0, limits.lockWaitSeconds >= 0 else {
