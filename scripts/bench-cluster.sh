@@ -47,8 +47,20 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
+# Waits until the nodes' stores stop growing: a commit is acknowledged at W replicas and
+# the remaining transfer runs afterwards; the next run must not share the CPU with it.
+settle() {
+  local last=-1 now
+  while true; do
+    now=$(du -sb "$WORK"/fs/n*/blobs 2>/dev/null | awk '{s+=$1} END {print s+0}')
+    [ "$now" = "$last" ] && return
+    last=$now
+    sleep 2
+  done
+}
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 write_mib() { # ADDRESS PREFIX
+  settle
   "$CAIRN" bench --address "$1" --size 1g --count 1 --ref-prefix "$2" --json 2>/dev/null \
     | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["write"]["mibPerSecond"],1))'
 }
@@ -82,6 +94,14 @@ for i in 1 2 3 4; do
   start "n$i" --node-id "n$i" --peers "$PEERS" --replicas 3 --write-quorum 2 --data "$WORK/fs/n$i" \
     --listen "127.0.0.1:761$i"
 done
+# Measure a settled cluster: every node alive and linked in every view.
+for i in 1 2 3 4; do
+  until "$CAIRN" cluster status --json --address "127.0.0.1:761$i" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ok = len(s["members"]) == 4 and all(m.get("connected") and m["state"].get("status", "ALIVE") == "ALIVE" for m in s["members"])
+sys.exit(0 if ok else 1)'; do sleep 0.2; done
+done
 "$CAIRN" cluster status --address 127.0.0.1:7611 | tee "$OUT/cluster-status.txt"
 owner=$(for i in $(seq "$RUNS"); do write_mib 127.0.0.1:7611 "$(prefix_for 127.0.0.1:7611 n1 is "own$i")"; done \
   | tee "$OUT/owner-write.txt" | median)
@@ -91,6 +111,7 @@ nonowner=$(for i in $(seq "$RUNS"); do write_mib 127.0.0.1:7611 "$(prefix_for 12
 head -c 1G /dev/urandom > "$WORK/fs/blob"
 digest=$("$CAIRN" put --address 127.0.0.1:7611 "$WORK/fs/blob" 2>/dev/null | tail -1)
 rm "$WORK/fs/blob"
+settle
 replicas=$("$CAIRN" cluster locate --address 127.0.0.1:7611 --digest "$digest" | sed 's/.*replicas //')
 outsider=$(for n in n1 n2 n3 n4; do case " $replicas " in *" $n "*) ;; *) echo "$n";; esac; done | head -1)
 replica=${replicas%% *}

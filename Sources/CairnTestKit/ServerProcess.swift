@@ -171,6 +171,33 @@ public func freeLoopbackPorts(_ count: Int) throws -> [Int] {
   return ports
 }
 
+/// The first of `count` consecutive free loopback ports (for `cairn demo --base-port`).
+public func freeConsecutiveLoopbackPorts(_ count: Int) throws -> Int {
+  for _ in 0..<200 {
+    let base = Int.random(in: 20_000...60_000)
+    var fds: [Int32] = []
+    defer { for fd in fds { close(fd) } }
+    var ok = true
+    for port in base..<base + count {
+      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+      fds.append(fd)
+      var addr = sockaddr_in()
+      addr.sin_family = sa_family_t(AF_INET)
+      addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+      addr.sin_port = in_port_t(UInt16(port).bigEndian)
+      let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+      }
+      if !bound {
+        ok = false
+        break
+      }
+    }
+    if ok { return base }
+  }
+  throw ServerProcessError("no \(count) consecutive free ports found")
+}
+
 /// Polls `condition` every 20 ms until it holds; throws after `timeout` seconds. For
 /// states of other processes that announce nothing (a peer's view of the cluster).
 public func waitUntil(

@@ -58,3 +58,20 @@ import Testing
     #expect(!view.readOrder(of: d).contains(owner) && !view.readOrder(of: d).contains("n1"))
   }
 }
+
+@Suite struct DNSDiscoveryTests {
+  @Test func peersFromReverseNames() throws {
+    let peers = try DNSDiscovery.peers(
+      fromNames: ["cairn-1.cairn.default.svc.cluster.local.", "cairn-0.cairn.default.svc.cluster.local"], port: 7411)
+    #expect(peers == [
+      "cairn-0": "cairn-0.cairn.default.svc.cluster.local:7411",
+      "cairn-1": "cairn-1.cairn.default.svc.cluster.local:7411",
+    ])
+  }
+
+  @Test func clashingIdsAreAnError() {
+    #expect(throws: ContentError.self) {
+      try DNSDiscovery.peers(fromNames: ["cairn-0.a.svc", "cairn-0.b.svc"], port: 1)
+    }
+  }
+}

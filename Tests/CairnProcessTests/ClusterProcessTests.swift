@@ -242,6 +242,90 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     #expect(received.data == data, "bytes differ after failover")
   }
 
+  /// The seed API's Status watch on one node follows an upload whose ref another node
+  /// owns, sent through a third node, until it commits.
+  @Test func statusWatchSeesIngestsOnOtherNodes() async throws {
+    let cluster = try await converged(ClusterProcesses.start(count: 3))
+    defer { Task { await cluster.stopAll() } }
+    let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+    let ref = (0...).lazy.map { "watched-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
+    let source = HoldingSource(StoreConformance.bytes(5000, seed: 3))
+    let upload = Task {
+      try await ContentClient.with(address: cluster.address(2)) { c in
+        try await c.write(ref: ref, source: source, resume: false) { source.ack.yield($0) }
+      }
+    }
+    // The ingest exists on n2 once its first bytes are acknowledged.
+    for await offset in source.acked where offset >= 5000 { break }
+    let updates = DataBoxOf<IngestStatus>()
+    let (started, didStart) = AsyncStream.makeStream(of: Void.self)
+    let watch = Task {
+      try await ContentClient.with(address: cluster.address(0), api: .seed) { c in
+        try await c.watchStatus(refs: [ref]) { s in
+          updates.append(s)
+          didStart.yield()
+        }
+      }
+    }
+    for await _ in started { break }
+    source.release.yield()
+    _ = await upload.result
+    // The upload was cut short (HoldingSource fails after its first chunk): finish the ref.
+    _ = try await put(cluster.address(2), StoreConformance.bytes(7000, seed: 4), ref: ref)
+    try await watch.value
+    let seen = updates.all
+    #expect(seen.contains { $0.offset == 5000 }, "watch through n1 missed the progress on n2: \(seen)")
+    #expect(seen.last?.offset == 7000, "watch did not end with the committed size: \(seen)")
+  }
+
+  /// `cairn demo` starts a working cluster in one command and stops it on SIGINT.
+  @Test func demoStartsAndStopsACluster() async throws {
+    let dir = try TemporaryDirectory()
+    let base = try freeConsecutiveLoopbackPorts(3)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
+    p.arguments = ["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/demo"]
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    var text = ""
+    while !text.contains("Ctrl-C stops every node.") {
+      let chunk = out.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      text += String(decoding: chunk, as: UTF8.self)
+    }
+    #expect(text.contains("n3  127.0.0.1:\(base + 2)"))
+    try await waitUntil("the demo cluster answers") {
+      try await status("127.0.0.1:\(base + 1)").members.allSatisfy { $0.connected && $0.state.status == .alive }
+    }
+    let data = StoreConformance.bytes(10_000, seed: 5)
+    let d = try await put("127.0.0.1:\(base)", data, ref: "demo").digest
+    #expect(try await get("127.0.0.1:\(base + 2)", d) == data)
+    kill(p.processIdentifier, SIGINT)
+    let rest = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0)
+    #expect(String(decoding: rest, as: UTF8.self).contains("stopped"))
+    await #expect(throws: ContentError.self) { try await status("127.0.0.1:\(base)") }
+  }
+
+  /// DNS discovery end to end, as far as this machine's resolver allows: `localhost`
+  /// resolves to 127.0.0.1, whose reverse name is `localhost`, so the node finds itself.
+  @Test func discoversPeersThroughDNS() async throws {
+    let dir = try TemporaryDirectory()
+    let port = try freeLoopbackPorts(1)[0]
+    let node = ServerProcess(
+      dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)",
+      extraArgs: ["--discover-dns", "localhost:\(port)", "--cluster-size", "1", "--node-id", "localhost"])
+    try await node.start()
+    defer { Task { await node.stop(SIGKILL) } }
+    // (Hosts whose ::1 is named ip6-localhost discover that name too.)
+    #expect(node.lines.contains { $0.hasPrefix("cairn: discovered") && $0.contains("localhost") })
+    let s = try await status("127.0.0.1:\(port)")
+    #expect(s.members.contains { $0.state.id == "localhost" && $0.state.address == "localhost:\(port)" })
+  }
+
   /// Nodes whose cluster configs differ refuse each other and say so.
   @Test func mismatchedConfigsAreReported() async throws {
     let cluster = try await ClusterProcesses.start(count: 2, perNodeArgs: [1: ["--replicas", "1"]])
@@ -262,6 +346,13 @@ final class DataBox: @unchecked Sendable {
   func append(_ d: Data) { lock.withLock { buffer.append(d) } }
   var data: Data { lock.withLock { buffer } }
   var count: Int { lock.withLock { buffer.count } }
+}
+
+final class DataBoxOf<T: Sendable>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var items: [T] = []
+  func append(_ t: T) { lock.withLock { items.append(t) } }
+  var all: [T] { lock.withLock { items } }
 }
 
 extension Sequence {
