@@ -110,8 +110,9 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     let digest = try Digest(parsing: h.digest)
     let existed = Cairn_Peer_V1_ReplicateResponse.with { $0.alreadyExisted = true }
     let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
-    // Deleted while this transfer was on its way: nothing to keep (the deletion wins).
-    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) { return .init() }
+    // Deleted while this transfer was on its way: the deletion wins. Not an acknowledgement:
+    // the sender records a hint, which it drops once its own copy is gone too.
+    try refuseIfDeleted(digest, createdAt: createdAt)
     let ref = "\(ClusterNode.replicaRefPrefix)\(digest)/\(h.owner)"
     let writer: any IngestWriter
     do {
@@ -136,10 +137,19 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     }
     await writer.close()
     // A Delete that fanned out while the bytes were arriving found nothing here to delete.
-    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) {
+    do {
+      try refuseIfDeleted(digest, createdAt: createdAt)
+    } catch {
       try? await node.local.delete(digest)
+      throw error
     }
     return .init()
+  }
+
+  private func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
+    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) {
+      throw .failedPrecondition("\(node.config.me) refuses \(digest): it was deleted after its creation at \(createdAt)")
+    }
   }
 
   func gossip(request: Cairn_Peer_V1_GossipRequest, context: ServerContext) async throws -> Cairn_Peer_V1_GossipResponse {

@@ -40,12 +40,19 @@ public final class ServerProcess: @unchecked Sendable {
   public func start(timeout: Double = 60) async throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: Self.binary)
+    p.environment = ProcessInfo.processInfo.environment.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }
     // A generous lock wait: these tests never contend for a ref on purpose, and a released
     // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
     p.arguments = ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
     let pipe = Pipe()
     p.standardOutput = pipe
-    p.standardError = FileHandle.standardError
+    // Logs go to a file beside the data directory, never to the test's own output: a
+    // node that outlived its test would otherwise hold that pipe open.
+    if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+    p.standardError = FileHandle(forWritingAtPath: logPath).map { h in
+      h.seekToEndOfFile()
+      return h
+    }
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
     let reader = pipe.fileHandleForReading
     let output = self.output
@@ -81,6 +88,13 @@ public final class ServerProcess: @unchecked Sendable {
   }
 
   public var unixAddress: String { "unix://" + unixPath }
+
+  /// Standard error of every run of this node.
+  public var logPath: String { dataDir + ".log" }
+
+  deinit {
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+  }
 
   public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
 

@@ -40,6 +40,7 @@ struct Demo: AsyncParsableCommand {
       if let writeQuorum { args += ["--write-quorum", String(writeQuorum)] }
       let p = Process()
       p.executableURL = exe
+      p.environment = ProcessInfo.processInfo.environment.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }
       p.arguments = args
       _ = FileManager.default.createFile(atPath: "\(root)/\(id).log", contents: nil)
       let log = FileHandle(forWritingAtPath: "\(root)/\(id).log")

@@ -81,6 +81,16 @@ struct Serve: AsyncParsableCommand {
 
   func run() async throws {
     takeOverConcurrencyPool()
+    // Set by `cairn demo` and the tests for their children: shut down gracefully when the
+    // parent is gone (re-parented), so that no node outlives a demo or a test run that was
+    // killed. (PR_SET_PDEATHSIG would fire when the spawning *thread* exits.)
+    if ProcessInfo.processInfo.environment["CAIRN_EXIT_WITH_PARENT"] == "1" {
+      let parent = getppid()
+      Thread.detachNewThread {
+        while getppid() == parent { usleep(200_000) }
+        kill(getpid(), SIGTERM)
+      }
+    }
     let file: ConfigFile
     do {
       file = try config.map { try ConfigFile.load($0, allowed: Self.configKeys) } ?? ConfigFile()

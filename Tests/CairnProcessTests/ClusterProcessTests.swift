@@ -54,8 +54,48 @@ func converged(_ cluster: ClusterProcesses) async throws -> ClusterProcesses {
   return cluster
 }
 
+/// Runs `body` with a started cluster and stops every node afterwards, also on failure
+/// (a node left running would outlive the test process and hold its output open).
+func withCluster<T: Sendable>(
+  _ cluster: @autoclosure () async throws -> ClusterProcesses, _ body: (ClusterProcesses) async throws -> T
+) async throws -> T {
+  let c = try await cluster()
+  do {
+    let result = try await body(c)
+    await c.stopAll()
+    return result
+  } catch {
+    await c.stopAll()
+    throw error
+  }
+}
+
+func stopping<T: Sendable>(_ node: ServerProcess, _ body: () async throws -> T) async throws -> T {
+  do {
+    let result = try await body()
+    await node.stop(SIGKILL)
+    return result
+  } catch {
+    await node.stop(SIGKILL)
+    throw error
+  }
+}
+
 func put(_ address: String, _ data: Data, ref: String) async throws -> UploadResult {
   try await ContentClient.with(address: address) { try await $0.write(ref: ref, source: DataSource(data), size: Int64(data.count)) }
+}
+
+/// As a client should while views converge after a failure (about a probe period after
+/// one node declares a death, every node agrees): UNAVAILABLE is retried, for up to 10 s.
+func putRetrying(_ address: String, _ data: Data, ref: String) async throws -> UploadResult {
+  let deadline = Date().addingTimeInterval(10)
+  while true {
+    do {
+      return try await put(address, data, ref: ref)
+    } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+      continue
+    }
+  }
 }
 
 func get(_ address: String, _ digest: Digest) async throws -> Data {
@@ -66,216 +106,216 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
   /// A blob acknowledged through one node is readable through every other at once, and
   /// Info, List, Update and Delete see one store.
   @Test func readAfterAckThroughEveryNode() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3))
-    defer { Task { await cluster.stopAll() } }
-    var blobs: [(Digest, Data)] = []
-    for i in 0..<12 {
-      let data = StoreConformance.bytes(1000 + i * 20_000, seed: UInt64(100 + i))
-      let r = try await put(cluster.address(i % 3), data, ref: "rw-\(i)")
-      #expect(r.digest == Digest.of(data))
-      for j in 0..<3 where j != i % 3 {
-        #expect(try await get(cluster.address(j), r.digest) == data, "blob \(i) through n\(j + 1)")
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      var blobs: [(Digest, Data)] = []
+      for i in 0..<12 {
+        let data = StoreConformance.bytes(1000 + i * 20_000, seed: UInt64(100 + i))
+        let r = try await put(cluster.address(i % 3), data, ref: "rw-\(i)")
+        #expect(r.digest == Digest.of(data))
+        for j in 0..<3 where j != i % 3 {
+          #expect(try await get(cluster.address(j), r.digest) == data, "blob \(i) through n\(j + 1)")
+        }
+        blobs.append((r.digest, data))
       }
-      blobs.append((r.digest, data))
-    }
-    let (d0, _) = blobs[0]
-    let infos = try await (0..<3).asyncMap { i in try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) } }
-    #expect(Set(infos).count == 1, "Info differs between nodes: \(infos)")
-    let listed = try await ContentClient.with(address: cluster.address(2)) { try await $0.list() }
-    #expect(Set(listed.map(\.digest)) == Set(blobs.map(\.0)))
-    _ = try await ContentClient.with(address: cluster.address(0)) {
-      try await $0.update(d0.description, labels: ["team": "build"], fieldPaths: ["labels.team"])
-    }
-    let labelled = try await ContentClient.with(address: cluster.address(1)) { try await $0.info(d0.description) }
-    #expect(labelled.labels["team"] == "build")
-    try await ContentClient.with(address: cluster.address(1)) { try await $0.delete(d0.description) }
-    for i in 0..<3 {
-      await #expect(throws: ContentError.self) {
-        try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) }
+      let (d0, _) = blobs[0]
+      let infos = try await (0..<3).asyncMap { i in try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) } }
+      #expect(Set(infos).count == 1, "Info differs between nodes: \(infos)")
+      let listed = try await ContentClient.with(address: cluster.address(2)) { try await $0.list() }
+      #expect(Set(listed.map(\.digest)) == Set(blobs.map(\.0)))
+      _ = try await ContentClient.with(address: cluster.address(0)) {
+        try await $0.update(d0.description, labels: ["team": "build"], fieldPaths: ["labels.team"])
       }
-      #expect(!cluster.holds(i, digest: d0.hex))
-    }
-    // R = 3 of 3 nodes: every node holds every other blob.
-    for (d, _) in blobs.dropFirst() {
-      #expect((0..<3).allSatisfy { cluster.holds($0, digest: d.hex) })
+      let labelled = try await ContentClient.with(address: cluster.address(1)) { try await $0.info(d0.description) }
+      #expect(labelled.labels["team"] == "build")
+      try await ContentClient.with(address: cluster.address(1)) { try await $0.delete(d0.description) }
+      for i in 0..<3 {
+        await #expect(throws: ContentError.self) {
+          try await ContentClient.with(address: cluster.address(i)) { try await $0.info(d0.description) }
+        }
+        #expect(!cluster.holds(i, digest: d0.hex))
+      }
+      // R = 3 of 3 nodes: every node holds every other blob.
+      for (d, _) in blobs.dropFirst() {
+        #expect((0..<3).allSatisfy { cluster.holds($0, digest: d.hex) })
+      }
     }
   }
 
   /// R=3, W=2: SIGKILL of a node loses no acknowledged blob; refs it owned move to a
   /// live node; when it returns, hinted handoff gives it what it missed.
   @Test func sigkillLosesNothingAndOwnershipMoves() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3))
-    defer { Task { await cluster.stopAll() } }
-    var acked: [(Digest, Data)] = []
-    for i in 0..<30 {
-      let data = StoreConformance.bytes(500 + i * 7_000, seed: UInt64(300 + i))
-      acked.append((try await put(cluster.address(i % 3), data, ref: "before-\(i)").digest, data))
-    }
-    // A ref n2 owns while everyone is alive.
-    let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
-    let ref = (0...).lazy.map { "owned-by-n2-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
-
-    await cluster.nodes[1].stop(SIGKILL)
-    let killedAt = Date()
-    for (d, data) in acked {
-      for i in [0, 2] { #expect(try await get(cluster.address(i), d) == data, "\(d) through n\(i + 1)") }
-    }
-    // Writes to n2's refs fail until the survivors declare it dead, then go to its successor.
-    let payload = StoreConformance.bytes(4096, seed: 999)
-    var firstSuccess: Double?
-    while Date().timeIntervalSince(killedAt) < 30 {
-      if (try? await put(cluster.address(0), payload, ref: ref)) != nil {
-        firstSuccess = Date().timeIntervalSince(killedAt)
-        break
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      var acked: [(Digest, Data)] = []
+      for i in 0..<30 {
+        let data = StoreConformance.bytes(500 + i * 7_000, seed: UInt64(300 + i))
+        acked.append((try await put(cluster.address(i % 3), data, ref: "before-\(i)").digest, data))
       }
-    }
-    let failover = try #require(firstSuccess, "no write for a ref of the dead owner succeeded within 30 s")
-    print("cluster failover: first successful write for a ref the killed node owned \(String(format: "%.2f", failover)) s after SIGKILL")
-    acked.append((Digest.of(payload), payload))
+      // A ref n2 owns while everyone is alive.
+      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+      let ref = (0...).lazy.map { "owned-by-n2-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
 
-    var whileDown: [Digest] = []
-    for i in 0..<10 {
-      let data = StoreConformance.bytes(3000 + i, seed: UInt64(500 + i))
-      whileDown.append(try await put(cluster.address(i % 2 == 0 ? 0 : 2), data, ref: "during-\(i)").digest)
+      await cluster.nodes[1].stop(SIGKILL)
+      let killedAt = Date()
+      for (d, data) in acked {
+        for i in [0, 2] { #expect(try await get(cluster.address(i), d) == data, "\(d) through n\(i + 1)") }
+      }
+      // Writes to n2's refs fail until the survivors declare it dead, then go to its successor.
+      let payload = StoreConformance.bytes(4096, seed: 999)
+      var firstSuccess: Double?
+      while Date().timeIntervalSince(killedAt) < 30 {
+        if (try? await put(cluster.address(0), payload, ref: ref)) != nil {
+          firstSuccess = Date().timeIntervalSince(killedAt)
+          break
+        }
+      }
+      let failover = try #require(firstSuccess, "no write for a ref of the dead owner succeeded within 30 s")
+      print("cluster failover: first successful write for a ref the killed node owned \(String(format: "%.2f", failover)) s after SIGKILL")
+      acked.append((Digest.of(payload), payload))
+
+      var whileDown: [Digest] = []
+      for i in 0..<10 {
+        let data = StoreConformance.bytes(3000 + i, seed: UInt64(500 + i))
+        whileDown.append(try await putRetrying(cluster.address(i % 2 == 0 ? 0 : 2), data, ref: "during-\(i)").digest)
+      }
+      try await cluster.nodes[1].start()
+      try await waitUntil("hints delivered to n2") {
+        let a = try await status(cluster.address(0))
+        let c = try await status(cluster.address(2))
+        return a.hintsPending == 0 && c.hintsPending == 0
+      }
+      for d in whileDown { #expect(cluster.holds(1, digest: d.hex), "n2 did not receive \(d) by hinted handoff") }
+      for (d, data) in acked { #expect(try await get(cluster.address(1), d) == data) }
     }
-    try await cluster.nodes[1].start()
-    try await waitUntil("hints delivered to n2") {
-      let a = try await status(cluster.address(0))
-      let c = try await status(cluster.address(2))
-      return a.hintsPending == 0 && c.hintsPending == 0
-    }
-    for d in whileDown { #expect(cluster.holds(1, digest: d.hex), "n2 did not receive \(d) by hinted handoff") }
-    for (d, data) in acked { #expect(try await get(cluster.address(1), d) == data) }
   }
 
   /// A paused node is suspected (or declared dead) by the others, and refutes it with a
   /// higher incarnation once it runs again.
   @Test func pausedNodeIsSuspectedThenRefutes() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3))
-    defer { Task { await cluster.stopAll() } }
-    let before = try #require(member(try await status(cluster.address(0)), "n3"))
-    cluster.nodes[2].signal(SIGSTOP)
-    try await waitUntil("n1 suspects n3") {
-      member(try await status(cluster.address(0)), "n3")?.status != .alive
-    }
-    cluster.nodes[2].signal(SIGCONT)
-    try await waitUntil("n3 refutes and is alive again in n1's view") {
-      guard let m = member(try await status(cluster.address(0)), "n3") else { return false }
-      return m.status == .alive && m.incarnation > before.incarnation
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      let before = try #require(member(try await status(cluster.address(0)), "n3"))
+      cluster.nodes[2].signal(SIGSTOP)
+      try await waitUntil("n1 suspects n3") {
+        member(try await status(cluster.address(0)), "n3")?.status != .alive
+      }
+      cluster.nodes[2].signal(SIGCONT)
+      try await waitUntil("n3 refutes and is alive again in n1's view") {
+        guard let m = member(try await status(cluster.address(0)), "n3") else { return false }
+        return m.status == .alive && m.incarnation > before.incarnation
+      }
     }
   }
 
   /// A second writer of a ref, through another node, gets UNAVAILABLE while the first
   /// (forwarded to the same owner) holds the lock.
   @Test func oneWriterPerRefAcrossNodes() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3, extraArgs: ["--lock-wait", "0.2"]))
-    defer { Task { await cluster.stopAll() } }
-    let source = HoldingSource(StoreConformance.bytes(10_000, seed: 1))
-    let first = Task {
-      try await ContentClient.with(address: cluster.address(0)) { c in
-        try await c.write(ref: "contended", source: source, resume: false) { source.ack.yield($0) }
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3, extraArgs: ["--lock-wait", "0.2"]))) { cluster in
+      let source = HoldingSource(StoreConformance.bytes(10_000, seed: 1))
+      let first = Task {
+        try await ContentClient.with(address: cluster.address(0)) { c in
+          try await c.write(ref: "contended", source: source, resume: false) { source.ack.yield($0) }
+        }
       }
+      for await offset in source.acked where offset > 0 { break }
+      do {
+        _ = try await put(cluster.address(1), StoreConformance.bytes(100, seed: 2), ref: "contended")
+        Issue.record("second writer through n2 succeeded while the first held the ref")
+      } catch let e as ContentError {
+        #expect(e.code == .unavailable, "\(e)")
+      }
+      source.release.yield()
+      _ = await first.result
     }
-    for await offset in source.acked where offset > 0 { break }
-    do {
-      _ = try await put(cluster.address(1), StoreConformance.bytes(100, seed: 2), ref: "contended")
-      Issue.record("second writer through n2 succeeded while the first held the ref")
-    } catch let e as ContentError {
-      #expect(e.code == .unavailable, "\(e)")
-    }
-    source.release.yield()
-    _ = await first.result
   }
 
   /// Concurrent reads of one blob through a node that holds no replica share one fetch.
   @Test func remoteReadsShareOneFetch() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3, replicas: 2))
-    defer { Task { await cluster.stopAll() } }
-    let data = StoreConformance.bytes(24 << 20, seed: 77)
-    let d = try await put(cluster.address(0), data, ref: "shared").digest
-    let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
-    let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
-    #expect(!cluster.holds(outsider, digest: d.hex))
-    let before = try await status(cluster.address(outsider)).remoteFetches
-    let reads = try await ContentClient.with(address: cluster.address(outsider)) { c in
-      try await withThrowingTaskGroup(of: Digest.self) { group in
-        for _ in 0..<8 { group.addTask { Digest.of(try await c.readAll(d.description)) } }
-        return try await group.reduce(into: []) { $0.append($1) }
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3, replicas: 2))) { cluster in
+      let data = StoreConformance.bytes(24 << 20, seed: 77)
+      let d = try await put(cluster.address(0), data, ref: "shared").digest
+      let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
+      let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
+      #expect(!cluster.holds(outsider, digest: d.hex))
+      let before = try await status(cluster.address(outsider)).remoteFetches
+      let reads = try await ContentClient.with(address: cluster.address(outsider)) { c in
+        try await withThrowingTaskGroup(of: Digest.self) { group in
+          for _ in 0..<8 { group.addTask { Digest.of(try await c.readAll(d.description)) } }
+          return try await group.reduce(into: []) { $0.append($1) }
+        }
       }
+      #expect(reads.count == 8 && reads.allSatisfy { $0 == d })
+      let after = try await status(cluster.address(outsider)).remoteFetches
+      #expect(after - before == 1, "8 concurrent reads started \(after - before) fetches")
     }
-    #expect(reads.count == 8 && reads.allSatisfy { $0 == d })
-    let after = try await status(cluster.address(outsider)).remoteFetches
-    #expect(after - before == 1, "8 concurrent reads started \(after - before) fetches")
   }
 
   /// A replica killed in the middle of a read: the read continues on the next replica at
   /// the same offset, and the client gets every byte. (Coalescing is off so that the
   /// transfer runs at the client's pace and is still going when the replica dies.)
   @Test func readFailsOverMidStream() async throws {
-    let cluster = try await converged(
-      ClusterProcesses.start(count: 3, replicas: 2, extraArgs: ["--max-coalesced-fetch-bytes", "0"]))
-    defer { Task { await cluster.stopAll() } }
-    let data = StoreConformance.bytes(64 << 20, seed: 78)
-    let d = try await put(cluster.address(0), data, ref: "failover-read").digest
-    let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
-    let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
-    let serving = try #require(cluster.ids.firstIndex(of: replicas[0].name))
-    let (firstChunk, gotFirst) = AsyncStream.makeStream(of: Void.self)
-    let (resume, release) = AsyncStream.makeStream(of: Void.self)
-    let received = DataBox()
-    let reader = Task {
-      try await ContentClient.with(address: cluster.address(outsider)) { c in
-        try await c.read(d.description) { chunk in
-          received.append(chunk)
-          if received.count == chunk.count {
-            gotFirst.yield()
-            for await _ in resume { break }
+    try await withCluster(try await converged(
+      ClusterProcesses.start(count: 3, replicas: 2, extraArgs: ["--max-coalesced-fetch-bytes", "0"]))) { cluster in
+      let data = StoreConformance.bytes(64 << 20, seed: 78)
+      let d = try await put(cluster.address(0), data, ref: "failover-read").digest
+      let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
+      let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
+      let serving = try #require(cluster.ids.firstIndex(of: replicas[0].name))
+      let (firstChunk, gotFirst) = AsyncStream.makeStream(of: Void.self)
+      let (resume, release) = AsyncStream.makeStream(of: Void.self)
+      let received = DataBox()
+      let reader = Task {
+        try await ContentClient.with(address: cluster.address(outsider)) { c in
+          try await c.read(d.description) { chunk in
+            received.append(chunk)
+            if received.count == chunk.count {
+              gotFirst.yield()
+              for await _ in resume { break }
+            }
           }
         }
       }
+      for await _ in firstChunk { break }
+      await cluster.nodes[serving].stop(SIGKILL)
+      release.yield()
+      let n = try await reader.value
+      #expect(n == Int64(data.count))
+      #expect(received.data == data, "bytes differ after failover")
     }
-    for await _ in firstChunk { break }
-    await cluster.nodes[serving].stop(SIGKILL)
-    release.yield()
-    let n = try await reader.value
-    #expect(n == Int64(data.count))
-    #expect(received.data == data, "bytes differ after failover")
   }
 
   /// The seed API's Status watch on one node follows an upload whose ref another node
   /// owns, sent through a third node, until it commits.
   @Test func statusWatchSeesIngestsOnOtherNodes() async throws {
-    let cluster = try await converged(ClusterProcesses.start(count: 3))
-    defer { Task { await cluster.stopAll() } }
-    let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
-    let ref = (0...).lazy.map { "watched-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
-    let source = HoldingSource(StoreConformance.bytes(5000, seed: 3))
-    let upload = Task {
-      try await ContentClient.with(address: cluster.address(2)) { c in
-        try await c.write(ref: ref, source: source, resume: false) { source.ack.yield($0) }
-      }
-    }
-    // The ingest exists on n2 once its first bytes are acknowledged.
-    for await offset in source.acked where offset >= 5000 { break }
-    let updates = DataBoxOf<IngestStatus>()
-    let (started, didStart) = AsyncStream.makeStream(of: Void.self)
-    let watch = Task {
-      try await ContentClient.with(address: cluster.address(0), api: .seed) { c in
-        try await c.watchStatus(refs: [ref]) { s in
-          updates.append(s)
-          didStart.yield()
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+      let ref = (0...).lazy.map { "watched-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" }!
+      let source = HoldingSource(StoreConformance.bytes(5000, seed: 3))
+      let upload = Task {
+        try await ContentClient.with(address: cluster.address(2)) { c in
+          try await c.write(ref: ref, source: source, resume: false) { source.ack.yield($0) }
         }
       }
+      // The ingest exists on n2 once its first bytes are acknowledged.
+      for await offset in source.acked where offset >= 5000 { break }
+      let updates = DataBoxOf<IngestStatus>()
+      let (started, didStart) = AsyncStream.makeStream(of: Void.self)
+      let watch = Task {
+        try await ContentClient.with(address: cluster.address(0), api: .seed) { c in
+          try await c.watchStatus(refs: [ref]) { s in
+            updates.append(s)
+            didStart.yield()
+          }
+        }
+      }
+      for await _ in started { break }
+      source.release.yield()
+      _ = await upload.result
+      // The upload was cut short (HoldingSource fails after its first chunk): finish the ref.
+      _ = try await put(cluster.address(2), StoreConformance.bytes(7000, seed: 4), ref: ref)
+      try await watch.value
+      let seen = updates.all
+      #expect(seen.contains { $0.offset == 5000 }, "watch through n1 missed the progress on n2: \(seen)")
+      #expect(seen.last?.offset == 7000, "watch did not end with the committed size: \(seen)")
     }
-    for await _ in started { break }
-    source.release.yield()
-    _ = await upload.result
-    // The upload was cut short (HoldingSource fails after its first chunk): finish the ref.
-    _ = try await put(cluster.address(2), StoreConformance.bytes(7000, seed: 4), ref: ref)
-    try await watch.value
-    let seen = updates.all
-    #expect(seen.contains { $0.offset == 5000 }, "watch through n1 missed the progress on n2: \(seen)")
-    #expect(seen.last?.offset == 7000, "watch did not end with the committed size: \(seen)")
   }
 
   /// `cairn demo` starts a working cluster in one command and stops it on SIGINT.
@@ -288,7 +328,12 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     let out = Pipe()
     p.standardOutput = out
     try p.run()
-    defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    defer {
+      if p.isRunning {
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+      }
+    }
     var text = ""
     while !text.contains("Ctrl-C stops every node.") {
       let chunk = out.fileHandleForReading.availableData
@@ -297,7 +342,12 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     }
     #expect(text.contains("n3  127.0.0.1:\(base + 2)"))
     try await waitUntil("the demo cluster answers") {
-      try await status("127.0.0.1:\(base + 1)").members.allSatisfy { $0.connected && $0.state.status == .alive }
+      for port in base..<base + 3 {
+        guard try await status("127.0.0.1:\(port)").members.allSatisfy({ $0.connected && $0.state.status == .alive }) else {
+          return false
+        }
+      }
+      return true
     }
     let data = StoreConformance.bytes(10_000, seed: 5)
     let d = try await put("127.0.0.1:\(base)", data, ref: "demo").digest
@@ -319,24 +369,25 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
       dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)",
       extraArgs: ["--discover-dns", "localhost:\(port)", "--cluster-size", "1", "--node-id", "localhost"])
     try await node.start()
-    defer { Task { await node.stop(SIGKILL) } }
-    // (Hosts whose ::1 is named ip6-localhost discover that name too.)
-    #expect(node.lines.contains { $0.hasPrefix("cairn: discovered") && $0.contains("localhost") })
-    let s = try await status("127.0.0.1:\(port)")
-    #expect(s.members.contains { $0.state.id == "localhost" && $0.state.address == "localhost:\(port)" })
+    try await stopping(node) {
+      // (Hosts whose ::1 is named ip6-localhost discover that name too.)
+      #expect(node.lines.contains { $0.hasPrefix("cairn: discovered") && $0.contains("localhost") })
+      let s = try await status("127.0.0.1:\(port)")
+      #expect(s.members.contains { $0.state.id == "localhost" && $0.state.address == "localhost:\(port)" })
+    }
   }
 
   /// Nodes whose cluster configs differ refuse each other and say so.
   @Test func mismatchedConfigsAreReported() async throws {
-    let cluster = try await ClusterProcesses.start(count: 2, perNodeArgs: [1: ["--replicas", "1"]])
-    defer { Task { await cluster.stopAll() } }
-    for i in 0..<2 {
-      try await waitUntil("n\(i + 1) reports the mismatch") {
-        try await !status(cluster.address(i)).configProblems.isEmpty
+    try await withCluster(try await ClusterProcesses.start(count: 2, perNodeArgs: [1: ["--replicas", "1"]])) { cluster in
+      for i in 0..<2 {
+        try await waitUntil("n\(i + 1) reports the mismatch") {
+          try await !status(cluster.address(i)).configProblems.isEmpty
+        }
       }
+      let (code, out, _) = try await runCairn(["cluster", "status", "--address", cluster.address(0)])
+      #expect(code == 0 && out.contains("CONFIG MISMATCH"))
     }
-    let (code, out, _) = try await runCairn(["cluster", "status", "--address", cluster.address(0)])
-    #expect(code == 0 && out.contains("CONFIG MISMATCH"))
   }
 }
 
