@@ -37,6 +37,15 @@ public enum StoreConformance {
 
   // MARK: helpers
 
+  /// Limits for running the suite quickly: a short lock wait (contention cases wait for it)
+  /// and small Read chunks (so that reads span several chunks).
+  public static var testLimits: Limits {
+    var l = Limits()
+    l.lockWaitSeconds = 0.05
+    l.readChunkBytes = 64 << 10
+    return l
+  }
+
   public static func bytes(_ n: Int, seed: UInt64) -> Data {
     var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
     var out = [UInt8](repeating: 0, count: n)

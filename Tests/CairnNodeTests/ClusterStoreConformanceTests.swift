@@ -9,16 +9,9 @@ import Testing
 /// Each case runs through every node in turn, so that (refs being random) a case almost
 /// never meets only locally owned refs.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct ClusterStoreConformanceTests {
-  static var limits: Limits {
-    var l = Limits()
-    l.lockWaitSeconds = 0.05
-    l.readChunkBytes = 64 << 10
-    return l
-  }
-
   @Test(arguments: StoreConformance.cases)
   func clusterStore(_ c: StoreConformance.Case) async throws {
-    let cluster = try await InProcessCluster.start(count: 3, limits: Self.limits)
+    let cluster = try await InProcessCluster.start(count: 3, limits: StoreConformance.testLimits)
     do {
       for node in cluster.nodes { try await c.run(node.store) }
     } catch {
