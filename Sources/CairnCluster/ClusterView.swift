@@ -39,6 +39,13 @@ public struct ClusterView: Sendable {
     ring.replicas(of: digest, count: config.replicas)
   }
 
+  /// The digest's primary: its first live replica (this node counts as live). It gets
+  /// every blob before the commit is acknowledged and every label Update, so Info asks it
+  /// first.
+  public func primary(of digest: Digest) -> NodeID? {
+    replicas(of: digest).first { $0 == me || isLive($0) }
+  }
+
   /// Where to look for a digest: its live replicas in preference order, then every other
   /// live node (copies left by owners that were not replicas), this node excluded.
   public func readOrder(of digest: Digest) -> [NodeID] {

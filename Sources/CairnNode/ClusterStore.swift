@@ -20,24 +20,23 @@ public struct ClusterStore: ContentStore {
 
   // MARK: Blobs
 
-  /// From the digest's primary (its first live replica) when it has the blob: the
-  /// primary receives every blob before the commit is acknowledged and every Update, so
-  /// its labels are the current ones even when another replica's copy arrived after an
-  /// Update. Otherwise from any copy.
+  /// From the digest's primary (ClusterView.primary) when it has the blob: its labels are
+  /// the current ones even when another replica's copy arrived after an Update. Otherwise
+  /// from any copy.
   public func info(_ digest: Digest) async throws -> BlobInfo {
     let view = node.view
-    let live = view.replicas(of: digest).filter { $0 == view.me || view.isLive($0) }
     let ask: @Sendable (PeerAPI) async throws -> BlobInfo = { api in
       try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options()).info)
     }
-    let primary = live.first
+    let primary = view.primary(of: digest)
     if primary == view.me {
       if let found = try await localIfPresent({ try await local.info(digest) }) { return found }
     } else if let primary, let found = try? await node.peers.call(primary, ask) {
       return found
     }
     if primary != view.me, let found = try await localIfPresent({ try await local.info(digest) }) { return found }
-    return try await firstFound(live.filter { $0 != view.me && $0 != primary }, what: "blob \(digest)", ask)
+    let others = view.replicas(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
+    return try await firstFound(others, what: "blob \(digest)", ask)
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
@@ -49,8 +48,7 @@ public struct ClusterStore: ContentStore {
     let results = await everywhere(
       local: { try await local.update(digest, labels: labels, fieldPaths: fieldPaths) },
       remote: { try BlobInfo(try await $0.localUpdate(request, options: PeerClients.options()).info) })
-    let view = node.view
-    let primary = view.replicas(of: digest).first { $0 == view.me || view.isLive($0) }
+    let primary = node.view.primary(of: digest)
     if let answer = results.first(where: { $0.0 == primary }), case .success(let info) = answer.1 { return info }
     return try pickSuccess(results, what: "blob \(digest)").max { $0.updatedAt < $1.updatedAt }!
   }

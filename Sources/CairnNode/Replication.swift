@@ -22,15 +22,7 @@ extension ClusterNode {
     let selfIsReplica = replicas.contains(config.me)
     let needed = config.writeQuorum - (selfIsReplica ? 1 : 0)
     let targets = replicas.filter { $0 != config.me }
-    let header = Cairn_Peer_V1_ReplicateHeader.with {
-      $0.digest = digest.description
-      $0.size = size
-      $0.labels = labels
-      $0.createdAt = .init(createdAt)
-      $0.ref = ref
-      $0.owner = config.me.name
-      $0.clusterFingerprint = config.fingerprint
-    }
+    let header = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
     let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     // Not a child task: transfers outlive this call once the quorum is reached.
     Task {
@@ -61,7 +53,7 @@ extension ClusterNode {
             acks += 1
           } else {
             delivered = false
-            self.hints.add(digest, for: target)
+            await self.hints.add(digest, for: target)
             self.logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(failure!.message)")
           }
           sink.yield((target, failure))
@@ -90,6 +82,20 @@ extension ClusterNode {
       "blob \(digest) is durable on \(acks) replica(s), the write quorum is \(config.writeQuorum): \(failures.joined(separator: "; "))")
   }
 
+  func replicaHeader(
+    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String
+  ) -> Cairn_Peer_V1_ReplicateHeader {
+    .with {
+      $0.digest = digest.description
+      $0.size = size
+      $0.labels = labels
+      $0.createdAt = .init(createdAt)
+      $0.ref = ref
+      $0.owner = config.me.name
+      $0.clusterFingerprint = config.fingerprint
+    }
+  }
+
   /// One blob from the local store to one replica.
   func send(_ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID) async throws {
     let local = self.local
@@ -111,20 +117,14 @@ extension ClusterNode {
       for (target, digests) in hints.pending() where view.isLive(target) {
         for digest in digests {
           guard let info = try? await local.info(digest) else {
-            hints.remove(digest, for: target)  // deleted since: nothing to hand off
+            await hints.remove(digest, for: target)  // deleted since: nothing to hand off
             continue
           }
-          let header = Cairn_Peer_V1_ReplicateHeader.with {
-            $0.digest = digest.description
-            $0.size = info.size
-            $0.labels = info.labels
-            $0.createdAt = .init(info.createdAt)
-            $0.owner = config.me.name
-            $0.clusterFingerprint = config.fingerprint
-          }
+          // No ref: the blob was acknowledged already, so there is no ownership to fence.
+          let header = replicaHeader(digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
           do {
             try await send(digest, header: header, to: target)
-            hints.remove(digest, for: target)
+            await hints.remove(digest, for: target)
             logger.info("hinted handoff: delivered \(digest) to \(target)")
           } catch {
             break  // still unreachable; try again later
