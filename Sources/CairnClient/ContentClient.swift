@@ -19,6 +19,9 @@ public enum ContentAPI: String, Sendable, CaseIterable {
 public struct ContentClient: Sendable {
   public let api: ContentAPI
   public let namespace: String?
+  /// Sent as the `cairn-client` header: the server then shows this client only what it
+  /// holds (ScopedStore). nil = the whole store.
+  public let client: String?
   public let address: ServerAddress
   let grpc: GRPCClient<HTTP2ClientTransport.Posix>
   /// containerd's clients allow 16 MiB messages; so do we, plus framing.
@@ -26,13 +29,13 @@ public struct ContentClient: Sendable {
 
   /// Connects, runs `body`, and closes the connection.
   public static func with<T: Sendable>(
-    address: String, api: ContentAPI = .modern, namespace: String? = nil,
+    address: String, api: ContentAPI = .modern, namespace: String? = nil, client: String? = nil,
     _ body: (ContentClient) async throws -> T
   ) async throws -> T {
     let parsed = try ServerAddress(parsing: address)
     let transport = try makeTransport(parsed)
     return try await withGRPCClient(transport: transport) { grpc in
-      try await body(ContentClient(api: api, namespace: namespace, address: parsed, grpc: grpc))
+      try await body(ContentClient(api: api, namespace: namespace, client: client, address: parsed, grpc: grpc))
     }
   }
 
@@ -61,6 +64,7 @@ public struct ContentClient: Sendable {
   var metadata: Metadata {
     var m = Metadata()
     if let namespace, !namespace.isEmpty { m.addString(namespace, forKey: "containerd-namespace") }
+    if let client, !client.isEmpty { m.addString(client, forKey: "cairn-client") }
     return m
   }
 

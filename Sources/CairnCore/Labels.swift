@@ -1,9 +1,11 @@
 /// containerd's label rules and its Update field-mask semantics.
 public enum LabelRules {
   public static func validate(_ labels: [String: String], limits: Limits = .default) throws(ContentError) {
-    if labels.count > limits.maxLabelsPerBlob {
+    // Client holds (ScopedStore) have their own limit, maxHoldersPerBlob.
+    let count = labels.keys.count { !ScopedStore.isReservedLabel($0) }
+    if count > limits.maxLabelsPerBlob {
       throw .invalidArgument(
-        "\(labels.count) labels, over the limit maxLabelsPerBlob=\(limits.maxLabelsPerBlob)")
+        "\(count) labels, over the limit maxLabelsPerBlob=\(limits.maxLabelsPerBlob)")
     }
     for (k, v) in labels {
       if k.isEmpty { throw .invalidArgument("label key must not be empty") }

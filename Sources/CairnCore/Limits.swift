@@ -24,6 +24,13 @@ public struct Limits: Sendable, Hashable {
   /// the server sees the close a moment later; containerd's own store retries for the
   /// same reason.
   public var lockWaitSeconds: Double = 0.5
+  /// How long a writer that names the digest it will write (containerd's pulls do) waits
+  /// for another writer of the same ref to finish: when that one commits, the waiter gets
+  /// ALREADY_EXISTS at once, instead of a storm of UNAVAILABLE retries (containerd issues
+  /// #6702, #8790). Writers without an expected digest wait lockWaitSeconds.
+  public var commitWaitSeconds: Double = 30
+  /// Clients (ScopedStore) that may hold one blob at once.
+  public var maxHoldersPerBlob: Int = 4096
   /// How long an Update waits for another Update of the same blob's labels to finish.
   public var metadataLockWaitSeconds: Double = 30
   /// Blob infos per List response message (a few hundred bytes each: far below
@@ -48,6 +55,11 @@ public struct Limits: Sendable, Hashable {
   public var coalescedFetchBudgetBytes: Int64 = 1 << 30
 
   public init() {}
+
+  /// How long openWriter waits for a held ref (see commitWaitSeconds).
+  public func lockWait(expecting expected: Digest?) -> Double {
+    expected == nil ? lockWaitSeconds : max(lockWaitSeconds, commitWaitSeconds)
+  }
 
   public static let `default` = Limits()
 }

@@ -221,7 +221,7 @@ public final class DiskStore: ContentStore {
       throw ContentError.resourceExhausted(
         "\(limits.maxActiveIngests) ingests are open on this node (limit maxActiveIngests)")
     }
-    guard await refLocks.acquire(ref, timeout: limits.lockWaitSeconds) else {
+    guard await refLocks.acquire(ref, timeout: limits.lockWait(expecting: expected)) else {
       throw ContentError.unavailable("ref \(ref) locked: another writer holds it")
     }
     do {

@@ -62,7 +62,7 @@ public final class ContentServer: Service, Sendable {
     self.maintenance = maintenance
     unixPath = listen.unixPath
     let services: [any RegistrableRPCService] = [
-      ModernContentService(store: store), SeedContentService(store: store, watches: watches),
+      ModernContentService(store: store), SeedContentService(unscoped: store, watches: watches),
       HealthService(state: health, watches: watches),
     ] + extraServices(watches)
     var addresses: [GRPCNIOTransportCore.SocketAddress] = []
@@ -78,7 +78,7 @@ public final class ContentServer: Service, Sendable {
     servers = addresses.map { address in
       GRPCServer(
         transport: HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext, config: config),
-        services: services)
+        services: services, interceptors: [ClientScopeInterceptor()])
     }
   }
 

@@ -7,9 +7,11 @@ import SwiftProtobuf
 /// containerd.services.content.v1.Content over any ContentStore: the same thin adapter as
 /// containerd's contentserver.
 public struct ModernContentService: Containerd_Services_Content_V1_Content.SimpleServiceProtocol {
-  let store: any ContentStore
+  let unscoped: any ContentStore
+  /// The calling client's view (ClientScope).
+  var store: any ContentStore { ClientScope.store(unscoped) }
 
-  public init(store: any ContentStore) { self.store = store }
+  public init(store: any ContentStore) { unscoped = store }
 
   public func info(request: Containerd_Services_Content_V1_InfoRequest, context: ServerContext) async throws
     -> Containerd_Services_Content_V1_InfoResponse

@@ -7,7 +7,9 @@ import SwiftProtobuf
 /// containerd.v1.Content, the seed API, over any ContentStore. Its comments are the spec:
 /// Status is a watch, Write has STAT/WRITE/COMMIT/ABORT.
 struct SeedContentService: Seed.SimpleServiceProtocol {
-  let store: any ContentStore
+  let unscoped: any ContentStore
+  /// The calling client's view (ClientScope).
+  var store: any ContentStore { ClientScope.store(unscoped) }
   let watches: WatchRegistry
 
   func info(request: Containerd_V1_InfoRequest, context: ServerContext) async throws -> Containerd_V1_InfoResponse {

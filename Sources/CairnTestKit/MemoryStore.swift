@@ -98,8 +98,13 @@ public final class MemoryStore: ContentStore {
     if let expected, state.withLock({ $0.blobs[expected] }) != nil {
       throw ContentError.alreadyExists("content \(expected): already exists")
     }
-    guard await locks.acquire(ref, timeout: limits.lockWaitSeconds) else {
+    guard await locks.acquire(ref, timeout: limits.lockWait(expecting: expected)) else {
       throw ContentError.unavailable("ref \(ref) locked: another writer holds it")
+    }
+    // The writer we waited for may have committed the very blob.
+    if let expected, state.withLock({ $0.blobs[expected] }) != nil {
+      locks.release(ref)
+      throw ContentError.alreadyExists("content \(expected): already exists")
     }
     let now = clock()
     let status = state.withLock { s -> IngestStatus in

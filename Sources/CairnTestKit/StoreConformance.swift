@@ -20,6 +20,7 @@ public enum StoreConformance {
     Case(name: "write, commit, info, read", run: writeCommitRead),
     Case(name: "resume after close", run: resumeAfterClose),
     Case(name: "second writer is UNAVAILABLE", run: secondWriterUnavailable),
+    Case(name: "a writer naming its digest waits for the holder's commit", run: waiterGetsCommit),
     Case(name: "existing blob is ALREADY_EXISTS", run: alreadyExists),
     Case(name: "size and digest mismatch are FAILED_PRECONDITION", run: mismatch),
     Case(name: "truncate restarts an ingest", run: truncateRestarts),
@@ -155,6 +156,22 @@ public enum StoreConformance {
     try expect(try await w2.state().status.offset == 1, "after release the ingest resumes")
     await w2.close()
     try await store.abort(ref: ref)
+  }
+
+  /// The holder keeps the lock well past lockWaitSeconds; a waiter that named the digest
+  /// must still be waiting, and learn of the commit (not UNAVAILABLE).
+  static func waiterGetsCommit(_ store: any ContentStore) async throws {
+    let ref = unique("waiter")
+    let data = bytes(4096, seed: 21)
+    let d = Digest.of(data)
+    let w = try await store.openWriter(ref: ref, total: 4096, expected: d)
+    _ = try await w.append(data)
+    let waiter = Task { try await store.openWriter(ref: ref, total: 4096, expected: d) }
+    try await Task.sleep(for: .seconds(store.limits.lockWaitSeconds * 4))
+    _ = try await w.commit(size: 4096, expected: d, labels: [:])
+    await w.close()
+    try await expectError(.alreadyExists, "waiter after the holder's commit") { try await waiter.value }
+    try await store.delete(d)
   }
 
   static func alreadyExists(_ store: any ContentStore) async throws {

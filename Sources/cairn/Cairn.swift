@@ -30,11 +30,14 @@ struct ClientOptions: ParsableArguments {
   @Option(help: "containerd namespace sent as the containerd-namespace header (needed against containerd).")
   var namespace: String?
 
+  @Option(help: "Client identity sent as the cairn-client header: the server then shows only what this client holds (default: $CAIRN_CLIENT; none = the whole store).")
+  var client: String?
+
   /// Connects and runs `body`; a server status becomes a message naming it and exit 100+code.
   func run<T: Sendable>(_ body: (ContentClient) async throws -> T) async throws -> T {
     takeOverConcurrencyPool()
     do {
-      return try await ContentClient.with(address: address, api: api, namespace: namespace, body)
+      return try await ContentClient.with(address: address, api: api, namespace: namespace, client: client ?? ProcessInfo.processInfo.environment["CAIRN_CLIENT"], body)
     } catch {
       throw fail(error)
     }

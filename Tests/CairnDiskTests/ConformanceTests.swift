@@ -11,6 +11,15 @@ import Testing
     try await c.run(MemoryStore(limits: StoreConformance.testLimits))
   }
 
+  /// One client's view of a shared store behaves as a whole store.
+  @Test(arguments: StoreConformance.cases)
+  func scopedStore(_ c: StoreConformance.Case) async throws {
+    let dir = try TemporaryDirectory()
+    let disk = try await DiskStore.open(root: dir.path, limits: StoreConformance.testLimits)
+    try await c.run(ScopedStore(base: disk, client: try ClientID("host-a")))
+    await disk.shutdown()
+  }
+
   @Test(arguments: StoreConformance.cases)
   func diskStore(_ c: StoreConformance.Case) async throws {
     let dir = try TemporaryDirectory()

@@ -1,0 +1,244 @@
+import Foundation
+
+/// Who is asking: one containerd host (one `cairn agent`), one build runner. Carried in the
+/// `cairn-client` gRPC header; requests without it see the unscoped store (operators).
+public struct ClientID: Hashable, Sendable, CustomStringConvertible {
+  public let name: String
+  public static let maxBytes = 64
+
+  /// Letters, digits and `.`, `_`, `:`, `-`: it becomes part of label keys and refs.
+  public init(_ name: String) throws(ContentError) {
+    if name.isEmpty || name.utf8.count > Self.maxBytes {
+      throw .invalidArgument("client id must be 1 to \(Self.maxBytes) bytes, got \(name.utf8.count)")
+    }
+    let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+    if !name.allSatisfy(allowed.contains) {
+      throw .invalidArgument("client id \(quoted(name, limit: 64)) may only contain letters, digits and . _ : -")
+    }
+    self.name = name
+  }
+
+  public var description: String { name }
+}
+
+/// One client's view of a shared store. containerd's garbage collector Lists the store and
+/// Deletes every blob its host does not know, so hosts sharing a store would delete each
+/// other's blobs. Here each client sees and deletes only blobs it holds: it holds a blob
+/// once it committed it, was told it already exists (at open or commit), or found it with
+/// Info (containerd's proxy client claims a blob exactly that way). A client's Delete
+/// drops its hold; the blob goes away when the last holder lets go. Holds are labels on the
+/// blob (`cairn.io/holder.<client>`), so they are stored and replicated with it and one
+/// physical copy serves every client. Refs are prefixed with the client, so two hosts'
+/// identical ingest names (`default/1/tar-blobs/...`) never collide or lock each other.
+///
+/// Known race: a Delete that drops the last hold while another client claims the same blob
+/// through another node can remove a blob the second client just claimed (its next Info
+/// says NotFound and containerd fetches it again). Closing it needs a per-digest
+/// serialisation point in the cluster (the repair issue's tombstones).
+public struct ScopedStore: ContentStore {
+  public let base: any ContentStore
+  public let client: ClientID
+
+  public static let holderPrefix = "cairn.io/holder."
+  public static let refPrefix = "cairn.io/client/"
+
+  public init(base: any ContentStore, client: ClientID) {
+    self.base = base
+    self.client = client
+  }
+
+  public var limits: Limits { base.limits }
+  var holderKey: String { Self.holderPrefix + client.name }
+  var scope: String { Self.refPrefix + client.name + "/" }
+
+  public static func isReservedLabel(_ key: String) -> Bool { key.hasPrefix(holderPrefix) }
+
+  /// The clients holding a blob, from its labels.
+  public static func holders(_ info: BlobInfo) -> [String] {
+    info.labels.keys.filter(isReservedLabel).map { String($0.dropFirst(holderPrefix.count)) }.sorted()
+  }
+
+  // MARK: Blobs
+
+  public func info(_ digest: Digest) async throws -> BlobInfo {
+    let found = try await base.info(digest)
+    if found.labels[holderKey] != nil { return visible(found) }
+    return visible(try await claim(digest, holders: Self.holders(found).count))
+  }
+
+  public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
+    let current = try await held(digest)
+    if let bad = labels.keys.first(where: Self.isReservedLabel) ?? fieldPaths.first(where: { Self.isReservedLabel(String($0.dropFirst("labels.".count))) }) {
+      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
+    }
+    try LabelRules.validate(labels, limits: limits)
+    // Always keyed paths: a whole-map replace would race with another client's claim.
+    var paths = fieldPaths
+    if paths.isEmpty || paths.contains("labels") {
+      paths = paths.filter { $0 != "labels" }
+      let replaced = current.labels.keys.filter { !Self.isReservedLabel($0) } + labels.keys
+      paths += Set(replaced).map { "labels." + $0 }
+    }
+    if paths.isEmpty { return visible(current) }
+    return visible(try await base.update(digest, labels: labels, fieldPaths: paths))
+  }
+
+  public func list(_ filter: Filter) async throws -> [BlobInfo] {
+    try await base.list(.always).filter { $0.labels[holderKey] != nil }.map(visible).filter(filter.matches)
+  }
+
+  public func delete(_ digest: Digest) async throws {
+    _ = try await held(digest)
+    let after = try await base.update(digest, labels: [:], fieldPaths: ["labels." + holderKey])
+    if Self.holders(after).isEmpty {
+      do {
+        try await base.delete(digest)
+      } catch let e as ContentError where e.code == .notFound {}
+    }
+  }
+
+  public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
+    // A digest is its own capability: knowing it is enough to read the bytes.
+    try await base.read(digest, offset: offset, size: size)
+  }
+
+  // MARK: Ingests
+
+  public func status(ref: String) async throws -> IngestStatus {
+    var s = try await base.status(ref: try scoped(ref))
+    s.ref = ref
+    return s
+  }
+
+  public func listStatuses(_ filter: Filter) async throws -> [IngestStatus] {
+    try await base.listStatuses(.always).compactMap(unscoped).filter(filter.matches)
+  }
+
+  public func abort(ref: String) async throws {
+    try await base.abort(ref: try scoped(ref))
+  }
+
+  public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
+    do {
+      let inner = try await base.openWriter(ref: try scoped(ref), total: total, expected: expected)
+      return ScopedWriter(ref: ref, inner: inner, store: self)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      // The client now believes it has the blob (containerd records it): it holds it.
+      if let expected { _ = try await claimIfMissing(expected) }
+      throw e
+    }
+  }
+
+  public func ingestEvents() -> AsyncStream<IngestEvent> {
+    let (stream, continuation) = AsyncStream.makeStream(of: IngestEvent.self, bufferingPolicy: .bufferingNewest(4096))
+    let task = Task { [base, scope] in
+      for await e in base.ingestEvents() {
+        guard e.ref.hasPrefix(scope) else { continue }
+        let ref = String(e.ref.dropFirst(scope.count))
+        switch e {
+        case .progress(var s):
+          s.ref = ref
+          continuation.yield(.progress(s))
+        case .committed(_, let d, let size): continuation.yield(.committed(ref: ref, digest: d, size: size))
+        case .aborted: continuation.yield(.aborted(ref: ref))
+        }
+      }
+      continuation.finish()
+    }
+    continuation.onTermination = { _ in task.cancel() }
+    return stream
+  }
+
+  // MARK: Holds
+
+  func claimIfMissing(_ digest: Digest) async throws -> BlobInfo {
+    let found = try await base.info(digest)
+    if found.labels[holderKey] != nil { return found }
+    return try await claim(digest, holders: Self.holders(found).count)
+  }
+
+  private func claim(_ digest: Digest, holders: Int) async throws -> BlobInfo {
+    if holders >= limits.maxHoldersPerBlob {
+      throw ContentError.resourceExhausted(
+        "blob \(digest) is held by \(holders) clients (limit maxHoldersPerBlob=\(limits.maxHoldersPerBlob))")
+    }
+    return try await base.update(digest, labels: [holderKey: Timestamp.now().description], fieldPaths: ["labels." + holderKey])
+  }
+
+  /// The blob, if this client holds it; NOT_FOUND otherwise (as if it did not exist).
+  private func held(_ digest: Digest) async throws -> BlobInfo {
+    let found = try await base.info(digest)
+    guard found.labels[holderKey] != nil else { throw ContentError.notFound("content \(digest): not found") }
+    return found
+  }
+
+  private func visible(_ info: BlobInfo) -> BlobInfo {
+    var out = info
+    out.labels = info.labels.filter { !Self.isReservedLabel($0.key) }
+    return out
+  }
+
+  func scoped(_ ref: String) throws(ContentError) -> String {
+    try RefRules.validate(ref, limits: limits)
+    let full = scope + ref
+    if full.utf8.count > limits.maxRefBytes {
+      throw .invalidArgument(
+        "ref is \(ref.utf8.count) bytes; with the client scope (\(scope.utf8.count) bytes) it is over the limit maxRefBytes=\(limits.maxRefBytes)")
+    }
+    return full
+  }
+
+  private func unscoped(_ s: IngestStatus) -> IngestStatus? {
+    guard s.ref.hasPrefix(scope) else { return nil }
+    var out = s
+    out.ref = String(s.ref.dropFirst(scope.count))
+    return out
+  }
+}
+
+/// A writer seen through a ScopedStore: client refs in every state, and a hold on the blob
+/// it commits (or finds already committed).
+final class ScopedWriter: IngestWriter, @unchecked Sendable {
+  let ref: String
+  private let inner: any IngestWriter
+  private let store: ScopedStore
+  /// The digest of the bytes written so far, from the last state seen; calls are
+  /// sequential (one Write stream drives a writer), hence unchecked Sendable.
+  private var lastDigest: Digest?
+
+  init(ref: String, inner: any IngestWriter, store: ScopedStore) {
+    self.ref = ref
+    self.inner = inner
+    self.store = store
+  }
+
+  private func seen(_ s: WriterState) -> WriterState {
+    lastDigest = s.digest
+    var out = s
+    out.status.ref = ref
+    return out
+  }
+
+  func state() async throws -> WriterState { seen(try await inner.state()) }
+  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
+    seen(try await inner.setExpectations(total: total, expected: expected))
+  }
+  func append(_ data: Data) async throws -> WriterState { seen(try await inner.append(data)) }
+  func truncate() async throws -> WriterState { seen(try await inner.truncate()) }
+
+  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
+    if let bad = labels.keys.first(where: ScopedStore.isReservedLabel) {
+      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
+    }
+    var all = labels
+    all[store.holderKey] = Timestamp.now().description
+    do {
+      return seen(try await inner.commit(size: size, expected: expected, labels: all, createdAt: createdAt))
+    } catch let e as ContentError where e.code == .alreadyExists {
+      if let d = expected ?? lastDigest { _ = try await store.claimIfMissing(d) }
+      throw e
+    }
+  }
+
+  func close() async { await inner.close() }
+}
