@@ -15,6 +15,8 @@ import PackageDescription
 //                 nodes' connections to their peers).
 //   CairnNode     a cluster node: the membership driver, the peer protocol and the cluster
 //                 store (routing, forwarding, replication, failover reads) over a local store.
+//   CairnAgent    the node-local endpoint for containerd: local ingests and cache, blobs in
+//                 the cluster under the host's client identity (docs/containerd.md).
 //   cairn         the CLI: serve, client commands, bench.
 //   CairnTestKit  in-memory store and the store conformance suite every store must pass.
 let package = Package(
@@ -111,9 +113,14 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
       ]
     ),
+    .target(
+      name: "CairnAgent",
+      dependencies: ["CairnCore", "CairnDisk", "CairnClient", .product(name: "Logging", package: "swift-log")]
+    ),
     .executableTarget(
       name: "cairn",
       dependencies: [
+        "CairnAgent",
         "CairnCore",
         "CairnDisk",
         "CairnCluster",

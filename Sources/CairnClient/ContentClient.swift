@@ -39,6 +39,20 @@ public struct ContentClient: Sendable {
     }
   }
 
+  /// A long-lived client: the caller runs `runConnections()` in a task for as long as it
+  /// uses it and ends it with `close()`.
+  public static func connect(
+    address: String, api: ContentAPI = .modern, client: String? = nil, keepalive: Duration? = nil,
+    backoff: HTTP2ClientTransport.Config.Backoff = .defaults
+  ) throws -> ContentClient {
+    let parsed = try ServerAddress(parsing: address)
+    let transport = try makeTransport(parsed, keepalive: keepalive, backoff: backoff)
+    return ContentClient(api: api, namespace: nil, client: client, address: parsed, grpc: GRPCClient(transport: transport))
+  }
+
+  public func runConnections() async throws { try await grpc.runConnections() }
+  public func close() { grpc.beginGracefulShutdown() }
+
   /// The HTTP/2 transport every Cairn client uses (the CLI's and the nodes' own, to
   /// their peers): big windows and frames, and the ping guard. `keepalive` closes a
   /// connection whose peer stops answering pings (a hung node) within about twice its value.

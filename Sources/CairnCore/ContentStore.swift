@@ -18,6 +18,11 @@ public protocol ContentStore: Sendable {
   /// NOT_FOUND if absent.
   func delete(_ digest: Digest) async throws
 
+  /// Deletes the blob unless one of its label keys starts with `prefix`, decided
+  /// atomically with label updates: a client's claim (ScopedStore) racing the last
+  /// release keeps the blob. Returns false if the blob was kept. NOT_FOUND if absent.
+  func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool
+
   /// A reader over [offset, offset+length) of the blob; see ReadRange.resolve.
   func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader
 
@@ -37,6 +42,15 @@ public protocol ContentStore: Sendable {
 
   /// A stream of every ingest event from now on (progress, commit, abort).
   func ingestEvents() -> AsyncStream<IngestEvent>
+}
+
+extension ContentStore {
+  /// For stores whose every caller is one client (no claims can race): check, then delete.
+  public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    if try await info(digest).labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }
+    try await delete(digest)
+    return true
+  }
 }
 
 /// The lock holder of one ref. Calls are sequential (one Write stream drives it); status

@@ -31,10 +31,8 @@ public struct ClientID: Hashable, Sendable, CustomStringConvertible {
 /// physical copy serves every client. Refs are prefixed with the client, so two hosts'
 /// identical ingest names (`default/1/tar-blobs/...`) never collide or lock each other.
 ///
-/// Known race: a Delete that drops the last hold while another client claims the same blob
-/// through another node can remove a blob the second client just claimed (its next Info
-/// says NotFound and containerd fetches it again). Closing it needs a per-digest
-/// serialisation point in the cluster (the repair issue's tombstones).
+/// The last release deletes only where no hold exists, decided under each copy's
+/// metadata lock (`delete(_:unlessLabeled:)`), so a claim racing it keeps the blob.
 public struct ScopedStore: ContentStore {
   public let base: any ContentStore
   public let client: ClientID
@@ -92,7 +90,8 @@ public struct ScopedStore: ContentStore {
     let after = try await base.update(digest, labels: [:], fieldPaths: ["labels." + holderKey])
     if Self.holders(after).isEmpty {
       do {
-        try await base.delete(digest)
+        // Conditional: a claim that lands between the release and here keeps the blob.
+        _ = try await base.delete(digest, unlessLabeled: Self.holderPrefix)
       } catch let e as ContentError where e.code == .notFound {}
     }
   }

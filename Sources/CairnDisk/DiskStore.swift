@@ -22,6 +22,8 @@ public final class DiskStore: ContentStore {
   private let active = Mutex<[String: DiskIngestWriter]>([:])
 
   public var root: String { layout.root }
+  /// Where a committed blob's bytes are (containerd's layout: blobs/<alg>/<hex>).
+  public func blobPath(_ digest: Digest) -> String { layout.blobPath(digest) }
 
   /// Opens (creating if needed) the store at `root`, and cleans up what a crash left:
   /// half-created ingest directories and temporary metadata files.
@@ -131,6 +133,18 @@ public final class DiskStore: ContentStore {
       return try groupSync.enterAll([layout.blobDir(digest.algorithm)])
     }
     try await groupSync.waitAll(pending)
+  }
+
+  /// Under the metadata lock that Update takes, so the labels checked are the latest.
+  public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    let key = digest.description
+    guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
+      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadataLockWaitSeconds)")
+    }
+    defer { metaLocks.release(key) }
+    if try await info(digest).labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }
+    try await delete(digest)
+    return true
   }
 
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {

@@ -71,6 +71,13 @@ public final class ClusterNode: Sendable {
     try await local.delete(digest)
   }
 
+  /// False if kept: a label starting with `prefix` (a client's hold) arrived first.
+  func deleteLocally(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    let deleted = try await local.delete(digest, unlessLabeled: prefix)
+    if deleted { tombstones.record(digest) }
+    return deleted
+  }
+
   /// Fencing: only the ref's owner in this node's current view may hold its lock or
   /// commit it. A node that lost ownership (others declared it dead, it was paused)
   /// learns it from the view and stops.

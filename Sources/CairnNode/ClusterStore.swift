@@ -83,6 +83,23 @@ public struct ClusterStore: ContentStore {
     _ = try pickSuccess(results, what: "blob \(digest)")
   }
 
+  /// Each node decides under its own metadata lock; a node where a hold arrived first
+  /// keeps its copy (the others' copies are gone: the blob is under-replicated until
+  /// repair, never lost).
+  public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    let results = await everywhere(
+      local: { try await node.deleteLocally(digest, unlessLabeled: prefix) },
+      remote: {
+        try await !$0.localDelete(
+          .with {
+            $0.digest = digest.description
+            $0.unlessLabelPrefix = prefix
+          }, options: PeerClients.options()
+        ).kept
+      })
+    return try pickSuccess(results, what: "blob \(digest)").allSatisfy { $0 }
+  }
+
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
     if let reader = try await localIfPresent({ try await local.read(digest, offset: offset, size: size) }) {
       return reader

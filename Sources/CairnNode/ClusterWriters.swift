@@ -52,7 +52,7 @@ actor ForwardedWriter: IngestWriter {
   nonisolated let ref: String
   private let owner: NodeID
   private let requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation
-  private let responses: Pipe<Containerd_Services_Content_V1_WriteContentResponse>
+  private let responses: BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>
   private let call: Task<Void, Never>
   private var expected: Digest?
   private var offset: Int64 = 0
@@ -62,7 +62,7 @@ actor ForwardedWriter: IngestWriter {
   private init(
     ref: String, owner: NodeID, expected: Digest?,
     requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation,
-    responses: Pipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>
+    responses: BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>
   ) {
     self.ref = ref
     self.owner = owner
@@ -75,7 +75,7 @@ actor ForwardedWriter: IngestWriter {
   static func open(node: ClusterNode, owner: NodeID, ref: String, total: Int64, expected: Digest?) async throws -> ForwardedWriter {
     let api = try node.peers.api(owner)
     let (stream, continuation) = AsyncStream.makeStream(of: Containerd_Services_Content_V1_WriteContentRequest.self)
-    let responses = Pipe<Containerd_Services_Content_V1_WriteContentResponse>(capacity: 2)
+    let responses = BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>(capacity: 2)
     let address = "\(owner) (owner of the ref)"
     let call = Task {
       do {

@@ -32,11 +32,18 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     response: RPCWriter<Containerd_Services_Content_V1_ListContentResponse>, context: ServerContext
   ) async throws { try await local.list(request: request, response: response, context: context) }
 
-  func localDelete(request: Containerd_Services_Content_V1_DeleteContentRequest, context: ServerContext) async throws
-    -> Google_Protobuf_Empty
+  func localDelete(request: Cairn_Peer_V1_LocalDeleteRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_LocalDeleteResponse
   {
-    if let d = try? Digest(parsing: request.digest) { node.tombstones.record(d) }
-    return try await local.delete(request: request, context: context)
+    try await rpc {
+      let d = try Digest(parsing: request.digest)
+      if request.unlessLabelPrefix.isEmpty {
+        try await node.deleteLocally(d)
+        return Cairn_Peer_V1_LocalDeleteResponse()
+      }
+      let deleted = try await node.deleteLocally(d, unlessLabeled: request.unlessLabelPrefix)
+      return .with { $0.kept = !deleted }
+    }
   }
 
   func localRead(

@@ -16,7 +16,7 @@ actor FailoverStream {
   private var index = 0
   private var position: Int64
   private var remaining: Int64
-  private var current: Pipe<Data>?
+  private var current: BoundedPipe<Data>?
   private var lastError: ContentError?
 
   init(node: ClusterNode, digest: Digest, candidates: [NodeID], offset: Int64, length: Int64) {
@@ -29,7 +29,7 @@ actor FailoverStream {
 
   func next() async throws -> Data? {
     while remaining > 0 {
-      let pipe: Pipe<Data>
+      let pipe: BoundedPipe<Data>
       if let current {
         pipe = current
       } else {
@@ -60,8 +60,8 @@ actor FailoverStream {
     return nil
   }
 
-  private func open(_ peer: NodeID) -> Pipe<Data> {
-    let pipe = Pipe<Data>(capacity: 4)
+  private func open(_ peer: NodeID) -> BoundedPipe<Data> {
+    let pipe = BoundedPipe<Data>(capacity: 4)
     let request = Containerd_Services_Content_V1_ReadContentRequest.with {
       $0.digest = digest.description
       $0.offset = position

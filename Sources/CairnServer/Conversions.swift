@@ -34,7 +34,7 @@ extension ContentError: RPCErrorConvertible {
 
 /// Runs a handler body so that every failure leaves as a gRPC status with containerd's
 /// code: domain errors keep theirs, anything unexpected becomes INTERNAL.
-func rpc<T>(_ body: () async throws -> T) async throws -> T {
+public func rpc<T>(_ body: () async throws -> T) async throws -> T {
   do {
     return try await body()
   } catch let e as ContentError {

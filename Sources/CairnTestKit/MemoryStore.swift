@@ -59,6 +59,15 @@ public final class MemoryStore: ContentStore {
     if removed == nil { throw ContentError.notFound("content \(digest): not found") }
   }
 
+  public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    try state.withLock { s throws(ContentError) -> Bool in
+      guard let b = s.blobs[digest] else { throw ContentError.notFound("content \(digest): not found") }
+      if b.info.labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }
+      s.blobs[digest] = nil
+      return true
+    }
+  }
+
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
     guard let b = state.withLock({ $0.blobs[digest] }) else { throw ContentError.notFound("content \(digest): not found") }
     let (start, length) = try ReadRange.resolve(blobSize: Int64(b.data.count), offset: offset, size: size)

@@ -26,6 +26,9 @@ public final class ServerProcess: @unchecked Sendable {
   }
 
   private let listen: String
+  /// The full argument list when this is not a `cairn serve` (see `agent`).
+  private var command: [String]?
+  private var readyPrefix = "cairn: data in"
 
   /// `listen` is the TCP address (port 0: any free port).
   public init(dataDir: String, listen: String = "127.0.0.1:0", extraArgs: [String] = []) {
@@ -36,6 +39,14 @@ public final class ServerProcess: @unchecked Sendable {
     process = Process()
   }
 
+  /// A `cairn agent` for one host: a unix socket at `dataDir.sock` in front of `cluster`.
+  public static func agent(dataDir: String, cluster: [String], client: String, extraArgs: [String] = []) -> ServerProcess {
+    let p = ServerProcess(dataDir: dataDir)
+    p.command = ["agent", "--unix", p.unixPath, "--data", dataDir, "--cluster", cluster.joined(separator: ","), "--client", client] + extraArgs
+    p.readyPrefix = "cairn agent: client"
+    return p
+  }
+
   /// Starts the node and waits until it listens. Throws if it exits first.
   public func start(timeout: Double = 60) async throws {
     let p = Process()
@@ -43,7 +54,7 @@ public final class ServerProcess: @unchecked Sendable {
     p.environment = ProcessInfo.processInfo.environment.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }
     // A generous lock wait: these tests never contend for a ref on purpose, and a released
     // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
-    p.arguments = ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
+    p.arguments = command ?? ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
     let pipe = Pipe()
     p.standardOutput = pipe
     // Logs go to a file beside the data directory, never to the test's own output: a
@@ -82,9 +93,9 @@ public final class ServerProcess: @unchecked Sendable {
       if line.hasPrefix("cairn: listening on "), !line.contains("unix://") {
         tcpAddress = String(line.dropFirst("cairn: listening on ".count))
       }
-      if line.hasPrefix("cairn: data in") { return }
+      if line.hasPrefix(readyPrefix) { return }
     }
-    throw ServerProcessError("cairn serve did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
+    throw ServerProcessError("cairn \(p.arguments?.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
   }
 
   public var unixAddress: String { "unix://" + unixPath }
@@ -125,8 +136,13 @@ public struct ServerProcessError: Error, CustomStringConvertible {
 
 /// Runs the `cairn` CLI to completion and returns (exit status, stdout, stderr).
 public func runCairn(_ args: [String], stdin: Data? = nil) async throws -> (Int32, String, String) {
+  try await runTool(ServerProcess.binary, args, stdin: stdin)
+}
+
+/// Runs a program to completion and returns (exit status, stdout, stderr).
+public func runTool(_ path: String, _ args: [String], stdin: Data? = nil) async throws -> (Int32, String, String) {
   let p = Process()
-  p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
+  p.executableURL = URL(fileURLWithPath: path)
   p.arguments = args
   let out = Pipe()
   let err = Pipe()

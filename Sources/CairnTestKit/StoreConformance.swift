@@ -27,6 +27,7 @@ public enum StoreConformance {
     Case(name: "labels at commit and update masks", run: labels),
     Case(name: "list filters", run: listFilters),
     Case(name: "delete", run: delete),
+    Case(name: "conditional delete keeps a labelled blob", run: conditionalDelete),
     Case(name: "status, listStatuses, abort", run: statusAndAbort),
     Case(name: "read ranges", run: readRanges),
     Case(name: "ingest events", run: ingestEvents),
@@ -318,6 +319,16 @@ public enum StoreConformance {
     try expect(seen.contains(.committed(ref: ref, digest: d, size: 10)), "committed event: \(seen)")
     try expect(seen.contains { if case .progress(let s) = $0 { return s.offset == 5 }; return false }, "progress event at 5: \(seen)")
     try await store.delete(d)
+  }
+
+  static func conditionalDelete(_ store: any ContentStore) async throws {
+    let d = try await put(store, bytes(300, seed: 22), ref: unique("cond"), labels: ["hold.a": "1"])
+    try expect(try await store.delete(d, unlessLabeled: "hold.") == false, "kept while labelled")
+    _ = try await store.info(d)
+    _ = try await store.update(d, labels: [:], fieldPaths: ["labels.hold.a"])
+    try expect(try await store.delete(d, unlessLabeled: "hold.") == true, "deleted once unlabelled")
+    try await expectError(.notFound, "info after conditional delete") { try await store.info(d) }
+    try await expectError(.notFound, "conditional delete of a missing blob") { try await store.delete(d, unlessLabeled: "hold.") }
   }
 
   static func sha512(_ store: any ContentStore) async throws {

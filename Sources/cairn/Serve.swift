@@ -81,16 +81,7 @@ struct Serve: AsyncParsableCommand {
 
   func run() async throws {
     takeOverConcurrencyPool()
-    // Set by `cairn demo` and the tests for their children: shut down gracefully when the
-    // parent is gone (re-parented), so that no node outlives a demo or a test run that was
-    // killed. (PR_SET_PDEATHSIG would fire when the spawning *thread* exits.)
-    if ProcessInfo.processInfo.environment["CAIRN_EXIT_WITH_PARENT"] == "1" {
-      let parent = getppid()
-      Thread.detachNewThread {
-        while getppid() == parent { usleep(200_000) }
-        kill(getpid(), SIGTERM)
-      }
-    }
+    exitWithParentIfAsked()
     let file: ConfigFile
     do {
       file = try config.map { try ConfigFile.load($0, allowed: Self.configKeys) } ?? ConfigFile()
@@ -192,6 +183,18 @@ struct Serve: AsyncParsableCommand {
     await store.shutdown()
     let (syncs, served) = store.groupCommitCounters()
     logger.info("stopped", metadata: ["directory-fsyncs": "\(syncs)", "durable-operations": "\(served)"])
+  }
+}
+
+/// Set by `cairn demo` and the tests for their children: shut down gracefully when the
+/// parent is gone (re-parented), so that no node outlives a demo or a test run that was
+/// killed. (PR_SET_PDEATHSIG would fire when the spawning *thread* exits.)
+func exitWithParentIfAsked() {
+  guard ProcessInfo.processInfo.environment["CAIRN_EXIT_WITH_PARENT"] == "1" else { return }
+  let parent = getppid()
+  Thread.detachNewThread {
+    while getppid() == parent { usleep(200_000) }
+    kill(getpid(), SIGTERM)
   }
 }
 

@@ -63,9 +63,9 @@ public enum Cairn_Peer_V1_Peer: Sendable {
         /// Namespace for "LocalDelete" metadata.
         public enum LocalDelete: Sendable {
             /// Request type for "LocalDelete".
-            public typealias Input = Containerd_Services_Content_V1_DeleteContentRequest
+            public typealias Input = Cairn_Peer_V1_LocalDeleteRequest
             /// Response type for "LocalDelete".
-            public typealias Output = SwiftProtobuf.Google_Protobuf_Empty
+            public typealias Output = Cairn_Peer_V1_LocalDeleteResponse
             /// Descriptor for "LocalDelete".
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
@@ -281,17 +281,22 @@ extension Cairn_Peer_V1_Peer {
 
         /// Handle the "LocalDelete" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+        /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+        ///
         /// - Parameters:
-        ///   - request: A streaming request of `Containerd_Services_Content_V1_DeleteContentRequest` messages.
+        ///   - request: A streaming request of `Cairn_Peer_V1_LocalDeleteRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A streaming response of `SwiftProtobuf.Google_Protobuf_Empty` messages.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_LocalDeleteResponse` messages.
         func localDelete(
-            request: GRPCCore.StreamingServerRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_LocalDeleteRequest>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<SwiftProtobuf.Google_Protobuf_Empty>
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_LocalDeleteResponse>
 
         /// Handle the "LocalRead" method.
         ///
@@ -498,17 +503,22 @@ extension Cairn_Peer_V1_Peer {
 
         /// Handle the "LocalDelete" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+        /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+        ///
         /// - Parameters:
-        ///   - request: A request containing a single `Containerd_Services_Content_V1_DeleteContentRequest` message.
+        ///   - request: A request containing a single `Cairn_Peer_V1_LocalDeleteRequest` message.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A response containing a single `SwiftProtobuf.Google_Protobuf_Empty` message.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_LocalDeleteResponse` message.
         func localDelete(
-            request: GRPCCore.ServerRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_LocalDeleteRequest>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<SwiftProtobuf.Google_Protobuf_Empty>
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_LocalDeleteResponse>
 
         /// Handle the "LocalRead" method.
         ///
@@ -714,17 +724,22 @@ extension Cairn_Peer_V1_Peer {
 
         /// Handle the "LocalDelete" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+        /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+        ///
         /// - Parameters:
-        ///   - request: A `Containerd_Services_Content_V1_DeleteContentRequest` message.
+        ///   - request: A `Cairn_Peer_V1_LocalDeleteRequest` message.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A `SwiftProtobuf.Google_Protobuf_Empty` to respond with.
+        /// - Returns: A `Cairn_Peer_V1_LocalDeleteResponse` to respond with.
         func localDelete(
-            request: Containerd_Services_Content_V1_DeleteContentRequest,
+            request: Cairn_Peer_V1_LocalDeleteRequest,
             context: GRPCCore.ServerContext
-        ) async throws -> SwiftProtobuf.Google_Protobuf_Empty
+        ) async throws -> Cairn_Peer_V1_LocalDeleteResponse
 
         /// Handle the "LocalRead" method.
         ///
@@ -916,8 +931,8 @@ extension Cairn_Peer_V1_Peer.StreamingServiceProtocol {
         )
         router.registerHandler(
             forMethod: Cairn_Peer_V1_Peer.Method.LocalDelete.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Containerd_Services_Content_V1_DeleteContentRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<SwiftProtobuf.Google_Protobuf_Empty>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_LocalDeleteRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_LocalDeleteResponse>(),
             handler: { request, context in
                 try await self.localDelete(
                     request: request,
@@ -1064,9 +1079,9 @@ extension Cairn_Peer_V1_Peer.ServiceProtocol {
     }
 
     public func localDelete(
-        request: GRPCCore.StreamingServerRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_LocalDeleteRequest>,
         context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<SwiftProtobuf.Google_Protobuf_Empty> {
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_LocalDeleteResponse> {
         let response = try await self.localDelete(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
@@ -1210,10 +1225,10 @@ extension Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     }
 
     public func localDelete(
-        request: GRPCCore.ServerRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_LocalDeleteRequest>,
         context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<SwiftProtobuf.Google_Protobuf_Empty> {
-        return GRPCCore.ServerResponse<SwiftProtobuf.Google_Protobuf_Empty>(
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_LocalDeleteResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_LocalDeleteResponse>(
             message: try await self.localDelete(
                 request: request.message,
                 context: context
@@ -1426,21 +1441,26 @@ extension Cairn_Peer_V1_Peer {
 
         /// Call the "LocalDelete" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+        /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+        ///
         /// - Parameters:
-        ///   - request: A request containing a single `Containerd_Services_Content_V1_DeleteContentRequest` message.
-        ///   - serializer: A serializer for `Containerd_Services_Content_V1_DeleteContentRequest` messages.
-        ///   - deserializer: A deserializer for `SwiftProtobuf.Google_Protobuf_Empty` messages.
+        ///   - request: A request containing a single `Cairn_Peer_V1_LocalDeleteRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_LocalDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_LocalDeleteResponse` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func localDelete<Result>(
-            request: GRPCCore.ClientRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
-            serializer: some GRPCCore.MessageSerializer<Containerd_Services_Content_V1_DeleteContentRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<SwiftProtobuf.Google_Protobuf_Empty>,
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_LocalDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_LocalDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_LocalDeleteResponse>,
             options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<SwiftProtobuf.Google_Protobuf_Empty>) async throws -> Result
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_LocalDeleteResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "LocalRead" method.
@@ -1747,21 +1767,26 @@ extension Cairn_Peer_V1_Peer {
 
         /// Call the "LocalDelete" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+        /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+        ///
         /// - Parameters:
-        ///   - request: A request containing a single `Containerd_Services_Content_V1_DeleteContentRequest` message.
-        ///   - serializer: A serializer for `Containerd_Services_Content_V1_DeleteContentRequest` messages.
-        ///   - deserializer: A deserializer for `SwiftProtobuf.Google_Protobuf_Empty` messages.
+        ///   - request: A request containing a single `Cairn_Peer_V1_LocalDeleteRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_LocalDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_LocalDeleteResponse` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         public func localDelete<Result>(
-            request: GRPCCore.ClientRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
-            serializer: some GRPCCore.MessageSerializer<Containerd_Services_Content_V1_DeleteContentRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<SwiftProtobuf.Google_Protobuf_Empty>,
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_LocalDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_LocalDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_LocalDeleteResponse>,
             options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<SwiftProtobuf.Google_Protobuf_Empty>) async throws -> Result = { response in
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_LocalDeleteResponse>) async throws -> Result = { response in
                 try response.message
             }
         ) async throws -> Result where Result: Sendable {
@@ -2145,24 +2170,29 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
 
     /// Call the "LocalDelete" method.
     ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+    /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+    ///
     /// - Parameters:
-    ///   - request: A request containing a single `Containerd_Services_Content_V1_DeleteContentRequest` message.
+    ///   - request: A request containing a single `Cairn_Peer_V1_LocalDeleteRequest` message.
     ///   - options: Options to apply to this RPC.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
     public func localDelete<Result>(
-        request: GRPCCore.ClientRequest<Containerd_Services_Content_V1_DeleteContentRequest>,
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_LocalDeleteRequest>,
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<SwiftProtobuf.Google_Protobuf_Empty>) async throws -> Result = { response in
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_LocalDeleteResponse>) async throws -> Result = { response in
             try response.message
         }
     ) async throws -> Result where Result: Sendable {
         try await self.localDelete(
             request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Containerd_Services_Content_V1_DeleteContentRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<SwiftProtobuf.Google_Protobuf_Empty>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_LocalDeleteRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_LocalDeleteResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2504,6 +2534,11 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
 
     /// Call the "LocalDelete" method.
     ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > With unless_label_prefix: kept (kept = true) if any label key starts with it, decided
+    /// > under the blob's metadata lock, so a client's claim racing the last release wins.
+    ///
     /// - Parameters:
     ///   - message: request message to send.
     ///   - metadata: Additional metadata to send, defaults to empty.
@@ -2513,14 +2548,14 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
     public func localDelete<Result>(
-        _ message: Containerd_Services_Content_V1_DeleteContentRequest,
+        _ message: Cairn_Peer_V1_LocalDeleteRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<SwiftProtobuf.Google_Protobuf_Empty>) async throws -> Result = { response in
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_LocalDeleteResponse>) async throws -> Result = { response in
             try response.message
         }
     ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Containerd_Services_Content_V1_DeleteContentRequest>(
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_LocalDeleteRequest>(
             message: message,
             metadata: metadata
         )

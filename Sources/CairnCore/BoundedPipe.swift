@@ -4,7 +4,7 @@ import Synchronization
 /// `capacity` elements are unread, so a fast peer cannot fill memory ahead of a slow
 /// client. It bridges gRPC's push-style response streams to the pull-style BlobReader and
 /// IngestWriter APIs.
-final class Pipe<Element: Sendable>: Sendable {
+public final class BoundedPipe<Element: Sendable>: Sendable {
   private struct State {
     var buffer: [Element] = []
     var finished = false
@@ -16,11 +16,11 @@ final class Pipe<Element: Sendable>: Sendable {
   private let capacity: Int
   private let state = Mutex(State())
 
-  init(capacity: Int) { self.capacity = max(1, capacity) }
+  public init(capacity: Int) { self.capacity = max(1, capacity) }
 
   /// False once the consumer is gone (`cancel`): the producer should stop.
   @discardableResult
-  func send(_ element: Element) async -> Bool {
+  public func send(_ element: Element) async -> Bool {
     while true {
       let (accepted, stop) = state.withLock { s -> (Bool, Bool) in
         if s.finished { return (false, true) }
@@ -47,7 +47,7 @@ final class Pipe<Element: Sendable>: Sendable {
   }
 
   /// Ends the stream after the buffered elements, with `error` if given.
-  func finish(_ error: (any Error)? = nil) {
+  public func finish(_ error: (any Error)? = nil) {
     state.withLock { s in
       if !s.finished {
         s.finished = true
@@ -59,7 +59,7 @@ final class Pipe<Element: Sendable>: Sendable {
   }
 
   /// The consumer gives up: the producer's next send returns false.
-  func cancel() {
+  public func cancel() {
     state.withLock { s in
       s.finished = true
       s.buffer = []
@@ -69,7 +69,7 @@ final class Pipe<Element: Sendable>: Sendable {
   }
 
   /// The next element; nil at the end; throws the producer's error after the buffer.
-  func next() async throws -> Element? {
+  public func next() async throws -> Element? {
     while true {
       let result = state.withLock { s -> Result<Element?, any Error>? in
         if !s.buffer.isEmpty { return .success(s.buffer.removeFirst()) }
