@@ -166,7 +166,7 @@ let package = Package(
     ),
     .testTarget(
       name: "CairnProcessTests",
-      dependencies: ["CairnCore", "CairnClient", "CairnCluster", "CairnProto", "CairnTestKit"]
+      dependencies: ["CairnAgent", "CairnCore", "CairnClient", "CairnCluster", "CairnDisk", "CairnProto", "CairnTestKit"]
     ),
   ],
   swiftLanguageModes: [.v6]

@@ -37,6 +37,15 @@ final class ProgressBar: Sendable {
     if draw { render(done, elapsed: now) }
   }
 
+  /// For many concurrent contributors: adds `n` to what is done.
+  func advance(_ n: Int64) {
+    let done = state.withLock { s -> Int64 in
+      s.done += n
+      return s.done
+    }
+    update(done)
+  }
+
   func finish() {
     guard enabled else { return }
     render(state.withLock { $0.done }, elapsed: Date().timeIntervalSince(start))
