@@ -142,7 +142,8 @@ public struct AgentStore: ContentStore {
       }
     }
     do {
-      return AgentWriter(inner: try await local.openWriter(ref: ref, total: total, expected: expected), store: self)
+      let inner = try await local.openWriter(ref: ref, total: total, expected: expected)
+      return DelegatingWriter(ref: ref, inner: inner) { inner, c in try await commitPublishing(inner, c) }
     } catch let e as ContentError where e.code == .alreadyExists {
       // Cached here but not in the cluster (deleted there since): publish it again.
       if let expected { try await publish(expected, labels: [:]) }
@@ -151,6 +152,20 @@ public struct AgentStore: ContentStore {
   }
 
   // MARK: Publishing
+
+  /// A local COMMIT that also publishes the blob to the cluster. containerd treats
+  /// ALREADY_EXISTS as success, so that answer too waits until the cluster holds the blob.
+  private func commitPublishing(_ inner: any IngestWriter, _ c: DelegatingWriter.Commit) async throws -> WriterState {
+    let done: WriterState
+    do {
+      done = try await inner.commit(size: c.size, expected: c.expected, labels: c.labels, createdAt: c.createdAt)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      if let d = c.digest { try await publish(d, labels: c.labels) }
+      throw e
+    }
+    try await publish(done.digest, labels: c.labels)
+    return done
+  }
 
   func clusterHas(_ digest: Digest) async throws -> Bool {
     do {
@@ -211,46 +226,4 @@ public final class AgentCounters: Sendable {
   public let deduplicated = Atomic<Int>(0)
   /// Bytes read from the cluster (cache misses).
   public let readBytes = Atomic<Int64>(0)
-}
-
-/// A local ingest whose COMMIT also publishes the blob to the cluster. containerd treats
-/// ALREADY_EXISTS as success, so that answer too waits until the cluster holds the blob.
-final class AgentWriter: IngestWriter, @unchecked Sendable {
-  private let inner: any IngestWriter
-  private let store: AgentStore
-  /// Sequential calls (one Write stream drives a writer), hence unchecked Sendable.
-  private var lastDigest: Digest?
-
-  init(inner: any IngestWriter, store: AgentStore) {
-    self.inner = inner
-    self.store = store
-  }
-
-  var ref: String { inner.ref }
-
-  private func seen(_ s: WriterState) -> WriterState {
-    lastDigest = s.digest
-    return s
-  }
-
-  func state() async throws -> WriterState { seen(try await inner.state()) }
-  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
-    seen(try await inner.setExpectations(total: total, expected: expected))
-  }
-  func append(_ data: Data) async throws -> WriterState { seen(try await inner.append(data)) }
-  func truncate() async throws -> WriterState { seen(try await inner.truncate()) }
-
-  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
-    let done: WriterState
-    do {
-      done = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
-    } catch let e as ContentError where e.code == .alreadyExists {
-      if let d = expected ?? lastDigest { try await store.publish(d, labels: labels) }
-      throw e
-    }
-    try await store.publish(done.digest, labels: labels)
-    return done
-  }
-
-  func close() async { await inner.close() }
 }

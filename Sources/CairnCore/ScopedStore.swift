@@ -120,7 +120,7 @@ public struct ScopedStore: ContentStore {
   public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
     do {
       let inner = try await base.openWriter(ref: try scoped(ref), total: total, expected: expected)
-      return ScopedWriter(ref: ref, inner: inner, store: self)
+      return DelegatingWriter(ref: ref, inner: inner) { inner, c in try await commitHolding(inner, c) }
     } catch let e as ContentError where e.code == .alreadyExists {
       // The client now believes it has the blob (containerd records it): it holds it.
       if let expected { _ = try await claimIfMissing(expected) }
@@ -149,6 +149,21 @@ public struct ScopedStore: ContentStore {
   }
 
   // MARK: Holds
+
+  /// COMMIT with this client's hold among the labels; ALREADY_EXISTS holds the blob too.
+  private func commitHolding(_ inner: any IngestWriter, _ c: DelegatingWriter.Commit) async throws -> WriterState {
+    if let bad = c.labels.keys.first(where: Self.isReservedLabel) {
+      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
+    }
+    var all = c.labels
+    all[holderKey] = Timestamp.now().description
+    do {
+      return try await inner.commit(size: c.size, expected: c.expected, labels: all, createdAt: c.createdAt)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      if let d = c.digest { _ = try await claimIfMissing(d) }
+      throw e
+    }
+  }
 
   func claimIfMissing(_ digest: Digest) async throws -> BlobInfo {
     let found = try await base.info(digest)
@@ -193,51 +208,4 @@ public struct ScopedStore: ContentStore {
     out.ref = String(s.ref.dropFirst(scope.count))
     return out
   }
-}
-
-/// A writer seen through a ScopedStore: client refs in every state, and a hold on the blob
-/// it commits (or finds already committed).
-final class ScopedWriter: IngestWriter, @unchecked Sendable {
-  let ref: String
-  private let inner: any IngestWriter
-  private let store: ScopedStore
-  /// The digest of the bytes written so far, from the last state seen; calls are
-  /// sequential (one Write stream drives a writer), hence unchecked Sendable.
-  private var lastDigest: Digest?
-
-  init(ref: String, inner: any IngestWriter, store: ScopedStore) {
-    self.ref = ref
-    self.inner = inner
-    self.store = store
-  }
-
-  private func seen(_ s: WriterState) -> WriterState {
-    lastDigest = s.digest
-    var out = s
-    out.status.ref = ref
-    return out
-  }
-
-  func state() async throws -> WriterState { seen(try await inner.state()) }
-  func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
-    seen(try await inner.setExpectations(total: total, expected: expected))
-  }
-  func append(_ data: Data) async throws -> WriterState { seen(try await inner.append(data)) }
-  func truncate() async throws -> WriterState { seen(try await inner.truncate()) }
-
-  func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
-    if let bad = labels.keys.first(where: ScopedStore.isReservedLabel) {
-      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
-    }
-    var all = labels
-    all[store.holderKey] = Timestamp.now().description
-    do {
-      return seen(try await inner.commit(size: size, expected: expected, labels: all, createdAt: createdAt))
-    } catch let e as ContentError where e.code == .alreadyExists {
-      if let d = expected ?? lastDigest { _ = try await store.claimIfMissing(d) }
-      throw e
-    }
-  }
-
-  func close() async { await inner.close() }
 }

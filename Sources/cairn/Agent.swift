@@ -40,11 +40,7 @@ struct Agent: AsyncParsableCommand {
     guard failoverSeconds >= 0, ingestExpiry > 0 else { throw ValidationError("--failover-seconds and --ingest-expiry must be positive") }
     let identity = client ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
     do { _ = try ClientID(identity) } catch { throw ValidationError("--client: \(error.message)") }
-    LoggingSystem.bootstrap { label in
-      var h = StreamLogHandler.standardError(label: label)
-      h.logLevel = level
-      return h
-    }
+    bootstrapLogging(level)
     let logger = Logger(label: "cairn-agent")
     let local: DiskStore
     let upstream: ClusterClient

@@ -125,11 +125,7 @@ struct Serve: AsyncParsableCommand {
     }
     if tcp == nil && unixPath == nil { throw ValidationError("nothing to listen on: give --listen or --unix") }
 
-    LoggingSystem.bootstrap { label in
-      var h = StreamLogHandler.standardError(label: label)
-      h.logLevel = level
-      return h
-    }
+    bootstrapLogging(level)
     let logger = Logger(label: "cairn")
     let store: DiskStore
     do {
@@ -183,6 +179,15 @@ struct Serve: AsyncParsableCommand {
     await store.shutdown()
     let (syncs, served) = store.groupCommitCounters()
     logger.info("stopped", metadata: ["directory-fsyncs": "\(syncs)", "durable-operations": "\(served)"])
+  }
+}
+
+/// Logs go to standard error at `level`.
+func bootstrapLogging(_ level: Logger.Level) {
+  LoggingSystem.bootstrap { label in
+    var h = StreamLogHandler.standardError(label: label)
+    h.logLevel = level
+    return h
   }
 }
 
