@@ -24,7 +24,14 @@ final class InProcessCluster: Sendable {
     var logger = Logger(label: "cluster-test")
     logger.logLevel = .error
     for i in 0..<count {
-      let config = try ClusterConfig(me: NodeID("n\(i + 1)"), peers: peers, replicas: replicas, writeQuorum: writeQuorum)
+      // These tests are about the store's semantics, not failure detection: a node starved
+      // of CPU by a loaded test run must not be declared dead (the process tests cover that
+      // with the real timings).
+      var swim = ClusterConfig.defaultSWIM
+      swim.probeTimeout = 1_000_000_000
+      swim.suspicionTimeout = 15_000_000_000
+      let config = try ClusterConfig(
+        me: NodeID("n\(i + 1)"), peers: peers, replicas: replicas, writeQuorum: writeQuorum, swim: swim)
       let dir = try TemporaryDirectory()
       let node = try ClusterNode(config: config, local: MemoryStore(limits: limits), dataDir: dir.path, logger: logger, seed: UInt64(i + 1))
       let server = ContentServer(
