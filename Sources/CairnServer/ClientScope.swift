@@ -16,18 +16,24 @@ public enum ClientScope {
 }
 
 struct ClientScopeInterceptor: ServerInterceptor {
+  /// The identity of calls without the header on this listener (a per-host socket).
+  let socketClient: ClientID?
+
   func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>, context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    guard let value = request.metadata[stringValues: ClientScope.header].first(where: { _ in true }) else {
-      return try await next(request, context)
-    }
     let client: ClientID
-    do {
-      client = try ClientID(value)
-    } catch {
-      throw RPCError(code: .invalidArgument, message: "\(ClientScope.header) header: \(error.message)")
+    if let value = request.metadata[stringValues: ClientScope.header].first(where: { _ in true }) {
+      do {
+        client = try ClientID(value)
+      } catch {
+        throw RPCError(code: .invalidArgument, message: "\(ClientScope.header) header: \(error.message)")
+      }
+    } else if let socketClient {
+      client = socketClient
+    } else {
+      return try await next(request, context)
     }
     // Streaming handlers run in the response's producer, after `next` returns.
     var response = try await ClientScope.$current.withValue(client) { try await next(request, context) }

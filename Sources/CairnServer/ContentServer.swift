@@ -17,10 +17,14 @@ import Glibc
 public struct ListenConfig: Sendable {
   public var tcp: (host: String, port: Int)?
   public var unixPath: String?
+  /// The client every call on the unix socket is, unless it sends a `cairn-client`
+  /// header: one socket per containerd host gives each host its own view (ScopedStore).
+  public var unixClient: ClientID?
 
-  public init(tcp: (host: String, port: Int)?, unixPath: String?) {
+  public init(tcp: (host: String, port: Int)?, unixPath: String?, unixClient: ClientID? = nil) {
     self.tcp = tcp
     self.unixPath = unixPath
+    self.unixClient = unixClient
   }
 }
 
@@ -65,20 +69,20 @@ public final class ContentServer: Service, Sendable {
       ModernContentService(store: store), SeedContentService(unscoped: store, watches: watches),
       HealthService(state: health, watches: watches),
     ] + extraServices(watches)
-    var addresses: [GRPCNIOTransportCore.SocketAddress] = []
+    var addresses: [(GRPCNIOTransportCore.SocketAddress, ClientID?)] = []
     if let tcp = listen.tcp {
-      addresses.append(tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port))
+      addresses.append((tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port), nil))
     }
     if let path = listen.unixPath {
       // A socket file left by a previous run would make bind fail.
       unlink(path)
-      addresses.append(.unixDomainSocket(path: path))
+      addresses.append((.unixDomainSocket(path: path), listen.unixClient))
     }
     let config = Self.transportConfig(store.limits)
-    servers = addresses.map { address in
+    servers = addresses.map { address, client in
       GRPCServer(
         transport: HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext, config: config),
-        services: services, interceptors: [ClientScopeInterceptor()])
+        services: services, interceptors: [ClientScopeInterceptor(socketClient: client)])
     }
   }
 

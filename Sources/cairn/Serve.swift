@@ -15,11 +15,13 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
   @Option(help: "Unix socket path to listen on (containerd's proxy plugins need one).") var unix: String?
+  @Option(help: "Client identity of every call on the unix socket that sends no cairn-client header: a containerd using this socket then sees only its own blobs (docs/containerd.md).")
+  var unixClient: String?
   @Option(help: "Seconds after which an untouched upload is removed (default 86400).") var ingestExpiry: Double?
   @Option(help: "Seconds in-flight calls get to finish on shutdown (default 10).") var shutdownGrace: Double?
   @Option(help: "Threads for blocking file I/O (default 8).") var ioThreads: Int?
@@ -40,7 +42,7 @@ struct Serve: AsyncParsableCommand {
   var maxCoalescedFetchBytes: Int64?
 
   static let configKeys: Set<String> = [
-    "data", "listen", "unix", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
+    "data", "listen", "unix", "unix_client", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
     "discover_dns", "cluster_size",
   ]
@@ -124,6 +126,11 @@ struct Serve: AsyncParsableCommand {
       tcp = (host, port)
     }
     if tcp == nil && unixPath == nil { throw ValidationError("nothing to listen on: give --listen or --unix") }
+    var socketClient: ClientID?
+    if let name = unixClient ?? file.string("unix_client") {
+      guard unixPath != nil else { throw ValidationError("--unix-client needs --unix") }
+      do { socketClient = try ClientID(name) } catch { throw ValidationError("--unix-client: \(error.message)") }
+    }
 
     bootstrapLogging(level)
     let logger = Logger(label: "cairn")
@@ -150,7 +157,7 @@ struct Serve: AsyncParsableCommand {
       throw fail(error)
     }
     let server = ContentServer(
-      store: node?.store ?? store, listen: ListenConfig(tcp: tcp, unixPath: unixPath), logger: logger,
+      store: node?.store ?? store, listen: ListenConfig(tcp: tcp, unixPath: unixPath, unixClient: socketClient), logger: logger,
       maintenance: [expireJob] + (node?.maintenance ?? []),
       extraServices: { watches in node?.services(watches: watches) ?? [] })
     var groupConfig = ServiceGroupConfiguration(

@@ -45,6 +45,31 @@ actor Ledger {
 }
 
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ProcessTests {
+  /// A node's unix socket can be one client's (a containerd host using the node directly):
+  /// calls on it are scoped without any header; TCP stays the whole store.
+  @Test func unixSocketIsOneClient() async throws {
+    let dir = try TemporaryDirectory()
+    let node = ServerProcess(dataDir: dir.path + "/n", extraArgs: ["--unix-client", "host-x"])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    let data = StoreConformance.bytes(5000, seed: 9)
+    let d = try await ContentClient.with(address: node.unixAddress) { c in
+      try await c.write(ref: "default/1/x", source: DataSource(data), size: 5000).digest
+    }
+    let unscopedBlob = try await ContentClient.with(address: node.tcpAddress) { c in
+      try await c.write(ref: "other", source: DataSource(StoreConformance.bytes(10, seed: 10)), size: 10).digest
+    }
+    let seenOnSocket = try await ContentClient.with(address: node.unixAddress) { try await $0.list().map(\.digest) }
+    #expect(seenOnSocket == [d])
+    let whole = try await ContentClient.with(address: node.tcpAddress) { try await $0.list() }
+    #expect(Set(whole.map(\.digest)) == [d, unscopedBlob])
+    #expect(whole.first { $0.digest == d }?.labels["cairn.io/holder.host-x"] != nil)
+    // The socket's client cannot delete what it does not hold.
+    await #expect(throws: ContentError.self) {
+      try await ContentClient.with(address: node.unixAddress) { try await $0.delete(unscopedBlob.description) }
+    }
+  }
+
   @Test func ingestSurvivesRestart() async throws {
     let dir = try TemporaryDirectory()
     let node = ServerProcess(dataDir: dir.path + "/data")
