@@ -12,27 +12,14 @@ OUT=${1:-$(mktemp -d /tmp/cairn-bench-containerd.XXXXXX)}
 SIZE_MB=${SIZE_MB:-256}
 START_CONTAINERD=${START_CONTAINERD:-$ROOT/../shared/conformance/start-containerd.sh}
 mkdir -p "$OUT"
-WORK=$(mktemp -d "${CAIRN_BENCH_DIR:-/var/tmp}/cairn-bench-containerd.XXXXXX")
-pids=()
-cleanup() {
+NAME=containerd
+# shellcheck source=scripts/bench-cluster-lib.sh
+. "$ROOT/scripts/bench-cluster-lib.sh"
+before_cleanup() {
   for h in a b; do [ -f "$WORK/ctr-$h/containerd.pid" ] && kill "$(cat "$WORK/ctr-$h/containerd.pid")" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
+start_cluster 3 7810
 
-echo "== building (release)"
-(cd "$ROOT" && swift build -c release --product cairn >/dev/null)
-CAIRN="$ROOT/.build/release/cairn"
-
-PEERS="n1=127.0.0.1:7811,n2=127.0.0.1:7812,n3=127.0.0.1:7813"
-for i in 1 2 3; do
-  "$CAIRN" serve --node-id "n$i" --peers "$PEERS" --data "$WORK/n$i" --listen "127.0.0.1:781$i" \
-    > "$WORK/n$i.out" 2> "$WORK/n$i.err" &
-  pids+=($!)
-done
-for i in 1 2 3; do until grep -q '^cairn: data in' "$WORK/n$i.out" 2>/dev/null; do sleep 0.1; done; done
 for h in a b; do
   cluster=127.0.0.1:7811,127.0.0.1:7812,127.0.0.1:7813
   [ "$h" = b ] && cluster=127.0.0.1:7812,127.0.0.1:7813,127.0.0.1:7811

@@ -13,32 +13,10 @@ SIZE=${SIZE:-256m}
 READERS=${READERS:-32}
 RUNS=${RUNS:-3}
 mkdir -p "$OUT"
-WORK=$(mktemp -d "${CAIRN_BENCH_DIR:-/var/tmp}/cairn-bench-herd.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-echo "== building (release)"
-(cd "$ROOT" && swift build -c release --product cairn >/dev/null)
-CAIRN="$ROOT/.build/release/cairn"
-
-PEERS="n1=127.0.0.1:7711,n2=127.0.0.1:7712,n3=127.0.0.1:7713,n4=127.0.0.1:7714"
-for i in 1 2 3 4; do
-  "$CAIRN" serve --node-id "n$i" --peers "$PEERS" --replicas 3 --write-quorum 2 --data "$WORK/n$i" \
-    --listen "127.0.0.1:771$i" > "$WORK/n$i.out" 2> "$WORK/n$i.err" &
-  pids+=($!)
-done
-for i in 1 2 3 4; do until grep -q '^cairn: data in' "$WORK/n$i.out" 2>/dev/null; do sleep 0.1; done; done
-for i in 1 2 3 4; do
-  until "$CAIRN" cluster status --json --address "127.0.0.1:771$i" 2>/dev/null | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-sys.exit(0 if len(s["members"]) == 4 and all(m.get("connected") for m in s["members"]) else 1)'; do sleep 0.2; done
-done
+NAME=herd
+# shellcheck source=scripts/bench-cluster-lib.sh
+. "$ROOT/scripts/bench-cluster-lib.sh"
+start_cluster 4 7710 --replicas 3 --write-quorum 2
 
 "$CAIRN" bench --address 127.0.0.1:7711 --size "$SIZE" --count 1 --keep --json > "$WORK/put.json" 2>/dev/null
 digest=$("$CAIRN" ls --address 127.0.0.1:7711 | awk 'NR==2 {print $1}')
