@@ -82,7 +82,10 @@ public struct ScopedStore: ContentStore {
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {
-    try await base.list(.always).filter { $0.labels[holderKey] != nil }.map(visible).filter(filter.matches)
+    // The store (every node, in a cluster) selects the client's blobs; the client's own
+    // filter then sees them as the client does, without hold labels.
+    let held = try Filter.parse(["labels.\"\(holderKey)\""], limits: limits)
+    return try await base.list(held).filter { $0.labels[holderKey] != nil }.map(visible).filter(filter.matches)
   }
 
   public func delete(_ digest: Digest) async throws {

@@ -27,6 +27,8 @@ struct Agent: AsyncParsableCommand {
   @Option(help: "Local cache size (suffixes k, m, g are powers of 1024; default 10g).") var cacheBytes: String = "10g"
   @Option(help: "Seconds a call keeps trying other nodes before UNAVAILABLE (default 30).") var failoverSeconds: Double = 30
   @Option(help: "Seconds after which an untouched local upload is removed (default 86400).") var ingestExpiry: Double = 86400
+  @Option(help: "Seconds a writer waits for a ref another writer holds before UNAVAILABLE (default 2: containerd closes a stream and reopens its ref at once, and a busy host notices the close late).")
+  var lockWait: Double = 2
   @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
 
   func run() async throws {
@@ -37,7 +39,11 @@ struct Agent: AsyncParsableCommand {
     else { throw ValidationError("give --cluster HOST:PORT,... (or $CAIRN_CLUSTER)") }
     guard let cacheMax = parseSize(cacheBytes), cacheMax >= 0 else { throw ValidationError("--cache-bytes \(cacheBytes) is not a size") }
     guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
-    guard failoverSeconds >= 0, ingestExpiry > 0 else { throw ValidationError("--failover-seconds and --ingest-expiry must be positive") }
+    guard failoverSeconds >= 0, ingestExpiry > 0, lockWait >= 0 else {
+      throw ValidationError("--failover-seconds, --ingest-expiry and --lock-wait must not be negative")
+    }
+    var limits = Limits()
+    limits.lockWaitSeconds = lockWait
     let identity = client ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
     do { _ = try ClientID(identity) } catch { throw ValidationError("--client: \(error.message)") }
     bootstrapLogging(level)
@@ -48,7 +54,7 @@ struct Agent: AsyncParsableCommand {
     do {
       try FileManager.default.createDirectory(
         atPath: (unix as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-      local = try await DiskStore.open(root: data)
+      local = try await DiskStore.open(root: data, limits: limits)
       upstream = try ClusterClient(addresses: addresses, client: identity, failoverSeconds: failoverSeconds)
       cache = BlobCache(store: local, maxBytes: cacheMax)
       try await cache.load()
