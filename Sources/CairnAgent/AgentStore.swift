@@ -72,6 +72,8 @@ public struct AgentStore: ContentStore {
       return
     }
     do {
+      // A partial fill left by an earlier failure starts over: its bytes are unverified
+      // until COMMIT, and resuming on top of a bad prefix would fail the same way forever.
       _ = try await writer.truncate()
       let received = Atomic<Int64>(0)
       try await cluster.call { client in
@@ -137,7 +139,7 @@ public struct AgentStore: ContentStore {
     if let expected {
       // containerd asks Info first; a writer that names a blob the cluster has gets
       // ALREADY_EXISTS (and this host now holds it) without sending a byte.
-      if try await clusterHas(expected) {
+      if try await exists(expected) {
         throw ContentError.alreadyExists("content \(expected): already exists")
       }
     }
@@ -167,19 +169,10 @@ public struct AgentStore: ContentStore {
     return done
   }
 
-  func clusterHas(_ digest: Digest) async throws -> Bool {
-    do {
-      _ = try await info(digest)
-      return true
-    } catch let e as ContentError where e.code == .notFound {
-      return false
-    }
-  }
-
   /// Makes sure the cluster holds the locally committed blob for this host: a claim if it
   /// is there already, else an upload (resumed on another node if one fails).
   func publish(_ digest: Digest, labels: [String: String]) async throws {
-    if try await clusterHas(digest) {
+    if try await exists(digest) {
       counters.deduplicated.add(1, ordering: .relaxed)
       logger.info("claimed \(digest): already in the cluster, no bytes sent")
       await cache.added(digest, size: try await local.info(digest).size)

@@ -11,7 +11,7 @@ public final class ClusterClient: Sendable {
   public let addresses: [String]
   public let failoverSeconds: Double
   private let clients: [ContentClient]
-  private let runners: Mutex<[Task<Void, Never>]>
+  private let runners: [Task<Void, Never>]
   private let preferred = Atomic<Int>(0)
 
   /// `client` is the identity sent with every call (the `cairn-client` header).
@@ -24,7 +24,7 @@ public final class ClusterClient: Sendable {
         address: $0, client: client, keepalive: .seconds(2),
         backoff: .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.2))
     }
-    runners = Mutex(clients.map { c in Task { _ = try? await c.runConnections() } })
+    runners = clients.map { c in Task { _ = try? await c.runConnections() } }
   }
 
   /// Runs `body` against one node after another until one answers with anything but
@@ -58,6 +58,6 @@ public final class ClusterClient: Sendable {
 
   public func close() async {
     for c in clients { c.close() }
-    for r in runners.withLock({ $0 }) { await r.value }
+    for r in runners { await r.value }
   }
 }

@@ -45,6 +45,17 @@ public protocol ContentStore: Sendable {
 }
 
 extension ContentStore {
+  /// Whether the blob is committed: Info, with NOT_FOUND as false and any other failure
+  /// thrown. (Through a ScopedStore or an agent, a true answer also claims the blob.)
+  public func exists(_ digest: Digest) async throws -> Bool {
+    do {
+      _ = try await info(digest)
+      return true
+    } catch let e as ContentError where e.code == .notFound {
+      return false
+    }
+  }
+
   /// For stores whose every caller is one client (no claims can race): check, then delete.
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
     if try await info(digest).labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }

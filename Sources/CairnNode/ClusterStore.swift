@@ -173,15 +173,6 @@ public struct ClusterStore: ContentStore {
 
   // MARK: Helpers
 
-  func exists(_ digest: Digest) async throws -> Bool {
-    do {
-      _ = try await info(digest)
-      return true
-    } catch let e as ContentError where e.code == .notFound {
-      return false
-    }
-  }
-
   /// The local answer, or nil if the local store has no such blob or ingest.
   private func localIfPresent<T>(_ body: () async throws -> T) async throws -> T? {
     do {
