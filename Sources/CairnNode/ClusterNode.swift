@@ -23,14 +23,28 @@ public final class ClusterNode: Sendable {
   /// Ingest events of the whole cluster (Events.swift).
   let events = EventHub<IngestEvent>(bufferLimit: 65536)
   let relaying = Mutex<Set<NodeID>>([])
-  let tombstones = Tombstones()
+  let tombstones: Tombstones
+  let repairConfig: RepairConfig
+  let repair = RepairCounters()
+  let repairLimiter: ByteRateLimiter
+  /// Blobs whose commit-time replication is still under way (counted: one blob can be
+  /// committed twice at once under two refs); handoff leaves them alone.
+  let replicating = Mutex<[Digest: Int]>([:])
+  /// Digests a read-repair fetch is running for.
+  let repairing = Mutex<Set<Digest>>([])
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
   static let replicaRefPrefix = "cairn.replica/"
 
-  public init(config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, seed: UInt64? = nil) throws {
+  public init(
+    config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
+    seed: UInt64? = nil
+  ) throws {
     self.config = config
+    repairConfig = repair
+    repairLimiter = ByteRateLimiter(bytesPerSecond: repair.bytesPerSecond)
+    tombstones = try Tombstones(root: dataDir)
     self.local = local
     self.logger = logger
     peers = PeerClients(addresses: config.peers)
@@ -48,12 +62,13 @@ public final class ClusterNode: Sendable {
     [PeerService(node: self, watches: watches)]
   }
 
-  /// Jobs that run for the node's lifetime: the membership protocol, hint delivery and
-  /// the cluster-wide event relay.
+  /// Jobs that run for the node's lifetime: the membership protocol, hint delivery,
+  /// anti-entropy and the cluster-wide event relay.
   public var maintenance: [@Sendable () async -> Void] {
     [
       { [membership] in await membership.run() },
       { [self] in await self.deliverHintsForever() },
+      { [self] in await self.antiEntropyForever() },
       { [self] in await self.relayEventsForever() },
     ]
   }
@@ -64,18 +79,34 @@ public final class ClusterNode: Sendable {
 
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
 
-  /// Deletes the local copy, remembering the deletion first so that a replica transfer
-  /// still under way cannot bring the blob back (Tombstones).
-  func deleteLocally(_ digest: Digest) async throws {
-    tombstones.record(digest)
+  /// Deletes the local copy, recording the tombstone first so that a replica transfer
+  /// still under way cannot bring the blob back, and repair spreads the deletion to the
+  /// nodes that missed it (Tombstones).
+  func deleteLocally(_ digest: Digest, at: Timestamp) async throws {
+    try await recordTombstone(digest, at: at)
     try await local.delete(digest)
   }
 
   /// False if kept: a label starting with `prefix` (a client's hold) arrived first.
-  func deleteLocally(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+  func deleteLocally(_ digest: Digest, at: Timestamp, unlessLabeled prefix: String) async throws -> Bool {
+    try await recordTombstone(digest, at: at)
     let deleted = try await local.delete(digest, unlessLabeled: prefix)
-    if deleted { tombstones.record(digest) }
+    if !deleted { await tombstones.forget(digest) }
     return deleted
+  }
+
+  /// A durable tombstone if this node holds a copy (later than that copy, whatever the
+  /// clocks of the node that committed it and the one that took the Delete say); a note
+  /// in memory in any case.
+  private func recordTombstone(_ digest: Digest, at: Timestamp) async throws {
+    tombstones.noteRecent(digest, at: at)
+    let created: Timestamp
+    do {
+      created = try await local.info(digest).createdAt
+    } catch let e as ContentError where e.code == .notFound {
+      return
+    }
+    await tombstones.record(digest, at: created < at ? at : Timestamp(totalNanoseconds: created.totalNanoseconds + 1))
   }
 
   /// Fencing: only the ref's owner in this node's current view may hold its lock or
@@ -114,6 +145,7 @@ public final class ClusterNode: Sendable {
       $0.configProblems = membership.configProblems
       $0.hintsPending = UInt64(hints.count)
       $0.remoteFetches = remoteFetches.load(ordering: .relaxed)
+      $0.repair = repairStatus()
     }
   }
 

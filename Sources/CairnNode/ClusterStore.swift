@@ -29,14 +29,29 @@ public struct ClusterStore: ContentStore {
       try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options()).info)
     }
     let primary = view.primary(of: digest)
+    var primaryLacks = false
     if primary == view.me {
       if let found = try await localIfPresent({ try await local.info(digest) }) { return found }
-    } else if let primary, let found = try? await node.peers.call(primary, ask) {
-      return found
+      primaryLacks = true
+    } else if let primary {
+      do {
+        return try await node.peers.call(primary, ask)
+      } catch where error.code == .notFound {
+        primaryLacks = true
+      } catch {}
     }
-    if primary != view.me, let found = try await localIfPresent({ try await local.info(digest) }) { return found }
-    let others = view.replicas(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
-    return try await firstFound(others, what: "blob \(digest)", ask)
+    let found: BlobInfo
+    if primary != view.me, let here = try await localIfPresent({ try await local.info(digest) }) {
+      found = here
+    } else {
+      let others = view.replicas(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
+      found = try await firstFound(others, what: "blob \(digest)", ask)
+    }
+    // Read repair: the primary should have had it.
+    if primaryLacks, let primary {
+      if primary == view.me { node.scheduleRepair(digest) } else { node.requestRepair(digest, on: primary) }
+    }
+    return found
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
@@ -74,37 +89,53 @@ public struct ClusterStore: ContentStore {
     return merged.values.sorted { $0.digest.description < $1.digest.description }
   }
 
-  /// Deletes every copy on every live node. A node that is down keeps its copy until the
-  /// repair issue's tombstones reach it.
+  /// Deletes every copy on every live node and leaves a tombstone on each; a node that is
+  /// down keeps its copy until anti-entropy brings it the tombstone.
   public func delete(_ digest: Digest) async throws {
+    let at = Timestamp.now()
     let results = await everywhere(
-      local: { try await node.deleteLocally(digest) },
-      remote: { _ = try await $0.localDelete(.with { $0.digest = digest.description }, options: PeerClients.options()) })
+      local: { try await node.deleteLocally(digest, at: at) },
+      remote: {
+        _ = try await $0.localDelete(
+          .with {
+            $0.digest = digest.description
+            $0.deletedAt = .init(at)
+          }, options: PeerClients.options())
+      })
     _ = try pickSuccess(results, what: "blob \(digest)")
   }
 
-  /// Each node decides under its own metadata lock; a node where a hold arrived first
-  /// keeps its copy (the others' copies are gone: the blob is under-replicated until
-  /// repair, never lost).
+  /// Each node decides under its own metadata lock. If a hold arrived first somewhere,
+  /// that node keeps its copy and the nodes that deleted theirs forget their tombstones,
+  /// so that repair copies the blob back to them rather than deleting it everywhere.
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
+    let at = Timestamp.now()
     let results = await everywhere(
-      local: { try await node.deleteLocally(digest, unlessLabeled: prefix) },
+      local: { try await node.deleteLocally(digest, at: at, unlessLabeled: prefix) },
       remote: {
         try await !$0.localDelete(
           .with {
             $0.digest = digest.description
             $0.unlessLabelPrefix = prefix
+            $0.deletedAt = .init(at)
           }, options: PeerClients.options()
         ).kept
       })
-    return try pickSuccess(results, what: "blob \(digest)").allSatisfy { $0 }
+    let deleted = try pickSuccess(results, what: "blob \(digest)")
+    if deleted.contains(false) {
+      let gone = results.compactMap { n, r in (try? r.get()) == true ? n : nil }
+      await node.forgetTombstone(digest, on: gone)
+    }
+    return deleted.allSatisfy { $0 }
   }
 
   public func read(_ digest: Digest, offset: Int64, size: Int64) async throws -> BlobReader {
     if let reader = try await localIfPresent({ try await local.read(digest, offset: offset, size: size) }) {
       return reader
     }
-    return try await node.fetches.read(digest, offset: offset, size: size, node: node)
+    let reader = try await node.fetches.read(digest, offset: offset, size: size, node: node)
+    node.scheduleRepair(digest)  // read repair, if this node is a replica that lacks it
+    return reader
   }
 
   // MARK: Ingests

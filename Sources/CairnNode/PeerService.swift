@@ -37,11 +37,12 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   {
     try await rpc {
       let d = try Digest(parsing: request.digest)
+      let at = request.hasDeletedAt ? Timestamp(request.deletedAt) : .now()
       if request.unlessLabelPrefix.isEmpty {
-        try await node.deleteLocally(d)
+        try await node.deleteLocally(d, at: at)
         return Cairn_Peer_V1_LocalDeleteResponse()
       }
-      let deleted = try await node.deleteLocally(d, unlessLabeled: request.unlessLabelPrefix)
+      let deleted = try await node.deleteLocally(d, at: at, unlessLabeled: request.unlessLabelPrefix)
       return .with { $0.kept = !deleted }
     }
   }
@@ -99,64 +100,15 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     guard let first = try await messages.next(), first.hasHeader else {
       throw ContentError.invalidArgument("a replication stream starts with a header")
     }
-    let h = first.header
-    guard h.clusterFingerprint == node.config.fingerprint else {
-      throw ContentError.failedPrecondition(
-        "cluster config fingerprint \(h.clusterFingerprint) differs from \(node.config.me)'s \(node.config.fingerprint)")
-    }
-    // Fencing: a blob written under a ref is taken only from the ref's owner in this
-    // node's view. (Hinted handoff carries no ref: the blob was acknowledged already.)
-    if !h.ref.isEmpty {
-      let view = node.view
-      let owner = view.owner(ofRef: h.ref)
-      guard owner?.name == h.owner else {
-        throw ContentError.unavailable(
-          "\(node.config.me) refuses a replica of \(h.digest) from \(h.owner): in view \(view.version) ref \(quoted(h.ref)) is owned by \(owner?.name ?? "none")")
+    var pending: Data? = first.data
+    let existed = try await node.acceptReplica(first.header) {
+      if let p = pending {
+        pending = nil
+        return p
       }
+      return try await messages.next()?.data
     }
-    let digest = try Digest(parsing: h.digest)
-    let existed = Cairn_Peer_V1_ReplicateResponse.with { $0.alreadyExisted = true }
-    let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
-    // Deleted while this transfer was on its way: the deletion wins. Not an acknowledgement:
-    // the sender records a hint, which it drops once its own copy is gone too.
-    try refuseIfDeleted(digest, createdAt: createdAt)
-    let ref = "\(ClusterNode.replicaRefPrefix)\(digest)/\(h.owner)"
-    let writer: any IngestWriter
-    do {
-      writer = try await node.local.openWriter(ref: ref, total: h.size, expected: digest)
-    } catch let e as ContentError where e.code == .alreadyExists {
-      return existed
-    }
-    do {
-      if try await writer.state().status.offset > 0 { _ = try await writer.truncate() }
-      if !first.data.isEmpty { _ = try await writer.append(first.data) }
-      while let m = try await messages.next() {
-        _ = try await writer.append(m.data)
-      }
-      _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels, createdAt: createdAt)
-    } catch let e as ContentError where e.code == .alreadyExists {
-      await writer.close()
-      return existed
-    } catch {
-      await writer.close()
-      try? await node.local.abort(ref: ref)
-      throw error
-    }
-    await writer.close()
-    // A Delete that fanned out while the bytes were arriving found nothing here to delete.
-    do {
-      try refuseIfDeleted(digest, createdAt: createdAt)
-    } catch {
-      try? await node.local.delete(digest)
-      throw error
-    }
-    return .init()
-  }
-
-  private func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
-    if let createdAt, node.tombstones.deletedSince(digest, createdAt: createdAt) {
-      throw .failedPrecondition("\(node.config.me) refuses \(digest): it was deleted after its creation at \(createdAt)")
-    }
+    return .with { $0.alreadyExisted = existed }
   }
 
   func gossip(request: Cairn_Peer_V1_GossipRequest, context: ServerContext) async throws -> Cairn_Peer_V1_GossipResponse {
@@ -166,6 +118,71 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
       throw RPCError(error)
     }
     return .init()
+  }
+
+  func repairSummary(request: Cairn_Peer_V1_RepairSummaryRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_RepairSummaryResponse
+  {
+    try await rpc {
+      try checkFingerprint(request.clusterFingerprint)
+      let peer = NodeID(request.from)
+      let view = node.view
+      let shared = try await node.repairInventory().values.filter { AntiEntropy.shared($0.digest, view.me, peer, in: view) }
+      return .with { $0.buckets = AntiEntropy.summary(shared) }
+    }
+  }
+
+  func repairEntries(request: Cairn_Peer_V1_RepairEntriesRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_RepairEntriesResponse
+  {
+    try await rpc {
+      try checkFingerprint(request.clusterFingerprint)
+      guard request.digests.count <= ClusterNode.maxRepairEntriesPerCall else {
+        throw ContentError.invalidArgument("at most \(ClusterNode.maxRepairEntriesPerCall) digests per RepairEntries call")
+      }
+      let peer = NodeID(request.from)
+      let view = node.view
+      let inventory = try await node.repairInventory()
+      let buckets = Set(request.buckets.map(Int.init))
+      var out: [RepairEntry] = []
+      if !buckets.isEmpty {
+        out = inventory.values.filter {
+          buckets.contains(AntiEntropy.bucket(of: $0.digest)) && AntiEntropy.shared($0.digest, view.me, peer, in: view)
+        }
+      }
+      for text in request.digests {
+        if let e = inventory[try Digest(parsing: text)] { out.append(e) }
+      }
+      return .with { $0.entries = out.map(Cairn_Peer_V1_RepairEntry.init) }
+    }
+  }
+
+  func repairPull(request: Cairn_Peer_V1_RepairPullRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_RepairPullResponse
+  {
+    try await rpc {
+      var scheduled: UInt32 = 0
+      for text in request.digests.prefix(ClusterNode.maxRepairEntriesPerCall) {
+        if node.scheduleRepair(try Digest(parsing: text)) { scheduled += 1 }
+      }
+      return .with { $0.scheduled = scheduled }
+    }
+  }
+
+  func forgetTombstone(request: Cairn_Peer_V1_ForgetTombstoneRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_ForgetTombstoneResponse
+  {
+    try await rpc {
+      await node.tombstones.forget(try Digest(parsing: request.digest))
+      return .init()
+    }
+  }
+
+  private func checkFingerprint(_ theirs: String) throws(ContentError) {
+    guard theirs == node.config.fingerprint else {
+      throw .failedPrecondition(
+        "cluster config fingerprint \(theirs) differs from \(node.config.me)'s \(node.config.fingerprint)")
+    }
   }
 
   func clusterStatus(request: Cairn_Peer_V1_ClusterStatusRequest, context: ServerContext) async throws

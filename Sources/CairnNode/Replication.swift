@@ -25,7 +25,14 @@ extension ClusterNode {
     let header = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
     let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     // Not a child task: transfers outlive this call once the quorum is reached.
+    replicating.withLock { $0[digest, default: 0] += 1 }
     Task {
+      defer {
+        self.replicating.withLock { r in
+          r[digest, default: 1] -= 1
+          if r[digest] == 0 { r[digest] = nil }
+        }
+      }
       var queue = targets[...]
       var acks = 0
       var delivered = true
@@ -97,15 +104,82 @@ extension ClusterNode {
   }
 
   /// One blob from the local store to one replica.
-  func send(_ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID) async throws {
+  func send(
+    _ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID, limiter: ByteRateLimiter? = nil
+  ) async throws {
     let local = self.local
     _ = try await peers.call(target) { api in
       try await api.replicate(options: PeerClients.options()) { writer in
         try await writer.write(.with { $0.header = header })
         for try await chunk in try await local.read(digest, offset: 0, size: 0) {
+          await limiter?.take(chunk.count)
           try await writer.write(.with { $0.data = chunk })
         }
       }
+    }
+  }
+
+  /// Stores a blob another node sends or this node fetches (a commit's replica, a hint, a
+  /// handoff, a repair), from a header and its bytes in order; true if it was here already.
+  /// The digest is verified here. A blob deleted after its creation is refused, also when
+  /// the Delete arrives while its bytes do.
+  func acceptReplica(_ h: Cairn_Peer_V1_ReplicateHeader, next: () async throws -> Data?) async throws -> Bool {
+    guard h.clusterFingerprint == config.fingerprint else {
+      throw ContentError.failedPrecondition(
+        "cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s \(config.fingerprint)")
+    }
+    // Fencing: a blob written under a ref is taken only from the ref's owner in this
+    // node's view. (Hints, handoffs and repairs carry no ref: the blob was acknowledged.)
+    if !h.ref.isEmpty {
+      let view = self.view
+      let owner = view.owner(ofRef: h.ref)
+      guard owner?.name == h.owner else {
+        throw ContentError.unavailable(
+          "\(config.me) refuses a replica of \(h.digest) from \(h.owner): in view \(view.version) ref \(quoted(h.ref)) is owned by \(owner?.name ?? "none")")
+      }
+    }
+    let digest = try Digest(parsing: h.digest)
+    let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
+    // Not an acknowledgement: the sender records a hint, which it drops once its own copy
+    // is gone too.
+    try refuseIfDeleted(digest, createdAt: createdAt)
+    let ref = "\(ClusterNode.replicaRefPrefix)\(digest)/\(h.owner)"
+    let writer: any IngestWriter
+    do {
+      writer = try await local.openWriter(ref: ref, total: h.size, expected: digest)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      return true
+    }
+    do {
+      if try await writer.state().status.offset > 0 { _ = try await writer.truncate() }
+      while let data = try await next() {
+        if data.isEmpty { continue }
+        _ = try await writer.append(data)
+        repair.bytesReceived.add(UInt64(data.count), ordering: .relaxed)
+      }
+      _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels, createdAt: createdAt)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      await writer.close()
+      return true
+    } catch {
+      await writer.close()
+      try? await local.abort(ref: ref)
+      throw error
+    }
+    await writer.close()
+    // A Delete that fanned out while the bytes were arriving found nothing here to delete.
+    do {
+      try refuseIfDeleted(digest, createdAt: createdAt)
+    } catch {
+      try? await local.delete(digest)
+      throw error
+    }
+    return false
+  }
+
+  private func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
+    if let createdAt, tombstones.deletedSince(digest, createdAt: createdAt) {
+      throw .failedPrecondition("\(config.me) refuses \(digest): it was deleted after its creation at \(createdAt)")
     }
   }
 
@@ -126,6 +200,11 @@ extension ClusterNode {
             try await send(digest, header: header, to: target)
             await hints.remove(digest, for: target)
             logger.info("hinted handoff: delivered \(digest) to \(target)")
+          } catch let e as ContentError where e.code == .failedPrecondition {
+            // Refused for good (deleted there since): anti-entropy and handoff settle
+            // this copy with the replicas' tombstones.
+            await hints.remove(digest, for: target)
+            logger.info("hinted handoff: \(target) refused \(digest): \(e.message)")
           } catch {
             break  // still unreachable; try again later
           }

@@ -25,6 +25,12 @@ struct ClusterStatus: AsyncParsableCommand {
     }
     print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint), view version \(s.viewVersion)")
     print("hints pending: \(s.hintsPending)   remote fetches started: \(s.remoteFetches)")
+    let r = s.repair
+    let age = r.lastRoundAgeSeconds < 0 ? "none yet" : String(format: "%.1f s ago", r.lastRoundAgeSeconds)
+    print(
+      "repair: \(r.rounds) anti-entropy rounds (last \(age)), backlog \(r.backlog), pulled \(r.blobsPulled) blobs / \(r.bytesPulled) bytes, received \(r.bytesReceived) bytes")
+    print(
+      "        tombstones \(r.tombstones) (\(r.tombstonesApplied) applied late), handoff pending \(r.handoffPending), handed off \(r.handedOff)")
     let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "LINK", "RING", "REPLICAS", ""]
     var rows: [[String]] = [header]
     for m in s.members {

@@ -15,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -40,12 +40,32 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Cluster mode: virtual nodes per node on the hash ring (default 2048).") var vnodes: Int?
   @Option(help: "Cluster mode: largest blob whose concurrent remote reads share one in-memory fetch (default 512 MiB; 0 = never share).")
   var maxCoalescedFetchBytes: Int64?
+  @Option(help: "Cluster mode: seconds between anti-entropy rounds (default 30; 0 = off).") var repairInterval: Double?
+  @Option(help: "Cluster mode: bytes per second repair transfers may use (default 67108864; 0 = no limit).")
+  var repairRate: Int64?
+  @Option(help: "Cluster mode: seconds a tombstone is kept at least (default 86400); a node down longer must rejoin empty.")
+  var tombstoneRetention: Double?
 
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "unix_client", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
-    "discover_dns", "cluster_size",
+    "discover_dns", "cluster_size", "repair_interval", "repair_rate", "tombstone_retention",
   ]
+
+  func repairConfig(_ file: ConfigFile) throws -> RepairConfig {
+    var r = RepairConfig()
+    do {
+      r.intervalSeconds = try repairInterval ?? file.double("repair_interval") ?? r.intervalSeconds
+      r.bytesPerSecond = try repairRate ?? file.int("repair_rate").map(Int64.init) ?? r.bytesPerSecond
+      r.tombstoneRetentionSeconds = try tombstoneRetention ?? file.double("tombstone_retention") ?? r.tombstoneRetentionSeconds
+    } catch {
+      throw ValidationError(ContentError.from(error).message)
+    }
+    guard r.intervalSeconds >= 0, r.bytesPerSecond >= 0, r.tombstoneRetentionSeconds >= 0 else {
+      throw ValidationError("repair_interval, repair_rate and tombstone_retention must not be negative")
+    }
+    return r
+  }
 
   /// The cluster configuration, or nil for a single node.
   func clusterConfig(_ file: ConfigFile) async throws -> ClusterConfig? {
@@ -106,6 +126,7 @@ struct Serve: AsyncParsableCommand {
       throw ValidationError(ContentError.from(error).message)
     }
     let cluster = try await clusterConfig(file)
+    let repair = try repairConfig(file)
     let levelText = logLevel ?? file.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
     guard expiry > 0, grace >= 0, threads > 0, limits.lockWaitSeconds >= 0 else {
@@ -152,7 +173,7 @@ struct Serve: AsyncParsableCommand {
     }
     let node: ClusterNode?
     do {
-      node = try cluster.map { try ClusterNode(config: $0, local: store, dataDir: store.root, logger: logger) }
+      node = try cluster.map { try ClusterNode(config: $0, local: store, dataDir: store.root, logger: logger, repair: repair) }
     } catch {
       throw fail(error)
     }

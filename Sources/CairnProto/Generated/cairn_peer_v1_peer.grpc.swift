@@ -190,6 +190,58 @@ public enum Cairn_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RepairSummary" metadata.
+        public enum RepairSummary: Sendable {
+            /// Request type for "RepairSummary".
+            public typealias Input = Cairn_Peer_V1_RepairSummaryRequest
+            /// Response type for "RepairSummary".
+            public typealias Output = Cairn_Peer_V1_RepairSummaryResponse
+            /// Descriptor for "RepairSummary".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "RepairSummary",
+                type: .unary
+            )
+        }
+        /// Namespace for "RepairEntries" metadata.
+        public enum RepairEntries: Sendable {
+            /// Request type for "RepairEntries".
+            public typealias Input = Cairn_Peer_V1_RepairEntriesRequest
+            /// Response type for "RepairEntries".
+            public typealias Output = Cairn_Peer_V1_RepairEntriesResponse
+            /// Descriptor for "RepairEntries".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "RepairEntries",
+                type: .unary
+            )
+        }
+        /// Namespace for "RepairPull" metadata.
+        public enum RepairPull: Sendable {
+            /// Request type for "RepairPull".
+            public typealias Input = Cairn_Peer_V1_RepairPullRequest
+            /// Response type for "RepairPull".
+            public typealias Output = Cairn_Peer_V1_RepairPullResponse
+            /// Descriptor for "RepairPull".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "RepairPull",
+                type: .unary
+            )
+        }
+        /// Namespace for "ForgetTombstone" metadata.
+        public enum ForgetTombstone: Sendable {
+            /// Request type for "ForgetTombstone".
+            public typealias Input = Cairn_Peer_V1_ForgetTombstoneRequest
+            /// Response type for "ForgetTombstone".
+            public typealias Output = Cairn_Peer_V1_ForgetTombstoneResponse
+            /// Descriptor for "ForgetTombstone".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "ForgetTombstone",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "cairn.peer.v1.Peer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             LocalInfo.descriptor,
@@ -204,7 +256,11 @@ public enum Cairn_Peer_V1_Peer: Sendable {
             OwnerWrite.descriptor,
             Replicate.descriptor,
             Gossip.descriptor,
-            ClusterStatus.descriptor
+            ClusterStatus.descriptor,
+            RepairSummary.descriptor,
+            RepairEntries.descriptor,
+            RepairPull.descriptor,
+            ForgetTombstone.descriptor
         ]
     }
 }
@@ -443,6 +499,80 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "RepairSummary" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+        /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+        /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+        /// > learns. The receiver refuses callers with another cluster fingerprint.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_RepairSummaryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_RepairSummaryResponse` messages.
+        func repairSummary(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairSummaryResponse>
+
+        /// Handle the "RepairEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_RepairEntriesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_RepairEntriesResponse` messages.
+        func repairEntries(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairEntriesResponse>
+
+        /// Handle the "RepairPull" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+        /// > fetches them in the background and answers at once.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_RepairPullRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_RepairPullResponse` messages.
+        func repairPull(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairPullRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairPullResponse>
+
+        /// Handle the "ForgetTombstone" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A conditional Delete that some node refused (a client's hold arrived first): the
+        /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+        /// > back to them instead of deleting it everywhere.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_ForgetTombstoneRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_ForgetTombstoneResponse` messages.
+        func forgetTombstone(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>
     }
 
     /// Service protocol for the "cairn.peer.v1.Peer" service.
@@ -665,6 +795,80 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "RepairSummary" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+        /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+        /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+        /// > learns. The receiver refuses callers with another cluster fingerprint.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairSummaryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_RepairSummaryResponse` message.
+        func repairSummary(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairSummaryResponse>
+
+        /// Handle the "RepairEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_RepairEntriesResponse` message.
+        func repairEntries(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairEntriesResponse>
+
+        /// Handle the "RepairPull" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+        /// > fetches them in the background and answers at once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairPullRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_RepairPullResponse` message.
+        func repairPull(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairPullRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairPullResponse>
+
+        /// Handle the "ForgetTombstone" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A conditional Delete that some node refused (a client's hold arrived first): the
+        /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+        /// > back to them instead of deleting it everywhere.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ForgetTombstoneRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_ForgetTombstoneResponse` message.
+        func forgetTombstone(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>
     }
 
     /// Simple service protocol for the "cairn.peer.v1.Peer" service.
@@ -889,6 +1093,80 @@ extension Cairn_Peer_V1_Peer {
             request: Cairn_Peer_V1_ClusterStatusRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Cairn_Peer_V1_ClusterStatusResponse
+
+        /// Handle the "RepairSummary" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+        /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+        /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+        /// > learns. The receiver refuses callers with another cluster fingerprint.
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_RepairSummaryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_RepairSummaryResponse` to respond with.
+        func repairSummary(
+            request: Cairn_Peer_V1_RepairSummaryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_RepairSummaryResponse
+
+        /// Handle the "RepairEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_RepairEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_RepairEntriesResponse` to respond with.
+        func repairEntries(
+            request: Cairn_Peer_V1_RepairEntriesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_RepairEntriesResponse
+
+        /// Handle the "RepairPull" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+        /// > fetches them in the background and answers at once.
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_RepairPullRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_RepairPullResponse` to respond with.
+        func repairPull(
+            request: Cairn_Peer_V1_RepairPullRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_RepairPullResponse
+
+        /// Handle the "ForgetTombstone" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A conditional Delete that some node refused (a client's hold arrived first): the
+        /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+        /// > back to them instead of deleting it everywhere.
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_ForgetTombstoneRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_ForgetTombstoneResponse` to respond with.
+        func forgetTombstone(
+            request: Cairn_Peer_V1_ForgetTombstoneRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_ForgetTombstoneResponse
     }
 }
 
@@ -1039,6 +1317,50 @@ extension Cairn_Peer_V1_Peer.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.RepairSummary.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairSummaryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairSummaryResponse>(),
+            handler: { request, context in
+                try await self.repairSummary(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.RepairEntries.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairEntriesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairEntriesResponse>(),
+            handler: { request, context in
+                try await self.repairEntries(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.RepairPull.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairPullRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairPullResponse>(),
+            handler: { request, context in
+                try await self.repairPull(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.ForgetTombstone.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ForgetTombstoneRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ForgetTombstoneResponse>(),
+            handler: { request, context in
+                try await self.forgetTombstone(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1171,6 +1493,50 @@ extension Cairn_Peer_V1_Peer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         let response = try await self.clusterStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func repairSummary(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairSummaryResponse> {
+        let response = try await self.repairSummary(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func repairEntries(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairEntriesResponse> {
+        let response = try await self.repairEntries(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func repairPull(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_RepairPullRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_RepairPullResponse> {
+        let response = try await self.repairPull(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func forgetTombstone(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse> {
+        let response = try await self.forgetTombstone(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1359,6 +1725,58 @@ extension Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         return GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>(
             message: try await self.clusterStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func repairSummary(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairSummaryResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_RepairSummaryResponse>(
+            message: try await self.repairSummary(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func repairEntries(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairEntriesResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_RepairEntriesResponse>(
+            message: try await self.repairEntries(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func repairPull(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_RepairPullRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_RepairPullResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_RepairPullResponse>(
+            message: try await self.repairPull(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func forgetTombstone(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>(
+            message: try await self.forgetTombstone(
                 request: request.message,
                 context: context
             ),
@@ -1652,6 +2070,100 @@ extension Cairn_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepairSummary" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+        /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+        /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+        /// > learns. The receiver refuses callers with another cluster fingerprint.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairSummaryRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairSummaryRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairSummaryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repairSummary<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairSummaryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairSummaryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairSummaryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepairEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairEntriesRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repairEntries<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairEntriesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairEntriesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepairPull" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+        /// > fetches them in the background and answers at once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairPullRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairPullRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairPullResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repairPull<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairPullRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairPullRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairPullResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairPullResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ForgetTombstone" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A conditional Delete that some node refused (a client's hold arrived first): the
+        /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+        /// > back to them instead of deleting it everywhere.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ForgetTombstoneRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_ForgetTombstoneRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ForgetTombstoneResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func forgetTombstone<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ForgetTombstoneResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ForgetTombstoneResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2083,6 +2595,144 @@ extension Cairn_Peer_V1_Peer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RepairSummary" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+        /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+        /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+        /// > learns. The receiver refuses callers with another cluster fingerprint.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairSummaryRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairSummaryRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairSummaryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func repairSummary<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairSummaryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairSummaryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairSummaryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.RepairSummary.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RepairEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairEntriesRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func repairEntries<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairEntriesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairEntriesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.RepairEntries.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RepairPull" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+        /// > fetches them in the background and answers at once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_RepairPullRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_RepairPullRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_RepairPullResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func repairPull<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairPullRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_RepairPullRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_RepairPullResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairPullResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.RepairPull.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ForgetTombstone" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A conditional Delete that some node refused (a client's hold arrived first): the
+        /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+        /// > back to them instead of deleting it everywhere.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ForgetTombstoneRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_ForgetTombstoneRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ForgetTombstoneResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func forgetTombstone<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_ForgetTombstoneRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ForgetTombstoneResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ForgetTombstoneResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.ForgetTombstone.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2432,6 +3082,124 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ClusterStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairSummary" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+    /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+    /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+    /// > learns. The receiver refuses callers with another cluster fingerprint.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_RepairSummaryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairSummary<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairSummaryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairSummaryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repairSummary(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairSummaryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairSummaryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairEntries" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_RepairEntriesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairEntries<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairEntriesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repairEntries(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairEntriesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairEntriesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairPull" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+    /// > fetches them in the background and answers at once.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_RepairPullRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairPull<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_RepairPullRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairPullResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repairPull(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairPullRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairPullResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForgetTombstone" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A conditional Delete that some node refused (a client's hold arrived first): the
+    /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+    /// > back to them instead of deleting it everywhere.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_ForgetTombstoneRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forgetTombstone<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ForgetTombstoneResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.forgetTombstone(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ForgetTombstoneRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ForgetTombstoneResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2837,6 +3605,140 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.clusterStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairSummary" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Anti-entropy (docs/ARCHITECTURE.md, "Repair"). The caller compares the digests both
+    /// > nodes are replicas of: first 256 bucket sums, then the entries of the buckets that
+    /// > differ, then it fetches what it lacks with LocalRead and applies the tombstones it
+    /// > learns. The receiver refuses callers with another cluster fingerprint.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairSummary<Result>(
+        _ message: Cairn_Peer_V1_RepairSummaryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairSummaryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_RepairSummaryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repairSummary(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairEntries" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairEntries<Result>(
+        _ message: Cairn_Peer_V1_RepairEntriesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_RepairEntriesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repairEntries(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepairPull" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Read repair: a reader found this node missing blobs it is a replica of. The node
+    /// > fetches them in the background and answers at once.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func repairPull<Result>(
+        _ message: Cairn_Peer_V1_RepairPullRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_RepairPullResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_RepairPullRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repairPull(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForgetTombstone" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A conditional Delete that some node refused (a client's hold arrived first): the
+    /// > nodes that did delete forget their tombstone, so that repair copies the kept blob
+    /// > back to them instead of deleting it everywhere.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forgetTombstone<Result>(
+        _ message: Cairn_Peer_V1_ForgetTombstoneRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ForgetTombstoneResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_ForgetTombstoneRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.forgetTombstone(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -350,37 +350,78 @@ public nonisolated struct Cairn_Peer_V1_MemberView: Sendable {
   fileprivate var _state: Cairn_Peer_V1_MemberState? = nil
 }
 
-public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: Sendable {
+public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var nodeID: String = String()
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
 
-  public var replicas: UInt32 = 0
+  public var replicas: UInt32 {
+    get {_storage._replicas}
+    set {_uniqueStorage()._replicas = newValue}
+  }
 
-  public var writeQuorum: UInt32 = 0
+  public var writeQuorum: UInt32 {
+    get {_storage._writeQuorum}
+    set {_uniqueStorage()._writeQuorum = newValue}
+  }
 
-  public var vnodes: UInt32 = 0
+  public var vnodes: UInt32 {
+    get {_storage._vnodes}
+    set {_uniqueStorage()._vnodes = newValue}
+  }
 
-  public var fingerprint: String = String()
+  public var fingerprint: String {
+    get {_storage._fingerprint}
+    set {_uniqueStorage()._fingerprint = newValue}
+  }
 
-  public var viewVersion: UInt64 = 0
+  public var viewVersion: UInt64 {
+    get {_storage._viewVersion}
+    set {_uniqueStorage()._viewVersion = newValue}
+  }
 
-  public var members: [Cairn_Peer_V1_MemberView] = []
+  public var members: [Cairn_Peer_V1_MemberView] {
+    get {_storage._members}
+    set {_uniqueStorage()._members = newValue}
+  }
 
   /// Peers whose configuration differs from this node's, as reported by either side.
-  public var configProblems: [String] = []
+  public var configProblems: [String] {
+    get {_storage._configProblems}
+    set {_uniqueStorage()._configProblems = newValue}
+  }
 
-  public var hintsPending: UInt64 = 0
+  public var hintsPending: UInt64 {
+    get {_storage._hintsPending}
+    set {_uniqueStorage()._hintsPending = newValue}
+  }
 
   /// Blob fetches from other nodes this node started to serve reads (concurrent reads of
   /// one digest share a fetch).
-  public var remoteFetches: UInt64 = 0
+  public var remoteFetches: UInt64 {
+    get {_storage._remoteFetches}
+    set {_uniqueStorage()._remoteFetches = newValue}
+  }
+
+  public var repair: Cairn_Peer_V1_RepairStatus {
+    get {_storage._repair ?? Cairn_Peer_V1_RepairStatus()}
+    set {_uniqueStorage()._repair = newValue}
+  }
+  /// Returns true if `repair` has been explicitly set.
+  public var hasRepair: Bool {_storage._repair != nil}
+  /// Clears the value of `repair`. Subsequent reads from it will return its default value.
+  public mutating func clearRepair() {_uniqueStorage()._repair = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Cairn_Peer_V1_LocalDeleteRequest: Sendable {
@@ -392,9 +433,23 @@ public nonisolated struct Cairn_Peer_V1_LocalDeleteRequest: Sendable {
 
   public var unlessLabelPrefix: String = String()
 
+  /// When the coordinating node took the Delete: every node records its tombstone with
+  /// this time (or just after its copy's creation time, if later), so that anti-entropy
+  /// orders the deletion after every copy it deleted whatever the nodes' clocks say.
+  public var deletedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_deletedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_deletedAt = newValue}
+  }
+  /// Returns true if `deletedAt` has been explicitly set.
+  public var hasDeletedAt: Bool {self._deletedAt != nil}
+  /// Clears the value of `deletedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDeletedAt() {self._deletedAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _deletedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Cairn_Peer_V1_LocalDeleteResponse: Sendable {
@@ -403,6 +458,170 @@ public nonisolated struct Cairn_Peer_V1_LocalDeleteResponse: Sendable {
   // methods supported on all messages.
 
   public var kept: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairSummaryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: String = String()
+
+  public var clusterFingerprint: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairSummaryResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 256 sums, one per value of the digest's first byte, over the digests both nodes are
+  /// replicas of.
+  public var buckets: [UInt64] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairEntriesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: String = String()
+
+  public var clusterFingerprint: String = String()
+
+  /// The entries of these buckets that the caller and the receiver both replicate...
+  public var buckets: [UInt32] = []
+
+  /// ...and/or the entries of these digests, replicated by both or not.
+  public var digests: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var digest: String = String()
+
+  /// A tombstone (deleted at at_nanos) rather than a blob (created at at_nanos).
+  public var deleted: Bool = false
+
+  public var atNanos: Int64 = 0
+
+  public var size: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairEntriesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entries: [Cairn_Peer_V1_RepairEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairPullRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var digests: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairPullResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var scheduled: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_ForgetTombstoneRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var digest: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_ForgetTombstoneResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_RepairStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Completed anti-entropy rounds (one round compares with every live peer).
+  public var rounds: UInt64 = 0
+
+  /// Seconds since the last round finished (negative: none yet).
+  public var lastRoundAgeSeconds: Double = 0
+
+  /// Blobs and bytes this node fetched to repair itself (anti-entropy and read repair).
+  public var blobsPulled: UInt64 = 0
+
+  public var bytesPulled: UInt64 = 0
+
+  /// Blobs this node lacked at the end of its last round (fetches that failed or are
+  /// still to come): the repair backlog.
+  public var backlog: UInt64 = 0
+
+  public var tombstones: UInt64 = 0
+
+  /// Local copies deleted because a tombstone reached this node after the Delete.
+  public var tombstonesApplied: UInt64 = 0
+
+  /// Blobs this node holds but is no replica of (staged or left by a ring change), and
+  /// how many it handed to their replicas and dropped.
+  public var handoffPending: UInt64 = 0
+
+  public var handedOff: UInt64 = 0
+
+  /// Bytes this node received through Replicate (commits, hints and handoffs).
+  public var bytesReceived: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -825,74 +1044,139 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0")
+
+  fileprivate class _StorageClass {
+    var _nodeID: String = String()
+    var _replicas: UInt32 = 0
+    var _writeQuorum: UInt32 = 0
+    var _vnodes: UInt32 = 0
+    var _fingerprint: String = String()
+    var _viewVersion: UInt64 = 0
+    var _members: [Cairn_Peer_V1_MemberView] = []
+    var _configProblems: [String] = []
+    var _hintsPending: UInt64 = 0
+    var _remoteFetches: UInt64 = 0
+    var _repair: Cairn_Peer_V1_RepairStatus? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _nodeID = source._nodeID
+      _replicas = source._replicas
+      _writeQuorum = source._writeQuorum
+      _vnodes = source._vnodes
+      _fingerprint = source._fingerprint
+      _viewVersion = source._viewVersion
+      _members = source._members
+      _configProblems = source._configProblems
+      _hintsPending = source._hintsPending
+      _remoteFetches = source._remoteFetches
+      _repair = source._repair
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.replicas) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.writeQuorum) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.vnodes) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.fingerprint) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.viewVersion) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
-      case 8: try { try decoder.decodeRepeatedStringField(value: &self.configProblems) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.hintsPending) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.remoteFetches) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._replicas) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._writeQuorum) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._vnodes) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._fingerprint) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._viewVersion) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._members) }()
+        case 8: try { try decoder.decodeRepeatedStringField(value: &_storage._configProblems) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._hintsPending) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._remoteFetches) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._repair) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
-    }
-    if self.replicas != 0 {
-      try visitor.visitSingularUInt32Field(value: self.replicas, fieldNumber: 2)
-    }
-    if self.writeQuorum != 0 {
-      try visitor.visitSingularUInt32Field(value: self.writeQuorum, fieldNumber: 3)
-    }
-    if self.vnodes != 0 {
-      try visitor.visitSingularUInt32Field(value: self.vnodes, fieldNumber: 4)
-    }
-    if !self.fingerprint.isEmpty {
-      try visitor.visitSingularStringField(value: self.fingerprint, fieldNumber: 5)
-    }
-    if self.viewVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.viewVersion, fieldNumber: 6)
-    }
-    if !self.members.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 7)
-    }
-    if !self.configProblems.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.configProblems, fieldNumber: 8)
-    }
-    if self.hintsPending != 0 {
-      try visitor.visitSingularUInt64Field(value: self.hintsPending, fieldNumber: 9)
-    }
-    if self.remoteFetches != 0 {
-      try visitor.visitSingularUInt64Field(value: self.remoteFetches, fieldNumber: 10)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 1)
+      }
+      if _storage._replicas != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._replicas, fieldNumber: 2)
+      }
+      if _storage._writeQuorum != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._writeQuorum, fieldNumber: 3)
+      }
+      if _storage._vnodes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._vnodes, fieldNumber: 4)
+      }
+      if !_storage._fingerprint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fingerprint, fieldNumber: 5)
+      }
+      if _storage._viewVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._viewVersion, fieldNumber: 6)
+      }
+      if !_storage._members.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._members, fieldNumber: 7)
+      }
+      if !_storage._configProblems.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._configProblems, fieldNumber: 8)
+      }
+      if _storage._hintsPending != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._hintsPending, fieldNumber: 9)
+      }
+      if _storage._remoteFetches != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._remoteFetches, fieldNumber: 10)
+      }
+      try { if let v = _storage._repair {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Cairn_Peer_V1_ClusterStatusResponse, rhs: Cairn_Peer_V1_ClusterStatusResponse) -> Bool {
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.replicas != rhs.replicas {return false}
-    if lhs.writeQuorum != rhs.writeQuorum {return false}
-    if lhs.vnodes != rhs.vnodes {return false}
-    if lhs.fingerprint != rhs.fingerprint {return false}
-    if lhs.viewVersion != rhs.viewVersion {return false}
-    if lhs.members != rhs.members {return false}
-    if lhs.configProblems != rhs.configProblems {return false}
-    if lhs.hintsPending != rhs.hintsPending {return false}
-    if lhs.remoteFetches != rhs.remoteFetches {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._replicas != rhs_storage._replicas {return false}
+        if _storage._writeQuorum != rhs_storage._writeQuorum {return false}
+        if _storage._vnodes != rhs_storage._vnodes {return false}
+        if _storage._fingerprint != rhs_storage._fingerprint {return false}
+        if _storage._viewVersion != rhs_storage._viewVersion {return false}
+        if _storage._members != rhs_storage._members {return false}
+        if _storage._configProblems != rhs_storage._configProblems {return false}
+        if _storage._hintsPending != rhs_storage._hintsPending {return false}
+        if _storage._remoteFetches != rhs_storage._remoteFetches {return false}
+        if _storage._repair != rhs_storage._repair {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -900,7 +1184,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
 
 nonisolated extension Cairn_Peer_V1_LocalDeleteRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LocalDeleteRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{3}unless_label_prefix\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{3}unless_label_prefix\0\u{3}deleted_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -910,24 +1194,33 @@ nonisolated extension Cairn_Peer_V1_LocalDeleteRequest: SwiftProtobuf.Message, S
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.unlessLabelPrefix) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._deletedAt) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.digest.isEmpty {
       try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
     }
     if !self.unlessLabelPrefix.isEmpty {
       try visitor.visitSingularStringField(value: self.unlessLabelPrefix, fieldNumber: 2)
     }
+    try { if let v = self._deletedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Cairn_Peer_V1_LocalDeleteRequest, rhs: Cairn_Peer_V1_LocalDeleteRequest) -> Bool {
     if lhs.digest != rhs.digest {return false}
     if lhs.unlessLabelPrefix != rhs.unlessLabelPrefix {return false}
+    if lhs._deletedAt != rhs._deletedAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -958,6 +1251,375 @@ nonisolated extension Cairn_Peer_V1_LocalDeleteResponse: SwiftProtobuf.Message, 
 
   public static func ==(lhs: Cairn_Peer_V1_LocalDeleteResponse, rhs: Cairn_Peer_V1_LocalDeleteResponse) -> Bool {
     if lhs.kept != rhs.kept {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairSummaryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairSummaryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}cluster_fingerprint\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clusterFingerprint) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.clusterFingerprint.isEmpty {
+      try visitor.visitSingularStringField(value: self.clusterFingerprint, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairSummaryRequest, rhs: Cairn_Peer_V1_RepairSummaryRequest) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.clusterFingerprint != rhs.clusterFingerprint {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairSummaryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairSummaryResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}buckets\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedFixed64Field(value: &self.buckets) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.buckets.isEmpty {
+      try visitor.visitPackedFixed64Field(value: self.buckets, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairSummaryResponse, rhs: Cairn_Peer_V1_RepairSummaryResponse) -> Bool {
+    if lhs.buckets != rhs.buckets {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairEntriesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairEntriesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}cluster_fingerprint\0\u{1}buckets\0\u{1}digests\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clusterFingerprint) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.buckets) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.digests) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.clusterFingerprint.isEmpty {
+      try visitor.visitSingularStringField(value: self.clusterFingerprint, fieldNumber: 2)
+    }
+    if !self.buckets.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.buckets, fieldNumber: 3)
+    }
+    if !self.digests.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.digests, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairEntriesRequest, rhs: Cairn_Peer_V1_RepairEntriesRequest) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.clusterFingerprint != rhs.clusterFingerprint {return false}
+    if lhs.buckets != rhs.buckets {return false}
+    if lhs.digests != rhs.digests {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}deleted\0\u{3}at_nanos\0\u{1}size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.deleted) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.atNanos) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.size) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    if self.deleted != false {
+      try visitor.visitSingularBoolField(value: self.deleted, fieldNumber: 2)
+    }
+    if self.atNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.atNanos, fieldNumber: 3)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularInt64Field(value: self.size, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairEntry, rhs: Cairn_Peer_V1_RepairEntry) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.deleted != rhs.deleted {return false}
+    if lhs.atNanos != rhs.atNanos {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairEntriesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairEntriesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairEntriesResponse, rhs: Cairn_Peer_V1_RepairEntriesResponse) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairPullRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairPullRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digests\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.digests) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digests.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.digests, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairPullRequest, rhs: Cairn_Peer_V1_RepairPullRequest) -> Bool {
+    if lhs.digests != rhs.digests {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairPullResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairPullResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scheduled\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.scheduled) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.scheduled != 0 {
+      try visitor.visitSingularUInt32Field(value: self.scheduled, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairPullResponse, rhs: Cairn_Peer_V1_RepairPullResponse) -> Bool {
+    if lhs.scheduled != rhs.scheduled {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_ForgetTombstoneRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForgetTombstoneRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_ForgetTombstoneRequest, rhs: Cairn_Peer_V1_ForgetTombstoneRequest) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_ForgetTombstoneResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForgetTombstoneResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_ForgetTombstoneResponse, rhs: Cairn_Peer_V1_ForgetTombstoneResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_RepairStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepairStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rounds\0\u{3}last_round_age_seconds\0\u{3}blobs_pulled\0\u{3}bytes_pulled\0\u{1}backlog\0\u{1}tombstones\0\u{3}tombstones_applied\0\u{3}handoff_pending\0\u{3}handed_off\0\u{3}bytes_received\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.rounds) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.lastRoundAgeSeconds) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.blobsPulled) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.bytesPulled) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.backlog) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.tombstones) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.tombstonesApplied) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.handoffPending) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.handedOff) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.bytesReceived) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rounds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rounds, fieldNumber: 1)
+    }
+    if self.lastRoundAgeSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.lastRoundAgeSeconds, fieldNumber: 2)
+    }
+    if self.blobsPulled != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blobsPulled, fieldNumber: 3)
+    }
+    if self.bytesPulled != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesPulled, fieldNumber: 4)
+    }
+    if self.backlog != 0 {
+      try visitor.visitSingularUInt64Field(value: self.backlog, fieldNumber: 5)
+    }
+    if self.tombstones != 0 {
+      try visitor.visitSingularUInt64Field(value: self.tombstones, fieldNumber: 6)
+    }
+    if self.tombstonesApplied != 0 {
+      try visitor.visitSingularUInt64Field(value: self.tombstonesApplied, fieldNumber: 7)
+    }
+    if self.handoffPending != 0 {
+      try visitor.visitSingularUInt64Field(value: self.handoffPending, fieldNumber: 8)
+    }
+    if self.handedOff != 0 {
+      try visitor.visitSingularUInt64Field(value: self.handedOff, fieldNumber: 9)
+    }
+    if self.bytesReceived != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesReceived, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_RepairStatus, rhs: Cairn_Peer_V1_RepairStatus) -> Bool {
+    if lhs.rounds != rhs.rounds {return false}
+    if lhs.lastRoundAgeSeconds != rhs.lastRoundAgeSeconds {return false}
+    if lhs.blobsPulled != rhs.blobsPulled {return false}
+    if lhs.bytesPulled != rhs.bytesPulled {return false}
+    if lhs.backlog != rhs.backlog {return false}
+    if lhs.tombstones != rhs.tombstones {return false}
+    if lhs.tombstonesApplied != rhs.tombstonesApplied {return false}
+    if lhs.handoffPending != rhs.handoffPending {return false}
+    if lhs.handedOff != rhs.handedOff {return false}
+    if lhs.bytesReceived != rhs.bytesReceived {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

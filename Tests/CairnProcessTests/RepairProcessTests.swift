@@ -1,0 +1,191 @@
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import CairnTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Repair with real processes on loopback: hinted handoff and anti-entropy bring every
+/// blob back to R replicas, a wiped node is refilled, a Delete a node missed reaches it,
+/// and a read repairs the replica it found lacking. Nodes compare every second here
+/// (`--repair-interval 1`); the printed times and byte counts go to docs/benchmarks.md.
+@Suite(.serialized, .timeLimit(.minutes(6))) struct RepairProcessTests {
+  static let fast = ["--repair-interval", "1"]
+
+  /// Blobs of 1–8 KiB written through the given nodes, one client per node.
+  func writeBlobs(_ cluster: ClusterProcesses, count: Int, through nodes: [Int], seed: UInt64) async throws -> [(Digest, Int)] {
+    var out: [(Digest, Int)] = []
+    try await withThrowingTaskGroup(of: [(Digest, Int)].self) { group in
+      for (k, node) in nodes.enumerated() {
+        group.addTask {
+          try await ContentClient.with(address: cluster.address(node)) { client in
+            var mine: [(Digest, Int)] = []
+            for i in stride(from: k, to: count, by: nodes.count) {
+              let data = StoreConformance.bytes(1024 + (i * 997) % 7168, seed: seed &+ UInt64(i))
+              // As a client does while views converge around a failure (putRetrying).
+              let deadline = Date().addingTimeInterval(10)
+              while true {
+                do {
+                  _ = try await client.write(ref: "repair-\(seed)-\(i)", source: DataSource(data), size: Int64(data.count))
+                  break
+                } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+                  continue
+                }
+              }
+              mine.append((Digest.of(data), data.count))
+            }
+            return mine
+          }
+        }
+      }
+      for try await part in group { out += part }
+    }
+    return out
+  }
+
+  func replicas(_ d: Digest, of cluster: ClusterProcesses, r: Int) -> [Int] {
+    let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+    return ring.replicas(of: d, count: r).map { cluster.ids.firstIndex(of: $0.name)! }
+  }
+
+  func repair(_ cluster: ClusterProcesses, _ i: Int) async throws -> Cairn_Peer_V1_RepairStatus {
+    try await status(cluster.address(i)).repair
+  }
+
+  /// A node killed while 500 blobs are written comes back; every blob reaches its R
+  /// replicas (hints first, anti-entropy for the rest), moving little more than the
+  /// minimum: the bytes of the blobs the node is a replica of.
+  @Test func nodeDownDuringWritesGetsEveryBlobBack() async throws {
+    try await withCluster(
+      try await converged(ClusterProcesses.start(count: 4, replicas: 3, writeQuorum: 2, extraArgs: Self.fast))
+    ) { cluster in
+      await cluster.nodes[3].stop(SIGKILL)
+      try await waitUntil("the others declare n4 dead") {
+        try await (0..<3).asyncMap { member(try await status(cluster.address($0)), "n4")?.status }.allSatisfy { $0 == .dead }
+      }
+      let blobs = try await writeBlobs(cluster, count: 500, through: [0, 1, 2], seed: 7000)
+      let owed = blobs.filter { replicas($0.0, of: cluster, r: 3).contains(3) }
+      let minimum = owed.reduce(0) { $0 + $1.1 }
+      let restarted = Date()
+      try await cluster.nodes[3].start()
+      try await waitUntil("n4 holds the \(owed.count) blobs it is a replica of", timeout: 180) {
+        owed.allSatisfy { cluster.holds(3, digest: $0.0.hex) }
+      }
+      let seconds = Date().timeIntervalSince(restarted)
+      for (d, _) in blobs {
+        for node in replicas(d, of: cluster, r: 3) { #expect(cluster.holds(node, digest: d.hex), "\(d) missing on n\(node + 1)") }
+      }
+      let received = try await repair(cluster, 3).bytesReceived
+      print(
+        "repair: n4 down during 500 writes, back after restart in \(String(format: "%.2f", seconds)) s: \(owed.count) blobs, \(received) bytes received for \(minimum) needed (\(String(format: "%.2f", Double(received) / Double(minimum)))x)"
+      )
+      #expect(received >= UInt64(minimum))
+      #expect(received <= 2 * UInt64(minimum), "repair moved more than twice the minimum")
+    }
+  }
+
+  /// A node whose data directory is wiped is refilled by anti-entropy alone (no node has
+  /// a hint for it: it was up for every write), each blob fetched exactly once.
+  @Test func wipedNodeIsRefilledByAntiEntropy() async throws {
+    try await withCluster(
+      try await converged(ClusterProcesses.start(count: 3, replicas: 3, writeQuorum: 2, extraArgs: Self.fast))
+    ) { cluster in
+      let blobs = try await writeBlobs(cluster, count: 200, through: [0, 1], seed: 8000)
+      try await waitUntil("every blob on every node", timeout: 60) {
+        blobs.allSatisfy { b in (0..<3).allSatisfy { cluster.holds($0, digest: b.0.hex) } }
+      }
+      await cluster.nodes[2].stop(SIGKILL)
+      try FileManager.default.removeItem(atPath: cluster.nodes[2].dataDir)
+      let restarted = Date()
+      try await cluster.nodes[2].start()
+      for i in 0..<2 { #expect(try await status(cluster.address(i)).hintsPending == 0) }
+      try await waitUntil("the wiped n3 holds every blob again", timeout: 180) {
+        blobs.allSatisfy { cluster.holds(2, digest: $0.0.hex) }
+      }
+      let seconds = Date().timeIntervalSince(restarted)
+      let r = try await repair(cluster, 2)
+      let minimum = blobs.reduce(0) { $0 + $1.1 }
+      print(
+        "repair: wiped n3 refilled by anti-entropy in \(String(format: "%.2f", seconds)) s: \(r.blobsPulled) blobs, \(r.bytesPulled) bytes pulled for \(minimum) needed"
+      )
+      #expect(r.blobsPulled == UInt64(blobs.count))
+      #expect(r.bytesPulled == UInt64(minimum))
+      for (d, _) in blobs.prefix(20) {
+        let data = try await ContentClient.with(address: cluster.address(2)) { try await $0.readAll(d.description) }
+        #expect(Digest.of(data) == d)
+      }
+    }
+  }
+
+  /// Blobs deleted while a node was down stay deleted once it returns: its copies die by
+  /// the tombstones anti-entropy brings, and nothing comes back on the other nodes.
+  @Test func deleteMissedByADownNodeSticks() async throws {
+    try await withCluster(
+      try await converged(ClusterProcesses.start(count: 3, replicas: 3, writeQuorum: 2, extraArgs: Self.fast))
+    ) { cluster in
+      let blobs = try await writeBlobs(cluster, count: 20, through: [0], seed: 9000)
+      try await waitUntil("every blob on every node", timeout: 60) {
+        blobs.allSatisfy { b in (0..<3).allSatisfy { cluster.holds($0, digest: b.0.hex) } }
+      }
+      await cluster.nodes[2].stop(SIGKILL)
+      let (deleted, kept) = (blobs.prefix(10).map(\.0), blobs.dropFirst(10).map(\.0))
+      try await ContentClient.with(address: cluster.address(0)) { c in
+        for d in deleted { try await c.delete(d.description) }
+      }
+      for d in deleted { #expect(!cluster.holds(0, digest: d.hex) && !cluster.holds(1, digest: d.hex)) }
+      try await cluster.nodes[2].start()
+      try await waitUntil("n3 applied the tombstones it missed", timeout: 120) {
+        deleted.allSatisfy { !cluster.holds(2, digest: $0.hex) }
+      }
+      // Two more full rounds on every node: nothing comes back anywhere.
+      let rounds = try await (0..<3).asyncMap { try await repair(cluster, $0).rounds }
+      try await waitUntil("two more anti-entropy rounds on every node", timeout: 60) {
+        try await (0..<3).asyncMap { try await repair(cluster, $0).rounds }.enumerated().allSatisfy { $0.element >= rounds[$0.offset] + 2 }
+      }
+      for d in deleted {
+        for i in 0..<3 {
+          #expect(!cluster.holds(i, digest: d.hex), "\(d) came back on n\(i + 1)")
+          let address = cluster.address(i)
+          await #expect(throws: ContentError.self) {
+            _ = try await ContentClient.with(address: address) { try await $0.info(d.description) }
+          }
+        }
+      }
+      for d in kept { for i in 0..<3 { #expect(cluster.holds(i, digest: d.hex)) } }
+      #expect(try await repair(cluster, 2).tombstonesApplied == UInt64(deleted.count))
+    }
+  }
+
+  /// With anti-entropy off, reads through a wiped replica fetch from the others and
+  /// schedule its repair: the node ends up holding what was read.
+  @Test func readRepairsTheReplicaThatLacked() async throws {
+    try await withCluster(
+      try await converged(
+        ClusterProcesses.start(count: 3, replicas: 3, writeQuorum: 2, extraArgs: ["--repair-interval", "0"]))
+    ) { cluster in
+      let blobs = try await writeBlobs(cluster, count: 30, through: [0], seed: 9500)
+      try await waitUntil("every blob on every node", timeout: 60) {
+        blobs.allSatisfy { b in (0..<3).allSatisfy { cluster.holds($0, digest: b.0.hex) } }
+      }
+      await cluster.nodes[2].stop(SIGKILL)
+      try FileManager.default.removeItem(atPath: cluster.nodes[2].dataDir)
+      try await cluster.nodes[2].start()
+      _ = try await converged(cluster)
+      try await ContentClient.with(address: cluster.address(2)) { c in
+        for (d, _) in blobs {
+          let data = try await c.readAll(d.description)
+          #expect(Digest.of(data) == d)
+        }
+      }
+      try await waitUntil("read repair refilled n3", timeout: 60) {
+        blobs.allSatisfy { cluster.holds(2, digest: $0.0.hex) }
+      }
+      #expect(try await repair(cluster, 2).rounds == 0, "anti-entropy ran although it is off")
+    }
+  }
+}
