@@ -54,6 +54,12 @@ public struct Limits: Sendable, Hashable {
   public var maxCoalescedFetchBytes: Int64 = 512 << 20
   public var coalescedFetchBudgetBytes: Int64 = 1 << 30
 
+  /// Fraction of the data directory's filesystem that may be in use before new uploads
+  /// and appends get RESOURCE_EXHAUSTED (naming this limit); commits of data already
+  /// written still go through, and a stopped upload resumes once space returns. 1 means
+  /// only a full disk (ENOSPC, also RESOURCE_EXHAUSTED) stops them.
+  public var diskHighWatermark: Double = 0.95
+
   public init() {}
 
   /// How long openWriter waits for a held ref (see commitWaitSeconds).

@@ -75,6 +75,7 @@ actor DiskIngestWriter: IngestWriter {
 
   func append(_ data: Data) async throws -> WriterState {
     try checkUsable()
+    try store.checkSpace(adding: Int64(data.count))
     let now = store.clock()
     let end = offset + Int64(data.count)
     let materialize =
@@ -84,8 +85,15 @@ actor DiskIngestWriter: IngestWriter {
     let status = IngestStatus(ref: ref, offset: end, total: total, expected: expected, startedAt: startedAt, updatedAt: now)
     let io = store.io
     let write: @Sendable () throws -> Int64 = {
-      try POSIX.pwriteAll(fd, data, at: at, path: files.data)
-      if materialize { try DiskStore.materialize(files, fd: fd, status: status) }
+      do {
+        try POSIX.pwriteAll(fd, data, at: at, path: files.data)
+        if materialize { try DiskStore.materialize(files, fd: fd, status: status) }
+      } catch {
+        // A full disk stops a write part-way: drop the new bytes (the ingest stays at
+        // `at`), which also frees the room its metadata needs to be kept for a resume.
+        _ = ftruncate(fd, off_t(at))
+        throw error
+      }
       guard end - mark >= DiskIngestWriter.writebackWindow else { return mark }
       _ = cairn_start_writeback(fd, mark, end - mark)
       return end

@@ -229,8 +229,29 @@ public final class DiskStore: ContentStore {
     events.publish(.aborted(ref: ref))
   }
 
+  /// Bytes in use and the capacity of the filesystem holding the store.
+  public func diskUsage() -> (used: Int64, capacity: Int64)? {
+    var s = statvfs()
+    guard statvfs(layout.root, &s) == 0 else { return nil }
+    let capacity = Int64(s.f_blocks) * Int64(s.f_frsize)
+    return (capacity - Int64(s.f_bavail) * Int64(s.f_frsize), capacity)
+  }
+
+  /// RESOURCE_EXHAUSTED if writing `bytes` more would take the filesystem past the high
+  /// watermark. Checked before an upload starts and before each append, never at commit.
+  func checkSpace(adding bytes: Int64) throws(ContentError) {
+    guard limits.diskHighWatermark < 1, let (used, capacity) = diskUsage(), capacity > 0 else { return }
+    let limit = Int64(Double(capacity) * limits.diskHighWatermark)
+    guard used + bytes > limit else { return }
+    let percent = String(format: "%.1f", Double(used) / Double(capacity) * 100)
+    throw .resourceExhausted(
+      "disk of \(root) is \(percent)% full (\(used) of \(capacity) bytes), at its high watermark (limit diskHighWatermark = \(limits.diskHighWatermark)); this write needs \(bytes) more bytes. Free space or add capacity: the upload resumes where it stopped"
+    )
+  }
+
   public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {
     try RefRules.validate(ref, limits: limits)
+    try checkSpace(adding: 0)
     if active.withLock({ $0.count }) >= limits.maxActiveIngests {
       throw ContentError.resourceExhausted(
         "\(limits.maxActiveIngests) ingests are open on this node (limit maxActiveIngests)")

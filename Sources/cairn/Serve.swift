@@ -15,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, disk_high_watermark, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -28,6 +28,8 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Seconds a writer waits for a ref held by another writer before UNAVAILABLE (default 0.5).")
   var lockWait: Double?
   @Option(help: "trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
+  @Option(help: "Fraction of the data directory's filesystem in use above which uploads get RESOURCE_EXHAUSTED (default 0.95; 1 = only a full disk).")
+  var diskHighWatermark: Double?
 
   @Option(help: "Cluster mode: this node's id (one of --peers).") var nodeId: String?
   @Option(help: "Cluster mode: every node as ID=HOST:PORT, comma separated, this one included.") var peers: String?
@@ -48,6 +50,7 @@ struct Serve: AsyncParsableCommand {
 
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "unix_client", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
+    "disk_high_watermark",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
     "discover_dns", "cluster_size", "repair_interval", "repair_rate", "tombstone_retention",
   ]
@@ -119,6 +122,7 @@ struct Serve: AsyncParsableCommand {
       limits.lockWaitSeconds = try lockWait ?? file.double("lock_wait") ?? limits.lockWaitSeconds
       limits.maxCoalescedFetchBytes =
         try maxCoalescedFetchBytes ?? file.int("max_coalesced_fetch_bytes").map(Int64.init) ?? limits.maxCoalescedFetchBytes
+      limits.diskHighWatermark = try diskHighWatermark ?? file.double("disk_high_watermark") ?? limits.diskHighWatermark
       expiry = try ingestExpiry ?? file.double("ingest_expiry") ?? 86400
       grace = try shutdownGrace ?? file.double("shutdown_grace") ?? 10
       threads = try ioThreads ?? file.int("io_threads") ?? 8
@@ -129,6 +133,9 @@ struct Serve: AsyncParsableCommand {
     let repair = try repairConfig(file)
     let levelText = logLevel ?? file.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level \(levelText)") }
+    guard limits.diskHighWatermark > 0, limits.diskHighWatermark <= 1 else {
+      throw ValidationError("disk_high_watermark must be above 0 and at most 1, got \(limits.diskHighWatermark)")
+    }
     guard expiry > 0, grace >= 0, threads > 0, limits.lockWaitSeconds >= 0 else {
       throw ValidationError("ingest_expiry and io_threads must be positive, shutdown_grace and lock_wait not negative")
     }
