@@ -4,13 +4,17 @@ import CairnCore
 import CairnProto
 import Foundation
 import GRPCCore
+import Synchronization
 
 /// The writer of a ref this node owns: the local ingest, with a commit that is fenced by
 /// ownership, answers ALREADY_EXISTS for a blob anywhere in the cluster (as one store
 /// would), and returns only once the write quorum of replicas holds the blob durably.
+/// Appended bytes are mirrored to the ref's next owner as they arrive (IngestMirror), so
+/// that the upload survives this node's death.
 final class OwnedWriter: IngestWriter {
   let inner: any IngestWriter
   let store: ClusterStore
+  private let mirror = Mutex<IngestMirror?>(nil)
   var ref: String { inner.ref }
 
   init(inner: any IngestWriter, store: ClusterStore) {
@@ -22,9 +26,23 @@ final class OwnedWriter: IngestWriter {
   func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
     try await inner.setExpectations(total: total, expected: expected)
   }
-  func append(_ data: Data) async throws -> WriterState { try await inner.append(data) }
-  func truncate() async throws -> WriterState { try await inner.truncate() }
-  func close() async { await inner.close() }
+
+  func append(_ data: Data) async throws -> WriterState {
+    let state = try await inner.append(data)
+    await mirror(from: state.status.offset - Int64(data.count), state.status)?.forward(data)
+    return state
+  }
+
+  /// The next owner restarts its copy when the owner's next stream starts at offset 0.
+  func truncate() async throws -> WriterState {
+    await endMirror(drop: false)
+    return try await inner.truncate()
+  }
+
+  func close() async {
+    await endMirror(drop: false)
+    await inner.close()
+  }
 
   func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     let node = store.node
@@ -33,15 +51,46 @@ final class OwnedWriter: IngestWriter {
     let complete = (size <= 0 || size == before.status.offset) && (expected == nil || expected == before.digest)
     if complete, try await store.exists(before.digest) {
       // As content/local does: the ingest goes, the caller learns the blob is there.
+      await endMirror(drop: true)
       await inner.close()
       try? await store.local.abort(ref: ref)
       throw ContentError.alreadyExists("content \(before.digest) already exists")
     }
     let committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
+    // Committed and durable here: the next owner's copy goes, before the client hears of
+    // the commit (a Status right after must not find it there).
+    await endMirror(drop: true)
     try await node.replicate(
       committed.digest, size: committed.status.offset, labels: labels, createdAt: committed.status.updatedAt,
       ref: ref, view: node.view)
     return committed
+  }
+
+  /// The mirror of this writer's session, started at the first append (at `offset`).
+  private func mirror(from offset: Int64, _ status: IngestStatus) -> IngestMirror? {
+    let node = store.node
+    let lag = node.repairConfig.mirrorLagBytes
+    guard lag > 0 else { return nil }
+    return mirror.withLock { m in
+      if let m { return m }
+      guard let successor = node.successor(ofRef: ref) else { return nil }
+      let started = IngestMirror(
+        node: node, successor: successor, ref: ref, offset: offset, total: status.total, expected: status.expected,
+        lagBytes: lag)
+      m = started
+      return started
+    }
+  }
+
+  private func takeMirror() -> IngestMirror? {
+    mirror.withLock { m in
+      defer { m = nil }
+      return m
+    }
+  }
+
+  private func endMirror(drop: Bool) async {
+    await takeMirror()?.finish(drop: drop)
   }
 }
 

@@ -178,6 +178,15 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     }
   }
 
+  func mirrorIngest(request: RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Error>, context: ServerContext)
+    async throws -> Cairn_Peer_V1_MirrorIngestResponse
+  {
+    try await rpc {
+      let offset = try await node.receiveMirror(request)
+      return .with { $0.offset = offset }
+    }
+  }
+
   private func checkFingerprint(_ theirs: String) throws(ContentError) {
     guard theirs == node.config.fingerprint else {
       throw .failedPrecondition(

@@ -16,6 +16,10 @@ public struct RepairConfig: Sendable {
   /// that was down for longer must come back with an empty data directory
   /// (docs/operations.md, "Replace a node").
   public var tombstoneRetentionSeconds: Double = 86400
+  /// Ingest failover: an upload's bytes not yet sent to the ref's next owner, at most (an
+  /// append waits beyond it). A client whose owner dies resends about this much. 0 = no
+  /// mirroring (a client then resumes from 0 unless the owner comes back).
+  public var mirrorLagBytes: Int = 8 << 20
 
   public init() {}
 }

@@ -15,7 +15,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, disk_high_watermark, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, disk_high_watermark, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention, ingest_mirror_lag). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -47,12 +47,15 @@ struct Serve: AsyncParsableCommand {
   var repairRate: Int64?
   @Option(help: "Cluster mode: seconds a tombstone is kept at least (default 86400); a node down longer must rejoin empty.")
   var tombstoneRetention: Double?
+  @Option(help: "Cluster mode: bytes of an upload not yet mirrored to the ref's next owner, at most (default 8388608; 0 = no ingest failover).")
+  var ingestMirrorLag: Int?
 
   static let configKeys: Set<String> = [
     "data", "listen", "unix", "unix_client", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
     "disk_high_watermark",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
     "discover_dns", "cluster_size", "repair_interval", "repair_rate", "tombstone_retention",
+    "ingest_mirror_lag",
   ]
 
   func repairConfig(_ file: ConfigFile) throws -> RepairConfig {
@@ -61,11 +64,12 @@ struct Serve: AsyncParsableCommand {
       r.intervalSeconds = try repairInterval ?? file.double("repair_interval") ?? r.intervalSeconds
       r.bytesPerSecond = try repairRate ?? file.int("repair_rate").map(Int64.init) ?? r.bytesPerSecond
       r.tombstoneRetentionSeconds = try tombstoneRetention ?? file.double("tombstone_retention") ?? r.tombstoneRetentionSeconds
+      r.mirrorLagBytes = try ingestMirrorLag ?? file.int("ingest_mirror_lag") ?? r.mirrorLagBytes
     } catch {
       throw ValidationError(ContentError.from(error).message)
     }
-    guard r.intervalSeconds >= 0, r.bytesPerSecond >= 0, r.tombstoneRetentionSeconds >= 0 else {
-      throw ValidationError("repair_interval, repair_rate and tombstone_retention must not be negative")
+    guard r.intervalSeconds >= 0, r.bytesPerSecond >= 0, r.tombstoneRetentionSeconds >= 0, r.mirrorLagBytes >= 0 else {
+      throw ValidationError("repair_interval, repair_rate, tombstone_retention and ingest_mirror_lag must not be negative")
     }
     return r
   }

@@ -188,4 +188,71 @@ import Glibc
       #expect(try await repair(cluster, 2).rounds == 0, "anti-entropy ran although it is off")
     }
   }
+
+  /// Ingest failover: the owner of a ref is killed in the middle of a 256 MiB upload; the
+  /// client resumes through another node, which forwards to the ref's next owner, and that
+  /// node holds the mirrored bytes: the client resends at most about one mirror lag (8 MiB)
+  /// and commits the right blob.
+  @Test func uploadSurvivesItsOwnersDeath() async throws {
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+      let ref = try #require((0..<1000).map { "failover-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" })
+      let block = StoreConformance.bytes(4 << 20, seed: 31)
+      var data = Data()
+      for i in 0..<64 {
+        var b = block
+        b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(i)) { Data($0) })
+        data.append(b)
+      }
+      let lag: Int64 = 8 << 20
+      let killedAt = Counter()
+      let owner = cluster.nodes[1]
+      try await ContentClient.with(address: cluster.address(0)) { c in
+        do {
+          _ = try await c.write(ref: ref, source: DataSource(data), size: Int64(data.count)) { offset in
+            if offset >= 96 << 20, killedAt.setOnce(offset) { owner.signal(SIGKILL) }
+          }
+          Issue.record("the upload finished although its owner was killed")
+        } catch let e as ContentError {
+          #expect(e.code == .unavailable, "\(e)")
+        }
+      }
+      let reached = try #require(killedAt.value)
+      var result: UploadResult?
+      let deadline = Date().addingTimeInterval(60)
+      while result == nil {
+        do {
+          result = try await ContentClient.with(address: cluster.address(0)) {
+            try await $0.write(ref: ref, source: DataSource(data), size: Int64(data.count))
+          }
+        } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+          continue
+        }
+      }
+      let r = try #require(result)
+      let resent = max(0, reached - r.resumedFrom)
+      print(
+        "ingest failover: owner killed at \(reached) acknowledged bytes of \(data.count); the resumed upload started at \(r.resumedFrom): \(resent) bytes resent (mirror lag \(lag))"
+      )
+      #expect(r.digest == Digest.of(data))
+      #expect(r.resumedFrom > 0, "the client had to start over")
+      #expect(resent <= 2 * lag, "resent \(resent) bytes")
+      let back = try await ContentClient.with(address: cluster.address(2)) { try await $0.readAll(r.digest.description) }
+      #expect(Digest.of(back) == r.digest)
+    }
+  }
+}
+
+final class Counter: @unchecked Sendable {
+  private let lock = NSLock()
+  private var stored: Int64?
+  /// Records `v` the first time; true then.
+  func setOnce(_ v: Int64) -> Bool {
+    lock.withLock {
+      guard stored == nil else { return false }
+      stored = v
+      return true
+    }
+  }
+  var value: Int64? { lock.withLock { stored } }
 }

@@ -242,6 +242,19 @@ public enum Cairn_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "MirrorIngest" metadata.
+        public enum MirrorIngest: Sendable {
+            /// Request type for "MirrorIngest".
+            public typealias Input = Cairn_Peer_V1_MirrorIngestRequest
+            /// Response type for "MirrorIngest".
+            public typealias Output = Cairn_Peer_V1_MirrorIngestResponse
+            /// Descriptor for "MirrorIngest".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "MirrorIngest",
+                type: .clientStreaming
+            )
+        }
         /// Descriptors for all methods in the "cairn.peer.v1.Peer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             LocalInfo.descriptor,
@@ -260,7 +273,8 @@ public enum Cairn_Peer_V1_Peer: Sendable {
             RepairSummary.descriptor,
             RepairEntries.descriptor,
             RepairPull.descriptor,
-            ForgetTombstone.descriptor
+            ForgetTombstone.descriptor,
+            MirrorIngest.descriptor
         ]
     }
 }
@@ -573,6 +587,27 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>
+
+        /// Handle the "MirrorIngest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+        /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+        /// > next owner takes over the ref and the client resumes from what it holds (Status and
+        /// > STAT report it). A header, then data in order, then an end.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_MirrorIngestResponse` messages.
+        func mirrorIngest(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_MirrorIngestResponse>
     }
 
     /// Service protocol for the "cairn.peer.v1.Peer" service.
@@ -869,6 +904,27 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Cairn_Peer_V1_ForgetTombstoneRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>
+
+        /// Handle the "MirrorIngest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+        /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+        /// > next owner takes over the ref and the client resumes from what it holds (Status and
+        /// > STAT report it). A header, then data in order, then an end.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_MirrorIngestResponse` message.
+        func mirrorIngest(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_MirrorIngestResponse>
     }
 
     /// Simple service protocol for the "cairn.peer.v1.Peer" service.
@@ -1167,6 +1223,27 @@ extension Cairn_Peer_V1_Peer {
             request: Cairn_Peer_V1_ForgetTombstoneRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Cairn_Peer_V1_ForgetTombstoneResponse
+
+        /// Handle the "MirrorIngest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+        /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+        /// > next owner takes over the ref and the client resumes from what it holds (Status and
+        /// > STAT report it). A header, then data in order, then an end.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_MirrorIngestResponse` to respond with.
+        func mirrorIngest(
+            request: GRPCCore.RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Swift.Error>,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_MirrorIngestResponse
     }
 }
 
@@ -1361,6 +1438,17 @@ extension Cairn_Peer_V1_Peer.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.MirrorIngest.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_MirrorIngestRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_MirrorIngestResponse>(),
+            handler: { request, context in
+                try await self.mirrorIngest(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1538,6 +1626,17 @@ extension Cairn_Peer_V1_Peer.ServiceProtocol {
     ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse> {
         let response = try await self.forgetTombstone(
             request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func mirrorIngest(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_MirrorIngestResponse> {
+        let response = try await self.mirrorIngest(
+            request: request,
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
@@ -1778,6 +1877,19 @@ extension Cairn_Peer_V1_Peer.SimpleServiceProtocol {
         return GRPCCore.ServerResponse<Cairn_Peer_V1_ForgetTombstoneResponse>(
             message: try await self.forgetTombstone(
                 request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func mirrorIngest(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_MirrorIngestResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_MirrorIngestResponse>(
+            message: try await self.mirrorIngest(
+                request: request.messages,
                 context: context
             ),
             metadata: [:]
@@ -2164,6 +2276,32 @@ extension Cairn_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ForgetTombstoneResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ForgetTombstoneResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "MirrorIngest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+        /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+        /// > next owner takes over the ref and the client resumes from what it holds (Status and
+        /// > STAT report it). A header, then data in order, then an end.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_MirrorIngestResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func mirrorIngest<Result>(
+            request: GRPCCore.StreamingClientRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_MirrorIngestRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_MirrorIngestResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MirrorIngestResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2733,6 +2871,43 @@ extension Cairn_Peer_V1_Peer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "MirrorIngest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+        /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+        /// > next owner takes over the ref and the client resumes from what it holds (Status and
+        /// > STAT report it). A header, then data in order, then an end.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_MirrorIngestRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_MirrorIngestResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func mirrorIngest<Result>(
+            request: GRPCCore.StreamingClientRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_MirrorIngestRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_MirrorIngestResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MirrorIngestResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.clientStreaming(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.MirrorIngest.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3200,6 +3375,38 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ForgetTombstoneRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ForgetTombstoneResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MirrorIngest" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+    /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+    /// > next owner takes over the ref and the client resumes from what it holds (Status and
+    /// > STAT report it). A header, then data in order, then an end.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Cairn_Peer_V1_MirrorIngestRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func mirrorIngest<Result>(
+        request: GRPCCore.StreamingClientRequest<Cairn_Peer_V1_MirrorIngestRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MirrorIngestResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.mirrorIngest(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_MirrorIngestRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_MirrorIngestResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3739,6 +3946,43 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.forgetTombstone(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MirrorIngest" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Ingest failover: a ref's owner streams an upload's bytes, as they arrive, to the ref's
+    /// > next owner, which keeps them as an ingest of the same ref. If the owner dies, the
+    /// > next owner takes over the ref and the client resumes from what it holds (Status and
+    /// > STAT report it). A header, then data in order, then an end.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func mirrorIngest<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Cairn_Peer_V1_MirrorIngestRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MirrorIngestResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Cairn_Peer_V1_MirrorIngestRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.mirrorIngest(
             request: request,
             options: options,
             onResponse: handleResponse

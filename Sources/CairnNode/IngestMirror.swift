@@ -1,0 +1,172 @@
+import CairnCluster
+import CairnCore
+import CairnProto
+import Foundation
+import GRPCCore
+import Synchronization
+
+/// The owner's side of ingest failover: the bytes of an upload, as they arrive, streamed to
+/// the ref's next owner (`MirrorIngest`). At most `lagBytes` may be queued and unsent;
+/// an append waits beyond that, so a client whose owner dies resends at most about that
+/// much (plus what the HTTP/2 window held). A mirror that fails stops: the upload goes on
+/// without it (the client would resend from further back, never get wrong bytes).
+final class IngestMirror: Sendable {
+  let ref: String
+  let successor: NodeID
+  private let chunks: AsyncStream<Cairn_Peer_V1_MirrorIngestRequest>.Continuation
+  private let flow: ByteWindow
+  private let call: Task<Void, Never>
+
+  /// Starts mirroring an ingest that stands at `offset` on this node.
+  init(node: ClusterNode, successor: NodeID, ref: String, offset: Int64, total: Int64, expected: Digest?, lagBytes: Int) {
+    self.ref = ref
+    self.successor = successor
+    let (stream, continuation) = AsyncStream.makeStream(of: Cairn_Peer_V1_MirrorIngestRequest.self)
+    chunks = continuation
+    continuation.yield(.with {
+      $0.header = .with {
+        $0.ref = ref
+        $0.offset = offset
+        $0.total = total
+        $0.expected = expected?.description ?? ""
+        $0.owner = node.config.me.name
+        $0.clusterFingerprint = node.config.fingerprint
+      }
+    })
+    let flow = ByteWindow(limit: lagBytes)
+    self.flow = flow
+    let (peers, logger) = (node.peers, node.logger)
+    call = Task {
+      do {
+        _ = try await peers.call(successor) { api in
+          try await api.mirrorIngest(options: PeerClients.options()) { writer in
+            for await m in stream {
+              try await writer.write(m)
+              flow.release(m.data.count)
+            }
+          }
+        }
+      } catch {
+        logger.warning("mirror of ingest \(quoted(ref)) to \(successor) stopped: \(ContentError.from(error).message)")
+        continuation.finish()
+        flow.close()
+      }
+    }
+  }
+
+  /// Queues bytes the owner just appended; waits while more than `lagBytes` are unsent.
+  func forward(_ data: Data) async {
+    if await flow.acquire(data.count) { chunks.yield(.with { $0.data = data }) }
+  }
+
+  /// Ends the stream: `drop` when the upload was committed or aborted, else the mirror
+  /// keeps its copy (the client may resume later, through either node).
+  func finish(drop: Bool) async {
+    chunks.yield(.with { $0.end = drop ? .drop : .keep })
+    chunks.finish()
+    await call.value
+  }
+}
+
+/// Bytes in flight, at most `limit` (one item may pass when fewer are in flight, however
+/// big). `acquire` waits for room; false once closed.
+final class ByteWindow: Sendable {
+  private struct State {
+    var inFlight = 0
+    var waiters: [CheckedContinuation<Void, Never>] = []
+    var closed = false
+  }
+
+  private let limit: Int
+  private let state = Mutex(State())
+
+  init(limit: Int) { self.limit = limit }
+
+  func acquire(_ bytes: Int) async -> Bool {
+    while true {
+      let granted: Bool? = state.withLock { s in
+        if s.closed { return false }
+        guard s.inFlight <= limit else { return nil }
+        s.inFlight += bytes
+        return true
+      }
+      if let granted { return granted }
+      await withCheckedContinuation { c in
+        let ready = state.withLock { s in
+          if s.closed || s.inFlight <= limit { return true }
+          s.waiters.append(c)
+          return false
+        }
+        if ready { c.resume() }
+      }
+    }
+  }
+
+  func release(_ bytes: Int) { update { $0.inFlight -= bytes } }
+
+  func close() { update { $0.closed = true } }
+
+  private func update(_ change: (inout State) -> Void) {
+    let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+      change(&s)
+      guard s.closed || s.inFlight <= limit else { return [] }
+      defer { s.waiters = [] }
+      return s.waiters
+    }
+    for c in wake { c.resume() }
+  }
+}
+
+extension ClusterNode {
+  /// The node that would own `ref` if this one died: where its uploads are mirrored.
+  func successor(ofRef ref: String) -> NodeID? {
+    let view = self.view
+    return view.ring.preferenceList(at: Ring.position(ofRef: ref), count: 2) { $0 == config.me || view.isLive($0) }
+      .first { $0 != config.me }
+  }
+
+  /// The next owner's side: keeps the mirrored bytes as a local ingest of the same ref.
+  func receiveMirror(_ messages: RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Error>) async throws -> Int64 {
+    var iterator = messages.makeAsyncIterator()
+    guard let first = try await iterator.next(), first.hasHeader else {
+      throw ContentError.invalidArgument("a mirror stream starts with a header")
+    }
+    let h = first.header
+    guard h.clusterFingerprint == config.fingerprint else {
+      throw ContentError.failedPrecondition("cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s")
+    }
+    guard !ClusterNode.isReserved(h.ref) else { throw ContentError.invalidArgument("reserved ref \(quoted(h.ref))") }
+    let expected = h.expected.isEmpty ? nil : try Digest(parsing: h.expected)
+    let writer = try await local.openWriter(ref: h.ref, total: h.total, expected: expected)
+    var offset = try await writer.state().status.offset
+    do {
+      if h.offset == 0 && offset > 0 {
+        offset = try await writer.truncate().status.offset
+      } else if h.offset != offset {
+        throw ContentError.failedPrecondition(
+          "\(config.me) holds ingest \(quoted(h.ref)) at offset \(offset), the owner's stream starts at \(h.offset)")
+      }
+      while let m = try await iterator.next() {
+        if !m.data.isEmpty { offset = try await writer.append(m.data).status.offset }
+        switch m.end {
+        case .drop:
+          await writer.close()
+          try? await local.abort(ref: h.ref)
+          return offset
+        case .keep:
+          await writer.close()
+          return offset
+        default:
+          continue
+        }
+      }
+    } catch {
+      await writer.close()
+      throw error
+    }
+    // The owner's stream broke off (it died, or lost its link): keep what arrived, so the
+    // client resumes from here once this node owns the ref.
+    await writer.close()
+    return offset
+  }
+}
