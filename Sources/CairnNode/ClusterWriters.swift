@@ -40,7 +40,10 @@ final class OwnedWriter: IngestWriter {
   }
 
   func close() async {
-    await endMirror(drop: false)
+    // An aborted ingest (Abort fanned out while this writer was open, possibly before the
+    // mirror's first bytes reached the next owner) must not survive there.
+    let kept = (try? await inner.state()) != nil
+    await endMirror(drop: !kept)
     await inner.close()
   }
 
