@@ -30,6 +30,8 @@ public final class ClusterNode: Sendable {
   /// Blobs whose commit-time replication is still under way (counted: one blob can be
   /// committed twice at once under two refs); handoff leaves them alone.
   let replicating = Mutex<[Digest: Int]>([:])
+  /// Refs whose ingest on this node is a mirror of another node's upload (IngestMirror).
+  let mirrors = Mutex<[String: Int]>([:])
   /// Digests a read-repair fetch is running for.
   let repairing = Mutex<Set<Digest>>([])
 
@@ -78,6 +80,9 @@ public final class ClusterNode: Sendable {
   var view: ClusterView { membership.current }
 
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
+
+  /// Ingest events clients may see: not replicas' transfers, not mirrors.
+  func isClientEvent(_ e: IngestEvent) -> Bool { !Self.isReserved(e.ref) && !isMirror(e.ref) }
 
   /// Deletes the local copy, recording the tombstone first so that a replica transfer
   /// still under way cannot bring the blob back, and repair spreads the deletion to the

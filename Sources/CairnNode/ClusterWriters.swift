@@ -60,12 +60,23 @@ final class OwnedWriter: IngestWriter {
       throw ContentError.alreadyExists("content \(before.digest) already exists")
     }
     let committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
-    // Committed and durable here: the next owner's copy goes, before the client hears of
-    // the commit (a Status right after must not find it there).
-    await endMirror(drop: true)
+    let view = node.view
+    // The next owner holds the bytes already: if it is one of the blob's replicas it
+    // commits them as its replica (one transfer fewer); otherwise its copy goes. Either
+    // way before the client hears of the commit (a Status right after must not find it).
+    var holders: Set<NodeID> = []
+    if let m = takeMirror() {
+      if view.replicas(of: committed.digest).contains(m.successor) {
+        if await m.commit(committed.digest, size: committed.status.offset, labels: labels, createdAt: committed.status.updatedAt) {
+          holders.insert(m.successor)
+        }
+      } else {
+        await m.finish(drop: true)
+      }
+    }
     try await node.replicate(
       committed.digest, size: committed.status.offset, labels: labels, createdAt: committed.status.updatedAt,
-      ref: ref, view: node.view)
+      ref: ref, view: view, alreadyOn: holders)
     return committed
   }
 

@@ -12,7 +12,7 @@ extension ClusterNode {
     let localEvents = local.ingestEvents()
     await withTaskGroup(of: Void.self) { group in
       group.addTask {
-        for await e in localEvents where !ClusterNode.isReserved(e.ref) { self.events.publish(e) }
+        for await e in localEvents where self.isClientEvent(e) { self.events.publish(e) }
       }
       for peer in config.peers.keys where peer != config.me {
         group.addTask {

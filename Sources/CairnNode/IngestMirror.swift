@@ -15,7 +15,7 @@ final class IngestMirror: Sendable {
   let successor: NodeID
   private let chunks: AsyncStream<Cairn_Peer_V1_MirrorIngestRequest>.Continuation
   private let flow: ByteWindow
-  private let call: Task<Void, Never>
+  private let call: Task<Cairn_Peer_V1_MirrorIngestResponse?, Never>
 
   /// Starts mirroring an ingest that stands at `offset` on this node.
   init(node: ClusterNode, successor: NodeID, ref: String, offset: Int64, total: Int64, expected: Digest?, lagBytes: Int) {
@@ -38,7 +38,7 @@ final class IngestMirror: Sendable {
     let (peers, logger) = (node.peers, node.logger)
     call = Task {
       do {
-        _ = try await peers.call(successor) { api in
+        return try await peers.call(successor) { api in
           try await api.mirrorIngest(options: PeerClients.options()) { writer in
             for await m in stream {
               try await writer.write(m)
@@ -50,6 +50,7 @@ final class IngestMirror: Sendable {
         logger.warning("mirror of ingest \(quoted(ref)) to \(successor) stopped: \(ContentError.from(error).message)")
         continuation.finish()
         flow.close()
+        return nil
       }
     }
   }
@@ -64,7 +65,24 @@ final class IngestMirror: Sendable {
   func finish(drop: Bool) async {
     chunks.yield(.with { $0.end = drop ? .drop : .keep })
     chunks.finish()
-    await call.value
+    _ = await call.value
+  }
+
+  /// Asks the next owner, a replica of the committed blob, to commit its copy; true once
+  /// the blob is durable there. False (the caller replicates as usual) if the mirror had
+  /// failed or the commit was refused; the next owner then drops its copy.
+  func commit(_ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp) async -> Bool {
+    chunks.yield(.with {
+      $0.end = .commit
+      $0.commit = .with {
+        $0.digest = digest.description
+        $0.size = size
+        $0.labels = labels
+        $0.createdAt = .init(createdAt)
+      }
+    })
+    chunks.finish()
+    return await call.value?.committed ?? false
   }
 }
 
@@ -126,7 +144,9 @@ extension ClusterNode {
   }
 
   /// The next owner's side: keeps the mirrored bytes as a local ingest of the same ref.
-  func receiveMirror(_ messages: RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Error>) async throws -> Int64 {
+  func receiveMirror(_ messages: RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Error>) async throws
+    -> Cairn_Peer_V1_MirrorIngestResponse
+  {
     var iterator = messages.makeAsyncIterator()
     guard let first = try await iterator.next(), first.hasHeader else {
       throw ContentError.invalidArgument("a mirror stream starts with a header")
@@ -137,6 +157,8 @@ extension ClusterNode {
     }
     guard !ClusterNode.isReserved(h.ref) else { throw ContentError.invalidArgument("reserved ref \(quoted(h.ref))") }
     let expected = h.expected.isEmpty ? nil : try Digest(parsing: h.expected)
+    mirroring(h.ref, true)
+    defer { mirroring(h.ref, false) }
     let writer = try await local.openWriter(ref: h.ref, total: h.total, expected: expected)
     var offset = try await writer.state().status.offset
     do {
@@ -152,10 +174,12 @@ extension ClusterNode {
         case .drop:
           await writer.close()
           try? await local.abort(ref: h.ref)
-          return offset
+          return .with { $0.offset = offset }
         case .keep:
           await writer.close()
-          return offset
+          return .with { $0.offset = offset }
+        case .commit:
+          return try await commitMirror(writer, header: h, m.commit)
         default:
           continue
         }
@@ -167,6 +191,64 @@ extension ClusterNode {
     // The owner's stream broke off (it died, or lost its link): keep what arrived, so the
     // client resumes from here once this node owns the ref.
     await writer.close()
-    return offset
+    return .with { $0.offset = offset }
   }
+
+  /// The mirror becomes this node's replica of the committed blob, under the same checks
+  /// a Replicate gets (fenced by the ref's owner in this node's view, tombstones); its
+  /// bytes were hashed as they arrived, so the commit verifies the digest without reading
+  /// them again. On any failure the mirror's ingest goes: the owner replicates as usual.
+  private func commitMirror(
+    _ writer: any IngestWriter, header h: Cairn_Peer_V1_MirrorIngestHeader, _ c: Cairn_Peer_V1_MirrorCommit
+  ) async throws -> Cairn_Peer_V1_MirrorIngestResponse {
+    do {
+      let view = self.view
+      let owner = view.owner(ofRef: h.ref)
+      guard owner?.name == h.owner else {
+        throw ContentError.unavailable(
+          "\(config.me) refuses the commit of \(quoted(h.ref)) from \(h.owner): in view \(view.version) the ref is owned by \(owner?.name ?? "none")")
+      }
+      let digest = try Digest(parsing: c.digest)
+      let createdAt = Timestamp(c.createdAt)
+      if tombstones.deletedSince(digest, createdAt: createdAt) {
+        throw ContentError.failedPrecondition("\(config.me) refuses \(digest): it was deleted after \(createdAt)")
+      }
+      do {
+        let state = try await writer.commit(size: c.size, expected: digest, labels: c.labels, createdAt: createdAt)
+        await writer.close()
+        return .with {
+          $0.offset = state.status.offset
+          $0.committed = true
+        }
+      } catch let e as ContentError where e.code == .alreadyExists {
+        await writer.close()
+        try? await local.abort(ref: h.ref)
+        return .with { $0.committed = true }
+      }
+    } catch {
+      await writer.close()
+      try? await local.abort(ref: h.ref)
+      throw error
+    }
+  }
+
+  /// Marks `ref` as a mirror on this node (its ingest events stay out of watches: the
+  /// owner's are the real ones), until a few seconds after its stream ends (events are
+  /// delivered to the relay a little later than they happen).
+  private func mirroring(_ ref: String, _ on: Bool) {
+    if on {
+      mirrors.withLock { $0[ref, default: 0] += 1 }
+      return
+    }
+    Task {
+      try? await Task.sleep(nanoseconds: 5_000_000_000)
+      self.mirrors.withLock { m in
+        m[ref, default: 1] -= 1
+        if m[ref] == 0 { m[ref] = nil }
+      }
+    }
+  }
+
+  /// Whether an ingest event on this node's store is a mirror's, not a client's.
+  func isMirror(_ ref: String) -> Bool { mirrors.withLock { $0[ref] != nil } }
 }

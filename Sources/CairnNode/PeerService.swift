@@ -71,7 +71,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     let events = node.local.ingestEvents()
     try await watchRPC(watches: watches) {
       try await response.write(.with { $0.kind = .subscribed })
-      for await e in events { try await response.write(.init(e)) }
+      for await e in events where node.isClientEvent(e) { try await response.write(.init(e)) }
     }
   }
 
@@ -181,10 +181,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   func mirrorIngest(request: RPCAsyncSequence<Cairn_Peer_V1_MirrorIngestRequest, any Error>, context: ServerContext)
     async throws -> Cairn_Peer_V1_MirrorIngestResponse
   {
-    try await rpc {
-      let offset = try await node.receiveMirror(request)
-      return .with { $0.offset = offset }
-    }
+    try await rpc { try await node.receiveMirror(request) }
   }
 
   private func checkFingerprint(_ theirs: String) throws(ContentError) {

@@ -16,12 +16,14 @@ extension ClusterNode {
   /// UNAVAILABLE if the quorum cannot be reached: the blob stays on the nodes that took
   /// it, and the hints carry it on.
   func replicate(
-    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView
+    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView,
+    alreadyOn holders: Set<NodeID> = []
   ) async throws {
     let replicas = view.replicas(of: digest)
     let selfIsReplica = replicas.contains(config.me)
-    let needed = config.writeQuorum - (selfIsReplica ? 1 : 0)
-    let targets = replicas.filter { $0 != config.me }
+    let held = replicas.filter { $0 != config.me && holders.contains($0) }.count
+    let needed = config.writeQuorum - (selfIsReplica ? 1 : 0) - held
+    let targets = replicas.filter { $0 != config.me && !holders.contains($0) }
     let header = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
     let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     // Not a child task: transfers outlive this call once the quorum is reached.
@@ -74,7 +76,7 @@ extension ClusterNode {
         try? await self.local.delete(digest)
       }
     }
-    var acks = selfIsReplica ? 1 : 0
+    var acks = (selfIsReplica ? 1 : 0) + held
     if acks >= config.writeQuorum { return }
     var failures: [String] = []
     for await (target, error) in results {

@@ -243,6 +243,28 @@ import Glibc
   }
 }
 
+extension RepairProcessTests {
+  /// The ref's next owner, holding the upload's mirror, commits it as its replica when it
+  /// is one: it receives no Replicate bytes for the blob, while the third replica receives
+  /// the whole blob once.
+  @Test func mirrorCommitsAsAReplica() async throws {
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3, replicas: 3))) { cluster in
+      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+      let ref = "mirror-commit"
+      let order = ring.preferenceList(at: Ring.position(ofRef: ref), count: 3).map { cluster.ids.firstIndex(of: $0.name)! }
+      let (owner, successor, third) = (order[0], order[1], order[2])
+      let before = try await (0..<3).asyncMap { try await repair(cluster, $0).bytesReceived }
+      let data = StoreConformance.bytes(4 << 20, seed: 55)
+      let r = try await put(cluster.address(owner), data, ref: ref)
+      try await waitUntil("every node holds the blob") { (0..<3).allSatisfy { cluster.holds($0, digest: r.digest.hex) } }
+      let after = try await (0..<3).asyncMap { try await repair(cluster, $0).bytesReceived }
+      #expect(after[successor] == before[successor], "the next owner received the blob again")
+      #expect(after[third] - before[third] == UInt64(data.count))
+      #expect(Digest.of(try await get(cluster.address(successor), r.digest)) == r.digest)
+    }
+  }
+}
+
 final class Counter: @unchecked Sendable {
   private let lock = NSLock()
   private var stored: Int64?

@@ -670,6 +670,16 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
 
   public var end: Cairn_Peer_V1_MirrorIngestRequest.End = .none
 
+  /// With COMMIT.
+  public var commit: Cairn_Peer_V1_MirrorCommit {
+    get {_commit ?? Cairn_Peer_V1_MirrorCommit()}
+    set {_commit = newValue}
+  }
+  /// Returns true if `commit` has been explicitly set.
+  public var hasCommit: Bool {self._commit != nil}
+  /// Clears the value of `commit`. Subsequent reads from it will return its default value.
+  public mutating func clearCommit() {self._commit = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum End: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -683,6 +693,11 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
 
     /// The upload was committed or aborted: drop the mirror.
     case drop // = 2
+
+    /// The owner committed the upload and this node is one of the blob's replicas: commit
+    /// the mirrored bytes as its replica (fenced and verified as a Replicate would be),
+    /// instead of receiving the blob again.
+    case commit // = 3
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -694,6 +709,7 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
       case 0: self = .none
       case 1: self = .keep
       case 2: self = .drop
+      case 3: self = .commit
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -703,6 +719,7 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
       case .none: return 0
       case .keep: return 1
       case .drop: return 2
+      case .commit: return 3
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -712,6 +729,7 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
       .none,
       .keep,
       .drop,
+      .commit,
     ]
 
   }
@@ -719,6 +737,34 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestRequest: Sendable {
   public init() {}
 
   fileprivate var _header: Cairn_Peer_V1_MirrorIngestHeader? = nil
+  fileprivate var _commit: Cairn_Peer_V1_MirrorCommit? = nil
+}
+
+public nonisolated struct Cairn_Peer_V1_MirrorCommit: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var digest: String = String()
+
+  public var size: Int64 = 0
+
+  public var labels: Dictionary<String,String> = [:]
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Cairn_Peer_V1_MirrorIngestResponse: Sendable {
@@ -727,6 +773,9 @@ public nonisolated struct Cairn_Peer_V1_MirrorIngestResponse: Sendable {
   // methods supported on all messages.
 
   public var offset: Int64 = 0
+
+  /// COMMIT: the blob is durable here (committed now, or it was here already).
+  public var committed: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1787,7 +1836,7 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestHeader: SwiftProtobuf.Message, S
 
 nonisolated extension Cairn_Peer_V1_MirrorIngestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MirrorIngestRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0\u{1}end\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0\u{1}end\0\u{1}commit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1798,6 +1847,7 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestRequest: SwiftProtobuf.Message, 
       case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
       case 2: try { try decoder.decodeSingularBytesField(value: &self.data) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.end) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._commit) }()
       default: break
       }
     }
@@ -1817,6 +1867,9 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestRequest: SwiftProtobuf.Message, 
     if self.end != .none {
       try visitor.visitSingularEnumField(value: self.end, fieldNumber: 3)
     }
+    try { if let v = self._commit {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1824,18 +1877,68 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestRequest: SwiftProtobuf.Message, 
     if lhs._header != rhs._header {return false}
     if lhs.data != rhs.data {return false}
     if lhs.end != rhs.end {return false}
+    if lhs._commit != rhs._commit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Cairn_Peer_V1_MirrorIngestRequest.End: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NONE\0\u{1}KEEP\0\u{1}DROP\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NONE\0\u{1}KEEP\0\u{1}DROP\0\u{1}COMMIT\0")
+}
+
+nonisolated extension Cairn_Peer_V1_MirrorCommit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MirrorCommit"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{3}created_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.size) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularInt64Field(value: self.size, fieldNumber: 2)
+    }
+    if !self.labels.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.labels, fieldNumber: 3)
+    }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_MirrorCommit, rhs: Cairn_Peer_V1_MirrorCommit) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.labels != rhs.labels {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Cairn_Peer_V1_MirrorIngestResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MirrorIngestResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offset\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offset\0\u{1}committed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1844,6 +1947,7 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestResponse: SwiftProtobuf.Message,
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.offset) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.committed) }()
       default: break
       }
     }
@@ -1853,11 +1957,15 @@ nonisolated extension Cairn_Peer_V1_MirrorIngestResponse: SwiftProtobuf.Message,
     if self.offset != 0 {
       try visitor.visitSingularInt64Field(value: self.offset, fieldNumber: 1)
     }
+    if self.committed != false {
+      try visitor.visitSingularBoolField(value: self.committed, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Cairn_Peer_V1_MirrorIngestResponse, rhs: Cairn_Peer_V1_MirrorIngestResponse) -> Bool {
     if lhs.offset != rhs.offset {return false}
+    if lhs.committed != rhs.committed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
