@@ -6,7 +6,8 @@
 #     through the one node holding none (streamed from a replica)
 # Each figure is the median of RUNS runs (default 3). All nodes share one fresh journaled
 # ext4 (a loop device) when run as root.
-# Usage: scripts/bench-cluster.sh [OUTDIR]
+# Usage: scripts/bench-cluster.sh [OUTDIR]; CLUSTER_ARGS adds `cairn serve` flags to every
+# cluster node (e.g. CLUSTER_ARGS="--ingest-mirror-lag 0" to measure without ingest mirroring).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$(mktemp -d /tmp/cairn-bench-cluster.XXXXXX)}
@@ -92,7 +93,7 @@ echo "== 4-node cluster, R=3, W=2"
 PEERS="n1=127.0.0.1:7611,n2=127.0.0.1:7612,n3=127.0.0.1:7613,n4=127.0.0.1:7614"
 for i in 1 2 3 4; do
   start "n$i" --node-id "n$i" --peers "$PEERS" --replicas 3 --write-quorum 2 --data "$WORK/fs/n$i" \
-    --listen "127.0.0.1:761$i"
+    --listen "127.0.0.1:761$i" ${CLUSTER_ARGS:-}
 done
 # Measure a settled cluster: every node alive and linked in every view.
 for i in 1 2 3 4; do

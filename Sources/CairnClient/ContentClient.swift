@@ -55,9 +55,11 @@ public struct ContentClient: Sendable {
 
   /// The HTTP/2 transport every Cairn client uses (the CLI's and the nodes' own, to
   /// their peers): big windows and frames, and the ping guard. `keepalive` closes a
-  /// connection whose peer stops answering pings (a hung node) within about twice its value.
+  /// connection whose peer stops answering pings (a hung node): a ping after `keepalive`
+  /// of silence, unanswered for `keepaliveTimeout` (default: the same).
   public static func makeTransport(
-    _ address: ServerAddress, keepalive: Duration? = nil, backoff: HTTP2ClientTransport.Config.Backoff = .defaults
+    _ address: ServerAddress, keepalive: Duration? = nil, keepaliveTimeout: Duration? = nil,
+    backoff: HTTP2ClientTransport.Config.Backoff = .defaults
   ) throws -> HTTP2ClientTransport.Posix {
     try HTTP2ClientTransport.Posix(
       target: address.target, transportSecurity: .plaintext,
@@ -66,7 +68,7 @@ public struct ContentClient: Sendable {
         config.http2.maxFrameSize = 1 << 20
         config.backoff = backoff
         if let keepalive {
-          config.connection.keepalive = .init(time: keepalive, timeout: keepalive, allowWithoutCalls: true)
+          config.connection.keepalive = .init(time: keepalive, timeout: keepaliveTimeout ?? keepalive, allowWithoutCalls: true)
         }
         // containerd's server pings per round trip while an upload flows (see the guard).
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
@@ -194,6 +196,17 @@ public struct ContentClient: Sendable {
   public func clusterStatus() async throws -> Cairn_Peer_V1_ClusterStatusResponse {
     try await call {
       try await Cairn_Peer_V1_Peer.Client(wrapping: grpc).clusterStatus(.init(), options: options)
+    }
+  }
+
+  /// Adds (id → HOST:PORT) and/or removes cluster nodes through this node; the new config.
+  public func changeMembership(add: [String: String], remove: [String]) async throws -> Cairn_Peer_V1_ClusterConfigMessage {
+    try await call {
+      try await Cairn_Peer_V1_Peer.Client(wrapping: grpc).changeMembership(
+        .with {
+          $0.add = add
+          $0.remove = remove
+        }, options: options)
     }
   }
 

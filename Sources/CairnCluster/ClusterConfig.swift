@@ -12,13 +12,19 @@ public struct ClusterConfig: Sendable, Hashable {
   public var writeQuorum: Int
   public var vnodesPerNode: Int
   public var swim: SWIM.Config
+  /// Raised by one with every membership change; the highest epoch wins across the
+  /// cluster (Membership adopts it).
+  public var epoch: UInt64
 
   /// R defaults to 3 (or the cluster size if smaller), W to 2 (or R if smaller).
+  /// `departed`: a config adopted from the cluster after this node was removed from it
+  /// (the node hands its blobs off and may then stop); otherwise `me` must be a peer.
   public init(
     me: NodeID, peers: [NodeID: String], replicas: Int? = nil, writeQuorum: Int? = nil,
-    vnodesPerNode: Int = Ring.defaultVnodesPerNode, swim: SWIM.Config = ClusterConfig.defaultSWIM
+    vnodesPerNode: Int = Ring.defaultVnodesPerNode, swim: SWIM.Config = ClusterConfig.defaultSWIM,
+    epoch: UInt64 = 0, departed: Bool = false
   ) throws(ContentError) {
-    guard peers[me] != nil else {
+    guard peers[me] != nil || departed else {
       throw .invalidArgument("node id \(me) is not in the peer list (\(peers.keys.sorted().map(\.name).joined(separator: ", ")))")
     }
     let r = replicas ?? min(3, peers.count)
@@ -36,6 +42,40 @@ public struct ClusterConfig: Sendable, Hashable {
     self.writeQuorum = w
     self.vnodesPerNode = vnodesPerNode
     self.swim = swim
+    self.epoch = epoch
+  }
+
+  /// Whether this node is one of the peers (false after it was removed).
+  public var isMember: Bool { peers[me] != nil }
+
+  /// What two configs must share for one to replace the other.
+  public var compatibility: String { "replicas=\(replicas) write_quorum=\(writeQuorum) vnodes=\(vnodesPerNode)" }
+
+  /// The next epoch's config: `add` joins (id → address), `remove` leaves. INVALID_ARGUMENT
+  /// for a change that would leave fewer nodes than R, or that changes nothing.
+  public func changing(add: [NodeID: String], remove: Set<NodeID>) throws(ContentError) -> ClusterConfig {
+    var next = peers
+    for (id, address) in add {
+      guard address.contains(":") else { throw .invalidArgument("address \(quoted(address)) of \(id) is not HOST:PORT") }
+      next[id] = address
+    }
+    for id in remove {
+      guard next.removeValue(forKey: id) != nil else { throw .invalidArgument("\(id) is not a member") }
+    }
+    if next == peers { throw .invalidArgument("the change leaves the peer list as it is") }
+    guard next.count >= replicas else {
+      throw .invalidArgument("\(next.count) nodes would remain, fewer than the \(replicas) replicas each blob needs")
+    }
+    return try ClusterConfig(
+      me: me, peers: next, replicas: replicas, writeQuorum: writeQuorum, vnodesPerNode: vnodesPerNode, swim: swim,
+      epoch: epoch + 1, departed: true)
+  }
+
+  /// Another node's config, adopted by this one (`me` stays).
+  public func adopting(peers: [NodeID: String], epoch: UInt64) throws(ContentError) -> ClusterConfig {
+    try ClusterConfig(
+      me: me, peers: peers, replicas: replicas, writeQuorum: writeQuorum, vnodesPerNode: vnodesPerNode, swim: swim,
+      epoch: epoch, departed: true)
   }
 
   /// Failure detection tuned for a LAN: a dead node is declared dead about 1.5 s after
@@ -69,7 +109,7 @@ public struct ClusterConfig: Sendable, Hashable {
   /// What must match between nodes, in a readable canonical form.
   public var canonicalDescription: String {
     let list = peers.keys.sorted().map { "\($0)=\(peers[$0]!)" }.joined(separator: ",")
-    return "peers=\(list) replicas=\(replicas) write_quorum=\(writeQuorum) vnodes=\(vnodesPerNode)"
+    return "peers=\(list) replicas=\(replicas) write_quorum=\(writeQuorum) vnodes=\(vnodesPerNode) epoch=\(epoch)"
   }
 
   /// 16 hex digits of the sha256 of `canonicalDescription`.

@@ -24,7 +24,11 @@ public struct ClusterView: Sendable {
 
   public var me: NodeID { config.me }
 
-  public func isLive(_ id: NodeID) -> Bool { members[id]?.isLive ?? false }
+  /// A node removed from the cluster no longer hears from the members (they refuse its
+  /// gossip); it takes every member for live, so that it can hand its blobs off.
+  public func isLive(_ id: NodeID) -> Bool {
+    config.isMember ? members[id]?.isLive ?? false : config.peers[id] != nil
+  }
 
   public func address(of id: NodeID) -> String? { members[id]?.address ?? config.peers[id] }
 

@@ -11,7 +11,9 @@ import Synchronization
 /// the state the cluster store shares between requests. `store` is what clients see (one
 /// content store for the whole cluster); `services` is the peer protocol other nodes call.
 public final class ClusterNode: Sendable {
-  public let config: ClusterConfig
+  /// The cluster config in force: the one given at start, or a later epoch adopted from
+  /// the cluster (Membership).
+  public var config: ClusterConfig { membership.current.config }
   let local: any ContentStore
   let membership: Membership
   let peers: PeerClients
@@ -43,7 +45,8 @@ public final class ClusterNode: Sendable {
     config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
     seed: UInt64? = nil
   ) throws {
-    self.config = config
+    let configPath = dataDir + "/cluster-config.json"
+    let config = Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
     repairConfig = repair
     repairLimiter = ByteRateLimiter(bytesPerSecond: repair.bytesPerSecond)
     tombstones = try Tombstones(root: dataDir)
@@ -53,7 +56,25 @@ public final class ClusterNode: Sendable {
     hints = try Hints(root: dataDir)
     fetches = FetchCoalescer(limits: local.limits)
     membership = Membership(
-      config: config, peers: peers, logger: logger, seed: seed ?? UInt64.random(in: 1...UInt64.max))
+      config: config, peers: peers, logger: logger, seed: seed ?? UInt64.random(in: 1...UInt64.max),
+      configPath: configPath)
+  }
+
+  /// A config of a later epoch this node adopted before it stopped (join/leave happened
+  /// since the peer list on its command line was written).
+  private static func persistedConfig(at path: String, over given: ClusterConfig, logger: Logger) -> ClusterConfig? {
+    guard let data = try? Data(contentsOf: URL(fileURLWithPath: path)),
+      let m = try? Cairn_Peer_V1_ClusterConfigMessage(jsonUTF8Bytes: data), m.epoch > given.epoch,
+      Int(m.replicas) == given.replicas, Int(m.writeQuorum) == given.writeQuorum, Int(m.vnodes) == given.vnodesPerNode,
+      let adopted = try? given.adopting(peers: m.peerList, epoch: m.epoch)
+    else { return nil }
+    logger.notice("using the cluster config of epoch \(m.epoch) from \(path) (newer than the given peer list)")
+    return adopted
+  }
+
+  /// Adds and removes nodes (the next config epoch), from this node; gossip spreads it.
+  public func changeMembership(add: [NodeID: String], remove: Set<NodeID>) async throws -> ClusterConfig {
+    try await membership.change(add: add, remove: remove)
   }
 
   /// The content store clients talk to: routes, forwards, replicates, fans out.
@@ -151,6 +172,8 @@ public final class ClusterNode: Sendable {
       $0.hintsPending = UInt64(hints.count)
       $0.remoteFetches = remoteFetches.load(ordering: .relaxed)
       $0.repair = repairStatus()
+      $0.configEpoch = view.config.epoch
+      $0.member = view.config.isMember
     }
   }
 

@@ -9,25 +9,37 @@ import Synchronization
 /// that arrives, sends what it asks for, and publishes each new view where the request
 /// paths read it without waiting (`current`).
 actor Membership {
-  let config: ClusterConfig
+  private(set) var config: ClusterConfig
   private var swim: SWIM
+  private var seed: SplitMix64
   private let peers: PeerClients
   private let logger: Logger
   private let published: Mutex<ClusterView>
   private let problems = Mutex<[NodeID: String]>([:])
+  /// Where an adopted config is kept, so that a restart resumes at its epoch.
+  private let configPath: String?
+  private var incarnation: UInt64
 
-  init(config: ClusterConfig, peers: PeerClients, logger: Logger, seed: UInt64) {
+  init(config: ClusterConfig, peers: PeerClients, logger: Logger, seed: UInt64, configPath: String?) {
     self.config = config
     self.peers = peers
     self.logger = logger
+    self.configPath = configPath
+    self.seed = SplitMix64(seed: seed)
     // A restarted node must supersede what others remember of it: its incarnation starts
     // at its start time (milliseconds), which only grows.
-    let incarnation = UInt64(max(1, Date().timeIntervalSince1970 * 1000))
-    let me = config.me
-    swim = SWIM(
-      me: me, address: config.peers[me]!, incarnation: incarnation, peers: config.peers, config: config.swim,
-      seed: seed, now: Membership.now())
+    incarnation = UInt64(max(1, Date().timeIntervalSince1970 * 1000))
+    swim = Membership.makeSWIM(config, incarnation: incarnation, seed: self.seed.next())
     published = Mutex(ClusterView(config: config, members: swim.members, version: swim.version))
+  }
+
+  private static func makeSWIM(_ config: ClusterConfig, incarnation: UInt64, seed: UInt64) -> SWIM {
+    // A node removed from the cluster keeps its own entry, to run; nobody gossips with it.
+    var peers = config.peers
+    if peers[config.me] == nil { peers[config.me] = "departed" }
+    return SWIM(
+      me: config.me, address: peers[config.me]!, incarnation: incarnation, peers: peers, config: config.swim,
+      seed: seed, now: Membership.now())
   }
 
   static func now() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds) }
@@ -48,9 +60,19 @@ actor Membership {
     }
   }
 
-  /// One gossip message from a peer. FAILED_PRECONDITION if its cluster config differs.
-  func receive(_ request: Cairn_Peer_V1_GossipRequest) throws(ContentError) {
+  /// One gossip message from a peer. A sender with a newer config epoch makes this node
+  /// fetch and adopt that config first; one with an older epoch is answered with ours (it
+  /// then fetches it). FAILED_PRECONDITION if the configs cannot be reconciled (other R, W
+  /// or vnodes, or two different peer lists of the same epoch).
+  func receive(_ request: Cairn_Peer_V1_GossipRequest) async throws(ContentError) -> Cairn_Peer_V1_GossipResponse {
     let from = NodeID(request.from)
+    if request.clusterFingerprint != config.fingerprint {
+      if request.configEpoch > config.epoch {
+        try await adopt(from: from, epoch: request.configEpoch)
+      } else if request.configEpoch < config.epoch {
+        return .with { $0.newerConfigEpoch = config.epoch }
+      }
+    }
     guard request.clusterFingerprint == config.fingerprint else {
       let why = "cluster config fingerprint \(request.clusterFingerprint) differs from this node's \(config.fingerprint) (\(config.canonicalDescription))"
       noteProblem(from, why)
@@ -61,6 +83,57 @@ actor Membership {
     }
     clearProblem(from)
     perform(swim.receive(request.swimMessage, from: from, now: Self.now()))
+    return .init()
+  }
+
+  /// Fetches `from`'s config and adopts it if it is newer and compatible.
+  func adopt(from: NodeID, epoch: UInt64) async throws(ContentError) {
+    let message = try await peers.call(from) {
+      try await $0.getClusterConfig(.init(), options: PeerClients.options(timeout: .seconds(5)))
+    }
+    try adopt(message)
+  }
+
+  /// Adopts `message` if its epoch is higher than this node's (no-op otherwise).
+  func adopt(_ message: Cairn_Peer_V1_ClusterConfigMessage) throws(ContentError) {
+    guard message.epoch > config.epoch else { return }
+    let next = try config.adopting(peers: message.peerList, epoch: message.epoch)
+    guard Int(message.replicas) == config.replicas, Int(message.writeQuorum) == config.writeQuorum,
+      Int(message.vnodes) == config.vnodesPerNode
+    else {
+      let why = "config epoch \(message.epoch) has replicas=\(message.replicas) write_quorum=\(message.writeQuorum) vnodes=\(message.vnodes), this node \(config.compatibility)"
+      throw .failedPrecondition("\(config.me) cannot adopt it: \(why)")
+    }
+    install(next)
+  }
+
+  /// Takes a membership change on this node: the next epoch's config, spread by gossip.
+  func change(add: [NodeID: String], remove: Set<NodeID>) throws(ContentError) -> ClusterConfig {
+    // Re-adding a node with the same address (a joining node that restarts) is a no-op.
+    let add = add.filter { config.peers[$0.key] != $0.value }
+    if add.isEmpty && remove.isEmpty { return config }
+    let next = try config.changing(add: add, remove: remove)
+    install(next)
+    return next
+  }
+
+  private func install(_ next: ClusterConfig) {
+    let before = config
+    config = next
+    peers.update(addresses: next.peers)
+    // A fresh SWIM over the new peer list, with a higher incarnation than any this node
+    // used, so that the others' knowledge of it is superseded at once.
+    incarnation += 1
+    swim = Membership.makeSWIM(next, incarnation: incarnation, seed: seed.next())
+    let (members, version) = (swim.members, swim.version)
+    published.withLock { $0 = ClusterView(config: next, members: members, version: $0.version + version + 1) }
+    if let configPath {
+      try? Data(Cairn_Peer_V1_ClusterConfigMessage(next).jsonString().utf8).write(to: URL(fileURLWithPath: configPath), options: .atomic)
+    }
+    let added = Set(next.peers.keys).subtracting(before.peers.keys).map(\.name).sorted()
+    let removed = Set(before.peers.keys).subtracting(next.peers.keys).map(\.name).sorted()
+    logger.notice(
+      "membership: config epoch \(next.epoch) (added: \(added), removed: \(removed)); \(next.isMember ? "repair moves the data" : "this node was removed: it hands its blobs to their replicas")")
   }
 
   private func perform(_ actions: [SWIM.Action]) {
@@ -68,12 +141,14 @@ actor Membership {
     for action in actions {
       switch action {
       case .send(let to, let message):
-        let request = Cairn_Peer_V1_GossipRequest(message, from: config.me, fingerprint: config.fingerprint)
+        guard config.isMember else { continue }
+        let request = Cairn_Peer_V1_GossipRequest(message, from: config.me, config: config)
         let peers = self.peers
         Task { [weak self] in
           do {
-            _ = try await peers.call(to) { try await $0.gossip(request, options: PeerClients.options(timeout: .seconds(1))) }
+            let answer = try await peers.call(to) { try await $0.gossip(request, options: PeerClients.options(timeout: .seconds(1))) }
             await self?.clearProblem(to)
+            if answer.newerConfigEpoch > request.configEpoch { try await self?.adopt(from: to, epoch: answer.newerConfigEpoch) }
           } catch let e as ContentError where e.code == .failedPrecondition {
             await self?.noteProblem(to, e.message)
           } catch {
@@ -89,7 +164,7 @@ actor Membership {
     }
     if changed {
       let (members, version) = (swim.members, swim.version)
-      published.withLock { $0.update(members: members, version: version) }
+      published.withLock { $0.update(members: members, version: max($0.version + 1, version)) }
     }
   }
 
@@ -123,10 +198,11 @@ extension Cairn_Peer_V1_MemberState {
 }
 
 extension Cairn_Peer_V1_GossipRequest {
-  init(_ message: SWIM.Message, from: NodeID, fingerprint: String) {
+  init(_ message: SWIM.Message, from: NodeID, config: ClusterConfig) {
     self.init()
     self.from = from.name
-    clusterFingerprint = fingerprint
+    clusterFingerprint = config.fingerprint
+    configEpoch = config.epoch
     switch message {
     case .ping(let s, let updates, let fullSync):
       kind = .ping
@@ -154,4 +230,17 @@ extension Cairn_Peer_V1_GossipRequest {
     default: return .ping(seq: seq, updates: members, fullSync: fullSync)
     }
   }
+}
+
+extension Cairn_Peer_V1_ClusterConfigMessage {
+  init(_ c: ClusterConfig) {
+    self.init()
+    epoch = c.epoch
+    peers = Dictionary(uniqueKeysWithValues: c.peers.map { ($0.key.name, $0.value) })
+    replicas = UInt32(c.replicas)
+    writeQuorum = UInt32(c.writeQuorum)
+    vnodes = UInt32(c.vnodesPerNode)
+  }
+
+  var peerList: [NodeID: String] { Dictionary(uniqueKeysWithValues: peers.map { (NodeID($0.key), $0.value) }) }
 }

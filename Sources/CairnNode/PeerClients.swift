@@ -17,27 +17,43 @@ final class PeerClients: Sendable {
     let runner: Task<Void, Never>
   }
 
-  private let addresses: [NodeID: String]
+  private let addressBook: Mutex<[NodeID: String]>
   private let entries = Mutex<[NodeID: Entry]>([:])
   private let closed = Mutex(false)
   static let keepalive: Duration = .seconds(2)
+  /// A node starved of CPU for a few seconds (repair, mirrors and clients sharing two
+  /// cores) must keep its streams to its peers; a hung peer is still left within ~7 s.
+  static let keepaliveTimeout: Duration = .seconds(5)
   /// Calls to a peer whose connection failed fail at once until it reconnects; retrying
   /// every 100 ms to 1 s (gRPC's default grows to 2 minutes) lets a node that comes back
   /// be used again within a second.
   static let backoff = HTTP2ClientTransport.Config.Backoff(
     initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
 
-  init(addresses: [NodeID: String]) { self.addresses = addresses }
+  init(addresses: [NodeID: String]) { addressBook = Mutex(addresses) }
+
+  /// A new peer list (a membership change): new peers become reachable; connections to
+  /// removed ones stay until shutdown (a removed node may still be handing blobs off).
+  func update(addresses: [NodeID: String]) {
+    addressBook.withLock { book in
+      for (id, address) in addresses {
+        if book[id] != address { book[id] = address }
+      }
+    }
+  }
+
+  private func address(_ id: NodeID) -> String? { addressBook.withLock { $0[id] } }
 
   func api(_ id: NodeID) throws(ContentError) -> PeerAPI {
     if closed.withLock({ $0 }) { throw .unavailable("node is shutting down") }
-    guard let text = addresses[id] else { throw .internalError("no address for peer \(id)") }
+    guard let text = address(id) else { throw .internalError("no address for peer \(id)") }
     let address = try ServerAddress(parsing: text)
     let entry = try entries.withLock { e throws(ContentError) -> Entry in
       if let existing = e[id] { return existing }
       let transport: HTTP2ClientTransport.Posix
       do {
-        transport = try ContentClient.makeTransport(address, keepalive: Self.keepalive, backoff: Self.backoff)
+        transport = try ContentClient.makeTransport(
+          address, keepalive: Self.keepalive, keepaliveTimeout: Self.keepaliveTimeout, backoff: Self.backoff)
       } catch {
         throw ContentError.from(error)
       }
@@ -56,7 +72,7 @@ final class PeerClients: Sendable {
     do {
       return try await body(api)
     } catch {
-      throw ContentError(rpcFailure: error, reaching: "\(id) (\(addresses[id] ?? "?"))")
+      throw ContentError(rpcFailure: error, reaching: "\(id) (\(address(id) ?? "?"))")
     }
   }
 

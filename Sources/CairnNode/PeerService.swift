@@ -113,11 +113,32 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
 
   func gossip(request: Cairn_Peer_V1_GossipRequest, context: ServerContext) async throws -> Cairn_Peer_V1_GossipResponse {
     do {
-      try await node.membership.receive(request)
+      return try await node.membership.receive(request)
     } catch {
       throw RPCError(error)
     }
-    return .init()
+  }
+
+  func getClusterConfig(request: Cairn_Peer_V1_GetClusterConfigRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_ClusterConfigMessage
+  {
+    .init(node.config)
+  }
+
+  func changeMembership(request: Cairn_Peer_V1_ChangeMembershipRequest, context: ServerContext) async throws
+    -> Cairn_Peer_V1_ClusterConfigMessage
+  {
+    try await rpc {
+      let config = node.config
+      guard config.isMember else {
+        throw ContentError.failedPrecondition("\(config.me) was removed from the cluster; ask a member")
+      }
+      var add: [NodeID: String] = [:]
+      for (id, address) in request.add { add[NodeID(id)] = address }
+      let remove = Set(request.remove.map { NodeID($0) })
+      let next: ClusterConfig = try await node.changeMembership(add: add, remove: remove)
+      return Cairn_Peer_V1_ClusterConfigMessage(next)
+    }
   }
 
   func repairSummary(request: Cairn_Peer_V1_RepairSummaryRequest, context: ServerContext) async throws

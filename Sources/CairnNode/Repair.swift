@@ -34,6 +34,8 @@ final class RepairCounters: Sendable {
   let handoffPending = Atomic<UInt64>(0)
   let handedOff = Atomic<UInt64>(0)
   let bytesReceived = Atomic<UInt64>(0)
+  /// A removed node said it may be stopped.
+  let departedQuiet = Atomic<Bool>(false)
 }
 
 /// A token bucket over bytes, one second deep.
@@ -112,6 +114,9 @@ extension ClusterNode {
     if collected > 0 { logger.info("forgot \(collected) tombstones applied by every replica") }
     repair.backlog.store(UInt64(backlog), ordering: .relaxed)
     repair.handoffPending.store(UInt64(pending), ordering: .relaxed)
+    if !view.config.isMember && pending == 0 && !repair.departedQuiet.exchange(true, ordering: .relaxed) {
+      logger.notice("removed from the cluster and every blob handed off to its replicas: this node may be stopped")
+    }
     repair.lastRoundNanos.store(Int64(DispatchTime.now().uptimeNanoseconds), ordering: .relaxed)
     repair.rounds.add(1, ordering: .relaxed)
   }
@@ -277,28 +282,28 @@ extension ClusterNode {
     return remaining
   }
 
-  /// True once the copy is gone from here (handed off, or deleted by a tombstone).
+  /// True once the copy is gone from here (handed off, or deleted by a tombstone). While
+  /// some replica holds the blob, the others fetch it from there (anti-entropy) and this
+  /// node only waits; it sends its copy itself only when no replica has one, so that each
+  /// replica receives the blob once.
   private func handOff(_ copy: RepairEntry, answers: [NodeID: [Digest: RepairEntry]], view: ClusterView) async -> Bool {
-    var everywhere = true
-    for replica in view.replicas(of: copy.digest) {
-      guard let known = answers[replica] else {
-        everywhere = false  // down or unreachable: keep the copy
-        continue
-      }
-      switch known[copy.digest] {
-      case let theirs? where theirs.state == .present:
-        continue
-      case let theirs? where RepairEntry.newer(theirs, copy).state == .deleted:
+    let replicas = view.replicas(of: copy.digest)
+    for replica in replicas {
+      if let theirs = answers[replica]?[copy.digest], theirs.state == .deleted, RepairEntry.newer(theirs, copy).state == .deleted {
         await applyTombstone(copy.digest, deletedAt: theirs.at)
         return true
-      default:
-        guard let info = try? await local.info(copy.digest) else { return true }
-        let header = replicaHeader(copy.digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
-        do {
-          try await send(copy.digest, header: header, to: replica, limiter: repairLimiter)
-        } catch {
-          everywhere = false
-        }
+      }
+    }
+    let holding = replicas.filter { answers[$0]?[copy.digest]?.state == .present }
+    var everywhere = holding.count == replicas.count
+    if holding.isEmpty, let first = replicas.first(where: { answers[$0] != nil }) {
+      guard let info = try? await local.info(copy.digest) else { return true }
+      let header = replicaHeader(copy.digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
+      do {
+        try await send(copy.digest, header: header, to: first, limiter: repairLimiter)
+        everywhere = replicas.count == 1
+      } catch {
+        everywhere = false
       }
     }
     guard everywhere else { return false }

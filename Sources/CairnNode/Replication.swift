@@ -190,6 +190,10 @@ extension ClusterNode {
     while !Task.isCancelled {
       try? await Task.sleep(nanoseconds: 1_000_000_000)
       let view = self.view
+      // A node removed from the cluster gets nothing more; handoff places these blobs.
+      for (target, digests) in hints.pending() where view.config.peers[target] == nil {
+        for d in digests { await hints.remove(d, for: target) }
+      }
       for (target, digests) in hints.pending() where view.isLive(target) {
         for digest in digests {
           guard let info = try? await local.info(digest) else {

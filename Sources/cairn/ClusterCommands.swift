@@ -7,7 +7,7 @@ import Foundation
 
 struct ClusterCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "cluster", abstract: "Inspect a Cairn cluster.", subcommands: [ClusterStatus.self, ClusterLocate.self])
+    commandName: "cluster", abstract: "Inspect a Cairn cluster.", subcommands: [ClusterStatus.self, ClusterLocate.self, ClusterJoin.self, ClusterLeave.self])
 }
 
 struct ClusterStatus: AsyncParsableCommand {
@@ -23,7 +23,10 @@ struct ClusterStatus: AsyncParsableCommand {
       print(try s.jsonString())
       return
     }
-    print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint), view version \(s.viewVersion)")
+    print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint) (epoch \(s.configEpoch)), view version \(s.viewVersion)")
+    if !s.member {
+      print("REMOVED from the cluster: handing off its blobs (handoff pending \(s.repair.handoffPending)); stop it once that is 0")
+    }
     print("hints pending: \(s.hintsPending)   remote fetches started: \(s.remoteFetches)")
     let r = s.repair
     let age = r.lastRoundAgeSeconds < 0 ? "none yet" : String(format: "%.1f s ago", r.lastRoundAgeSeconds)
@@ -69,5 +72,35 @@ struct ClusterLocate: AsyncParsableCommand {
       do { d = try Digest(parsing: text) } catch { throw fail(error) }
       print("\(d): replicas \(ring.replicas(of: d, count: Int(s.replicas)).map(\.name).joined(separator: " "))")
     }
+  }
+}
+
+struct ClusterJoin: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "join",
+    abstract: "Add a node to the cluster (the next config epoch); repair moves its share of the data to it.",
+    discussion: "Usually not needed: `cairn serve --join ANY-NODE` does this when a new node starts.")
+  @OptionGroup var client: ClientOptions
+  @Argument(help: "The new node as ID=HOST:PORT.") var node: String
+
+  func run() async throws {
+    let peer: [NodeID: String]
+    do { peer = try ClusterConfig.parsePeers(node) } catch { throw ValidationError(error.message) }
+    let add = Dictionary(uniqueKeysWithValues: peer.map { ($0.key.name, $0.value) })
+    let c = try await client.run { try await $0.changeMembership(add: add, remove: []) }
+    print("config epoch \(c.epoch): \(c.peers.keys.sorted().joined(separator: ", "))")
+  }
+}
+
+struct ClusterLeave: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "leave",
+    abstract: "Remove a node from the cluster (the next config epoch). The removed node hands its blobs to their replicas; stop it when its `cluster status` shows handoff pending 0.")
+  @OptionGroup var client: ClientOptions
+  @Argument(help: "The node id to remove.") var id: String
+
+  func run() async throws {
+    let c = try await client.run { try await $0.changeMembership(add: [:], remove: [id]) }
+    print("config epoch \(c.epoch): \(c.peers.keys.sorted().joined(separator: ", "))")
   }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CairnClient
 import CairnCluster
 import CairnCore
 import CairnDisk
@@ -15,7 +16,7 @@ struct Serve: AsyncParsableCommand {
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: "SIGINT/SIGTERM shut down gracefully: no new calls, in-flight ones finish (cancelled after --shutdown-grace; a cancelled upload stays resumable).")
 
-  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, disk_high_watermark, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention, ingest_mirror_lag). Flags win.")
+  @Option(help: "Config file (flat TOML: data, listen, unix, unix_client, disk_high_watermark, ingest_expiry, shutdown_grace, io_threads, lock_wait, log_level, node_id, peers, discover_dns, cluster_size, join, replicas, write_quorum, vnodes, max_coalesced_fetch_bytes, repair_interval, repair_rate, tombstone_retention, ingest_mirror_lag). Flags win.")
   var config: String?
   @Option(help: "Data directory (default ./cairn-data).") var data: String?
   @Option(help: "TCP HOST:PORT to listen on (default 127.0.0.1:7400; \"none\" for no TCP).") var listen: String?
@@ -36,6 +37,8 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Cluster mode, peers from DNS: a Kubernetes headless service NAME:PORT; each address's reverse name gives a peer (id = its first label). Waits for --cluster-size peers.")
   var discoverDns: String?
   @Option(help: "With --discover-dns: the number of nodes to wait for.") var clusterSize: Int?
+  @Option(help: "Cluster mode, joining a running cluster: any member's HOST:PORT. The node adds itself (as --node-id at its --listen address) and takes the cluster's config; repair then moves its share of the data to it.")
+  var join: String?
   @Option(help: "Cluster mode: replicas per blob (default 3, or the cluster size if smaller).") var replicas: Int?
   @Option(help: "Cluster mode: replicas that must hold a blob before a commit is acknowledged (default 2, or R if smaller).")
   var writeQuorum: Int?
@@ -54,7 +57,7 @@ struct Serve: AsyncParsableCommand {
     "data", "listen", "unix", "unix_client", "ingest_expiry", "shutdown_grace", "io_threads", "lock_wait", "log_level",
     "disk_high_watermark",
     "node_id", "peers", "replicas", "write_quorum", "vnodes", "max_coalesced_fetch_bytes",
-    "discover_dns", "cluster_size", "repair_interval", "repair_rate", "tombstone_retention",
+    "discover_dns", "cluster_size", "join", "repair_interval", "repair_rate", "tombstone_retention",
     "ingest_mirror_lag",
   ]
 
@@ -79,6 +82,11 @@ struct Serve: AsyncParsableCommand {
     var id = nodeId ?? file.string("node_id")
     let peerText = peers ?? file.string("peers")
     let dns = discoverDns ?? file.string("discover_dns")
+    if let seed = join ?? file.string("join") {
+      guard peerText == nil && dns == nil else { throw ValidationError("give --join, --peers or --discover-dns, one of them") }
+      guard let id else { throw ValidationError("--join needs --node-id") }
+      return try await joinCluster(seed: seed, id: NodeID(id), address: listen ?? file.string("listen") ?? "127.0.0.1:7400")
+    }
     guard id != nil || peerText != nil || dns != nil else { return nil }
     if peerText != nil && dns != nil { throw ValidationError("give --peers or --discover-dns, not both") }
     let peerList: [NodeID: String]
@@ -105,6 +113,27 @@ struct Serve: AsyncParsableCommand {
         vnodesPerNode: try vnodes ?? file.int("vnodes") ?? Ring.defaultVnodesPerNode)
     } catch {
       throw ValidationError(ContentError.from(error).message)
+    }
+  }
+
+  /// Adds this node to a running cluster through `seed`, retrying for a minute while the
+  /// seed is unreachable; the cluster's new config.
+  func joinCluster(seed: String, id: NodeID, address: String) async throws -> ClusterConfig {
+    let deadline = Date().addingTimeInterval(60)
+    while true {
+      do {
+        let m = try await ContentClient.with(address: seed) {
+          try await $0.changeMembership(add: [id.name: address], remove: [])
+        }
+        print("cairn: joined the cluster through \(seed): config epoch \(m.epoch), \(m.peers.count) nodes")
+        return try ClusterConfig(
+          me: id, peers: Dictionary(uniqueKeysWithValues: m.peers.map { (NodeID($0.key), $0.value) }),
+          replicas: Int(m.replicas), writeQuorum: Int(m.writeQuorum), vnodesPerNode: Int(m.vnodes), epoch: m.epoch)
+      } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+        try await Task.sleep(nanoseconds: 500_000_000)
+      } catch {
+        throw fail(error)
+      }
     }
   }
 

@@ -57,6 +57,21 @@ import Testing
     #expect(view.replicas(of: d) == replicas)
     #expect(!view.readOrder(of: d).contains(owner) && !view.readOrder(of: d).contains("n1"))
   }
+
+  /// A membership change is the next epoch: a different fingerprint, the same
+  /// compatibility (R, W, vnodes); a node removed from the list is no longer a member.
+  @Test func membershipChangesRaiseTheEpoch() throws {
+    let c = try ClusterConfig(me: "n1", peers: three)
+    let joined = try c.changing(add: ["n4": "127.0.0.1:7414"], remove: [])
+    #expect(joined.epoch == 1 && joined.peers.count == 4 && joined.isMember)
+    #expect(joined.fingerprint != c.fingerprint && joined.compatibility == c.compatibility)
+    let left = try joined.changing(add: [:], remove: ["n1"])
+    #expect(left.epoch == 2 && !left.isMember && left.peers.count == 3)
+    #expect(throws: ContentError.self) { try c.changing(add: [:], remove: ["n9"]) }
+    #expect(throws: ContentError.self) { try c.changing(add: [:], remove: ["n2"]) }  // 2 nodes < R = 3
+    #expect(throws: ContentError.self) { try c.changing(add: ["n2": "127.0.0.1:7412"], remove: []) }  // no change
+    #expect(throws: ContentError.self) { try c.changing(add: ["n4": "nohostport"], remove: []) }
+  }
 }
 
 @Suite struct DNSDiscoveryTests {

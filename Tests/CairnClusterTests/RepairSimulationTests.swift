@@ -9,7 +9,7 @@ import Testing
 @Suite struct RepairSimulationTests {
   static let seeds: [UInt64] = {
     if let s = ProcessInfo.processInfo.environment["CAIRN_SIM_SEED"], let seed = UInt64(s) { return [seed] }
-    return Array(1...300)
+    return Array(1...200)
   }()
 
   @Test func everyAcknowledgedUndeletedBlobReachesRReplicasAndDeletesStick() throws {

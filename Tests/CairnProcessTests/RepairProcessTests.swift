@@ -278,3 +278,154 @@ final class Counter: @unchecked Sendable {
   }
   var value: Int64? { lock.withLock { stored } }
 }
+
+/// Membership changes with real processes: a 4th node joins a loaded 3-node cluster and
+/// receives its share, then a node leaves and hands its blobs off.
+@Suite(.serialized, .timeLimit(.minutes(6))) struct MembershipChangeTests {
+  /// Writers and readers through every node until stopped; UNAVAILABLE (views settling
+  /// around a change) is retried as containerd retries it, and counted.
+  final class Load: @unchecked Sendable {
+    let lock = NSLock()
+    var written: [(Digest, Int)] = []
+    var errors: [String] = []
+    var retries = 0
+    var operations = 0
+    var stopped = false
+
+    func record(_ f: (Load) -> Void) { lock.withLock { f(self) } }
+    var isStopped: Bool { lock.withLock { stopped } }
+  }
+
+  /// One writer-reader per address until the load is stopped: each writes a new blob, then
+  /// reads back a random one already written.
+  func runLoad(_ addresses: [String], _ load: Load, seed: UInt64) async {
+    await withTaskGroup(of: Void.self) { group in
+      for (k, address) in addresses.enumerated() {
+        group.addTask {
+          var i = 0
+          while !load.isStopped {
+            i += 1
+            let data = StoreConformance.bytes(2048 + (i * 131) % 4096, seed: seed &+ UInt64(k * 100_000 + i))
+            let ok = await self.retrying(load) {
+              _ = try await ContentClient.with(address: address) {
+                try await $0.write(ref: "load-\(seed)-\(k)-\(i)", source: DataSource(data), size: Int64(data.count))
+              }
+            }
+            if ok { load.record { $0.written.append((Digest.of(data), data.count)) } }
+            guard let (d, _) = load.lock.withLock({ load.written.randomElement() }) else { continue }
+            _ = await self.retrying(load) {
+              let back = try await ContentClient.with(address: address) { try await $0.readAll(d.description) }
+              guard Digest.of(back) == d else { throw ContentError.dataLoss("read \(d) returned other bytes") }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  func retrying(_ load: Load, _ body: () async throws -> Void) async -> Bool {
+    let deadline = Date().addingTimeInterval(20)
+    while true {
+      do {
+        try await body()
+        load.record { $0.operations += 1 }
+        return true
+      } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+        load.record { $0.retries += 1 }
+      } catch {
+        load.record { $0.errors.append("\(error)") }
+        return false
+      }
+    }
+  }
+
+  @Test func joinUnderLoadMovesAQuarterAndLeaveHandsOff() async throws {
+    try await withCluster(
+      try await converged(ClusterProcesses.start(count: 3, replicas: 3, writeQuorum: 2, extraArgs: ["--repair-interval", "1"]))
+    ) { cluster in
+      // A base of blobs, all on every node (3 nodes, R=3).
+      var base: [(Digest, Int)] = []
+      try await ContentClient.with(address: cluster.address(0)) { c in
+        for i in 0..<150 {
+          let data = StoreConformance.bytes(8192 + i * 37, seed: UInt64(60_000 + i))
+          _ = try await c.write(ref: "base-\(i)", source: DataSource(data), size: Int64(data.count))
+          base.append((Digest.of(data), data.count))
+        }
+      }
+      let load = Load()
+      let addresses = (0..<3).map { cluster.address($0) }
+      let loadTask = Task { await runLoad(addresses, load, seed: 77) }
+
+      // n4 joins through n1 while the load runs.
+      try await waitUntil("the load has written 30 blobs") { load.lock.withLock { load.written.count >= 30 } }
+      let beforeJoin = base + load.lock.withLock { load.written }
+      let port = try freeLoopbackPorts(1)[0]
+      let n4 = ServerProcess(
+        dataDir: cluster.dir.path + "/n4", listen: "127.0.0.1:\(port)",
+        extraArgs: ["--node-id", "n4", "--join", cluster.address(0), "--repair-interval", "1"])
+      try await n4.start()
+      try await stopping(n4) {
+        let a4 = "127.0.0.1:\(port)"
+        try await waitUntil("every node on config epoch 1 with 4 members", timeout: 60) {
+          for a in addresses + [a4] {
+            let s = try await status(a)
+            guard s.configEpoch == 1, s.members.count == 4 else { return false }
+          }
+          return true
+        }
+        let ring = Ring(nodes: ["n1", "n2", "n3", "n4"])
+        let owed = base.filter { ring.replicas(of: $0.0, count: 3).contains("n4") }
+        try await waitUntil("n4 holds its share of the base blobs", timeout: 120) {
+          owed.allSatisfy { FileManager.default.fileExists(atPath: "\(n4.dataDir)/blobs/sha256/\($0.0.hex)") }
+        }
+        load.record { $0.stopped = true }
+        await loadTask.value
+        let written = load.lock.withLock { load.written }
+        let all = base + written
+        let dirs = cluster.nodes.map(\.dataDir) + [n4.dataDir]
+        let ids: [NodeID] = ["n1", "n2", "n3", "n4"]
+        try await waitUntil("every blob on exactly its 3 new replicas", timeout: 120) {
+          all.allSatisfy { b in
+            let replicas = Set(ring.replicas(of: b.0, count: 3))
+            return ids.indices.allSatisfy { i in
+              FileManager.default.fileExists(atPath: "\(dirs[i])/blobs/sha256/\(b.0.hex)") == replicas.contains(ids[i])
+            }
+          }
+        }
+        // Moved: what n4 fetched to fill its share (anti-entropy, read repair), against the
+        // copies stored when it joined (blobs written since reach it as commits).
+        let n4Status = try await status(a4).repair
+        let moved = n4Status.bytesPulled
+        let stored = beforeJoin.reduce(0) { $0 + $1.1 } * 3
+        let fraction = Double(moved) / Double(stored)
+        let (ops, retries, errors) = load.lock.withLock { (load.operations, load.retries, load.errors) }
+        print(
+          "membership: n4 joined under load: fetched \(moved) bytes (\(n4Status.blobsPulled) blobs) of the \(stored) bytes stored when it joined (\(String(format: "%.3f", fraction))), \(n4Status.bytesReceived) bytes received in all; load: \(ops) operations, \(retries) UNAVAILABLE retried, \(errors.count) errors"
+        )
+        #expect(errors.isEmpty, "\(errors.prefix(3))")
+        #expect(fraction > 0.15 && fraction < 0.40, "n4 received \(fraction) of the stored bytes")
+
+        // n2 leaves: it hands its blobs off; every blob ends on its 3 replicas among n1, n3, n4.
+        _ = try await runCairn(["cluster", "leave", "n2", "--address", cluster.address(0)])
+        let after = Ring(nodes: ["n1", "n3", "n4"])
+        try await waitUntil("n2 removed and its blobs handed off", timeout: 120) {
+          let s = try await status(cluster.address(1))
+          return !s.member && s.repair.handoffPending == 0 && s.repair.rounds > 0
+            && all.allSatisfy { !FileManager.default.fileExists(atPath: "\(dirs[1])/blobs/sha256/\($0.0.hex)") }
+        }
+        await cluster.nodes[1].stop(SIGKILL)
+        try await waitUntil("every blob on n1, n3 and n4", timeout: 120) {
+          all.allSatisfy { b in
+            after.replicas(of: b.0, count: 3).allSatisfy { n in
+              FileManager.default.fileExists(atPath: "\(dirs[ids.firstIndex(of: n)!])/blobs/sha256/\(b.0.hex)")
+            }
+          }
+        }
+        for (d, _) in all.prefix(30) {
+          let back = try await ContentClient.with(address: a4) { try await $0.readAll(d.description) }
+          #expect(Digest.of(back) == d)
+        }
+      }
+    }
+  }
+}

@@ -190,6 +190,32 @@ public enum Cairn_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetClusterConfig" metadata.
+        public enum GetClusterConfig: Sendable {
+            /// Request type for "GetClusterConfig".
+            public typealias Input = Cairn_Peer_V1_GetClusterConfigRequest
+            /// Response type for "GetClusterConfig".
+            public typealias Output = Cairn_Peer_V1_ClusterConfigMessage
+            /// Descriptor for "GetClusterConfig".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "GetClusterConfig",
+                type: .unary
+            )
+        }
+        /// Namespace for "ChangeMembership" metadata.
+        public enum ChangeMembership: Sendable {
+            /// Request type for "ChangeMembership".
+            public typealias Input = Cairn_Peer_V1_ChangeMembershipRequest
+            /// Response type for "ChangeMembership".
+            public typealias Output = Cairn_Peer_V1_ClusterConfigMessage
+            /// Descriptor for "ChangeMembership".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "ChangeMembership",
+                type: .unary
+            )
+        }
         /// Namespace for "RepairSummary" metadata.
         public enum RepairSummary: Sendable {
             /// Request type for "RepairSummary".
@@ -270,6 +296,8 @@ public enum Cairn_Peer_V1_Peer: Sendable {
             Replicate.descriptor,
             Gossip.descriptor,
             ClusterStatus.descriptor,
+            GetClusterConfig.descriptor,
+            ChangeMembership.descriptor,
             RepairSummary.descriptor,
             RepairEntries.descriptor,
             RepairPull.descriptor,
@@ -513,6 +541,46 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "GetClusterConfig" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+        /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+        /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+        /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_GetClusterConfigRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        func getClusterConfig(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterConfigMessage>
+
+        /// Handle the "ChangeMembership" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+        /// > the same address changes nothing (a joining node that restarts).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_ChangeMembershipRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        func changeMembership(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterConfigMessage>
 
         /// Handle the "RepairSummary" method.
         ///
@@ -830,6 +898,46 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "GetClusterConfig" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+        /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+        /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+        /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_GetClusterConfigRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_ClusterConfigMessage` message.
+        func getClusterConfig(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage>
+
+        /// Handle the "ChangeMembership" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+        /// > the same address changes nothing (a joining node that restarts).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ChangeMembershipRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_ClusterConfigMessage` message.
+        func changeMembership(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage>
 
         /// Handle the "RepairSummary" method.
         ///
@@ -1150,6 +1258,46 @@ extension Cairn_Peer_V1_Peer {
             context: GRPCCore.ServerContext
         ) async throws -> Cairn_Peer_V1_ClusterStatusResponse
 
+        /// Handle the "GetClusterConfig" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+        /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+        /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+        /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_GetClusterConfigRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_ClusterConfigMessage` to respond with.
+        func getClusterConfig(
+            request: Cairn_Peer_V1_GetClusterConfigRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_ClusterConfigMessage
+
+        /// Handle the "ChangeMembership" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+        /// > the same address changes nothing (a joining node that restarts).
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_ChangeMembershipRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_ClusterConfigMessage` to respond with.
+        func changeMembership(
+            request: Cairn_Peer_V1_ChangeMembershipRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_ClusterConfigMessage
+
         /// Handle the "RepairSummary" method.
         ///
         /// > Source IDL Documentation:
@@ -1395,6 +1543,28 @@ extension Cairn_Peer_V1_Peer.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.GetClusterConfig.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_GetClusterConfigRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterConfigMessage>(),
+            handler: { request, context in
+                try await self.getClusterConfig(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.ChangeMembership.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ChangeMembershipRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterConfigMessage>(),
+            handler: { request, context in
+                try await self.changeMembership(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Cairn_Peer_V1_Peer.Method.RepairSummary.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_RepairSummaryRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_RepairSummaryResponse>(),
@@ -1581,6 +1751,28 @@ extension Cairn_Peer_V1_Peer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         let response = try await self.clusterStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getClusterConfig(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterConfigMessage> {
+        let response = try await self.getClusterConfig(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func changeMembership(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterConfigMessage> {
+        let response = try await self.changeMembership(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1824,6 +2016,32 @@ extension Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         return GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>(
             message: try await self.clusterStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getClusterConfig(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage>(
+            message: try await self.getClusterConfig(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func changeMembership(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterConfigMessage>(
+            message: try await self.changeMembership(
                 request: request.message,
                 context: context
             ),
@@ -2182,6 +2400,56 @@ extension Cairn_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetClusterConfig" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+        /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+        /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+        /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_GetClusterConfigRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_GetClusterConfigRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getClusterConfig<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_GetClusterConfigRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterConfigMessage>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ChangeMembership" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+        /// > the same address changes nothing (a joining node that restarts).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ChangeMembershipRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_ChangeMembershipRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func changeMembership<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_ChangeMembershipRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterConfigMessage>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "RepairSummary" method.
@@ -2734,6 +3002,78 @@ extension Cairn_Peer_V1_Peer {
             )
         }
 
+        /// Call the "GetClusterConfig" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+        /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+        /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+        /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_GetClusterConfigRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_GetClusterConfigRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getClusterConfig<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_GetClusterConfigRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterConfigMessage>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.GetClusterConfig.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ChangeMembership" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+        /// > the same address changes nothing (a joining node that restarts).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_ChangeMembershipRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_ChangeMembershipRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_ClusterConfigMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func changeMembership<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_ChangeMembershipRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterConfigMessage>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.ChangeMembership.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "RepairSummary" method.
         ///
         /// > Source IDL Documentation:
@@ -3257,6 +3597,68 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ClusterStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetClusterConfig" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+    /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+    /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+    /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_GetClusterConfigRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getClusterConfig<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_GetClusterConfigRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getClusterConfig(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_GetClusterConfigRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ClusterConfigMessage>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ChangeMembership" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+    /// > the same address changes nothing (a joining node that restarts).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_ChangeMembershipRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func changeMembership<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_ChangeMembershipRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.changeMembership(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ChangeMembershipRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ClusterConfigMessage>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3812,6 +4214,76 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.clusterStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetClusterConfig" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Membership changes (docs/operations.md, "Add, remove or replace a node"). The peer
+    /// > list has an epoch; a change raises it by one on the node that takes it, and gossip
+    /// > spreads it: a node that hears of a higher epoch fetches that config (GetClusterConfig)
+    /// > and adopts it, as long as R, W and vnodes agree. Repair then moves the data.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getClusterConfig<Result>(
+        _ message: Cairn_Peer_V1_GetClusterConfigRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_GetClusterConfigRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getClusterConfig(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ChangeMembership" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Adds and/or removes nodes; answers the new config. Adding a node already present with
+    /// > the same address changes nothing (a joining node that restarts).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func changeMembership<Result>(
+        _ message: Cairn_Peer_V1_ChangeMembershipRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterConfigMessage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_ChangeMembershipRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.changeMembership(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -257,6 +257,8 @@ public nonisolated struct Cairn_Peer_V1_GossipRequest: Sendable {
 
   public var fullSync: Bool = false
 
+  public var configEpoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -304,6 +306,55 @@ public nonisolated struct Cairn_Peer_V1_GossipResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// The receiver's config epoch when it is higher than the sender's: the sender then
+  /// fetches and adopts that config (a node removed from the cluster learns it this way).
+  public var newerConfigEpoch: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_GetClusterConfigRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_ClusterConfigMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var epoch: UInt64 = 0
+
+  public var peers: Dictionary<String,String> = [:]
+
+  public var replicas: UInt32 = 0
+
+  public var writeQuorum: UInt32 = 0
+
+  public var vnodes: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Cairn_Peer_V1_ChangeMembershipRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// id -> address
+  public var add: Dictionary<String,String> = [:]
+
+  public var remove: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -416,6 +467,18 @@ public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: @unchecked Sendab
   public var hasRepair: Bool {_storage._repair != nil}
   /// Clears the value of `repair`. Subsequent reads from it will return its default value.
   public mutating func clearRepair() {_uniqueStorage()._repair = nil}
+
+  public var configEpoch: UInt64 {
+    get {_storage._configEpoch}
+    set {_uniqueStorage()._configEpoch = newValue}
+  }
+
+  /// False once this node was removed from the cluster: it hands its blobs to their
+  /// replicas and may be stopped when handoff_pending is 0.
+  public var member: Bool {
+    get {_storage._member}
+    set {_uniqueStorage()._member = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1047,7 +1110,7 @@ nonisolated extension Cairn_Peer_V1_MemberState.Status: SwiftProtobuf._ProtoName
 
 nonisolated extension Cairn_Peer_V1_GossipRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GossipRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}cluster_fingerprint\0\u{1}kind\0\u{1}seq\0\u{1}target\0\u{1}updates\0\u{3}full_sync\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}cluster_fingerprint\0\u{1}kind\0\u{1}seq\0\u{1}target\0\u{1}updates\0\u{3}full_sync\0\u{3}config_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1062,6 +1125,7 @@ nonisolated extension Cairn_Peer_V1_GossipRequest: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeSingularStringField(value: &self.target) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.updates) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.fullSync) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.configEpoch) }()
       default: break
       }
     }
@@ -1089,6 +1153,9 @@ nonisolated extension Cairn_Peer_V1_GossipRequest: SwiftProtobuf.Message, SwiftP
     if self.fullSync != false {
       try visitor.visitSingularBoolField(value: self.fullSync, fieldNumber: 7)
     }
+    if self.configEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.configEpoch, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1100,6 +1167,7 @@ nonisolated extension Cairn_Peer_V1_GossipRequest: SwiftProtobuf.Message, SwiftP
     if lhs.target != rhs.target {return false}
     if lhs.updates != rhs.updates {return false}
     if lhs.fullSync != rhs.fullSync {return false}
+    if lhs.configEpoch != rhs.configEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1111,6 +1179,36 @@ nonisolated extension Cairn_Peer_V1_GossipRequest.Kind: SwiftProtobuf._ProtoName
 
 nonisolated extension Cairn_Peer_V1_GossipResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GossipResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}newer_config_epoch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.newerConfigEpoch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.newerConfigEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.newerConfigEpoch, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_GossipResponse, rhs: Cairn_Peer_V1_GossipResponse) -> Bool {
+    if lhs.newerConfigEpoch != rhs.newerConfigEpoch {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_GetClusterConfigRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetClusterConfigRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
@@ -1122,7 +1220,92 @@ nonisolated extension Cairn_Peer_V1_GossipResponse: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Cairn_Peer_V1_GossipResponse, rhs: Cairn_Peer_V1_GossipResponse) -> Bool {
+  public static func ==(lhs: Cairn_Peer_V1_GetClusterConfigRequest, rhs: Cairn_Peer_V1_GetClusterConfigRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_ClusterConfigMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterConfigMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{1}peers\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 2: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.peers) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replicas) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.writeQuorum) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.vnodes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 1)
+    }
+    if !self.peers.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.peers, fieldNumber: 2)
+    }
+    if self.replicas != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replicas, fieldNumber: 3)
+    }
+    if self.writeQuorum != 0 {
+      try visitor.visitSingularUInt32Field(value: self.writeQuorum, fieldNumber: 4)
+    }
+    if self.vnodes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vnodes, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_ClusterConfigMessage, rhs: Cairn_Peer_V1_ClusterConfigMessage) -> Bool {
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.peers != rhs.peers {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.writeQuorum != rhs.writeQuorum {return false}
+    if lhs.vnodes != rhs.vnodes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_ChangeMembershipRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChangeMembershipRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}add\0\u{1}remove\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.add) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.remove) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.add.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.add, fieldNumber: 1)
+    }
+    if !self.remove.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.remove, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_ChangeMembershipRequest, rhs: Cairn_Peer_V1_ChangeMembershipRequest) -> Bool {
+    if lhs.add != rhs.add {return false}
+    if lhs.remove != rhs.remove {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1198,7 +1381,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -1212,6 +1395,8 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
     var _hintsPending: UInt64 = 0
     var _remoteFetches: UInt64 = 0
     var _repair: Cairn_Peer_V1_RepairStatus? = nil
+    var _configEpoch: UInt64 = 0
+    var _member: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1233,6 +1418,8 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       _hintsPending = source._hintsPending
       _remoteFetches = source._remoteFetches
       _repair = source._repair
+      _configEpoch = source._configEpoch
+      _member = source._member
     }
   }
 
@@ -1262,6 +1449,8 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._hintsPending) }()
         case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._remoteFetches) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._repair) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._configEpoch) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._member) }()
         default: break
         }
       }
@@ -1307,6 +1496,12 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       try { if let v = _storage._repair {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
       } }()
+      if _storage._configEpoch != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._configEpoch, fieldNumber: 12)
+      }
+      if _storage._member != false {
+        try visitor.visitSingularBoolField(value: _storage._member, fieldNumber: 13)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1327,6 +1522,8 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         if _storage._hintsPending != rhs_storage._hintsPending {return false}
         if _storage._remoteFetches != rhs_storage._remoteFetches {return false}
         if _storage._repair != rhs_storage._repair {return false}
+        if _storage._configEpoch != rhs_storage._configEpoch {return false}
+        if _storage._member != rhs_storage._member {return false}
         return true
       }
       if !storagesAreEqual {return false}
