@@ -202,17 +202,10 @@ extension ClusterNode {
     _ writer: any IngestWriter, header h: Cairn_Peer_V1_MirrorIngestHeader, _ c: Cairn_Peer_V1_MirrorCommit
   ) async throws -> Cairn_Peer_V1_MirrorIngestResponse {
     do {
-      let view = self.view
-      let owner = view.owner(ofRef: h.ref)
-      guard owner?.name == h.owner else {
-        throw ContentError.unavailable(
-          "\(config.me) refuses the commit of \(quoted(h.ref)) from \(h.owner): in view \(view.version) the ref is owned by \(owner?.name ?? "none")")
-      }
+      try requireOwner(h.owner, of: h.ref, sending: "the commit of a mirror")
       let digest = try Digest(parsing: c.digest)
       let createdAt = Timestamp(c.createdAt)
-      if tombstones.deletedSince(digest, createdAt: createdAt) {
-        throw ContentError.failedPrecondition("\(config.me) refuses \(digest): it was deleted after \(createdAt)")
-      }
+      try refuseIfDeleted(digest, createdAt: createdAt)
       do {
         let state = try await writer.commit(size: c.size, expected: digest, labels: c.labels, createdAt: createdAt)
         await writer.close()

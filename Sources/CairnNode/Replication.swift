@@ -130,16 +130,8 @@ extension ClusterNode {
       throw ContentError.failedPrecondition(
         "cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s \(config.fingerprint)")
     }
-    // Fencing: a blob written under a ref is taken only from the ref's owner in this
-    // node's view. (Hints, handoffs and repairs carry no ref: the blob was acknowledged.)
-    if !h.ref.isEmpty {
-      let view = self.view
-      let owner = view.owner(ofRef: h.ref)
-      guard owner?.name == h.owner else {
-        throw ContentError.unavailable(
-          "\(config.me) refuses a replica of \(h.digest) from \(h.owner): in view \(view.version) ref \(quoted(h.ref)) is owned by \(owner?.name ?? "none")")
-      }
-    }
+    // Hints, handoffs and repairs carry no ref: the blob was acknowledged already.
+    if !h.ref.isEmpty { try requireOwner(h.owner, of: h.ref, sending: "a replica of \(h.digest)") }
     let digest = try Digest(parsing: h.digest)
     let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
@@ -179,7 +171,18 @@ extension ClusterNode {
     return false
   }
 
-  private func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
+  /// Fencing: a blob written under a ref is taken only from the ref's owner in this
+  /// node's view.
+  func requireOwner(_ sender: String, of ref: String, sending what: String) throws(ContentError) {
+    let view = self.view
+    let owner = view.owner(ofRef: ref)
+    guard owner?.name == sender else {
+      throw .unavailable(
+        "\(config.me) refuses \(what) from \(sender): in view \(view.version) ref \(quoted(ref)) is owned by \(owner?.name ?? "none")")
+    }
+  }
+
+  func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
     if let createdAt, tombstones.deletedSince(digest, createdAt: createdAt) {
       throw .failedPrecondition("\(config.me) refuses \(digest): it was deleted after its creation at \(createdAt)")
     }
