@@ -177,53 +177,49 @@ final class LineLog: Sendable {
   let lines = Mutex<[String]>([])
 }
 
-/// `count` TCP ports on 127.0.0.1 that were free a moment ago (bound to port 0 and
-/// released), for clusters whose peer lists must name their ports before they start.
+/// `count` TCP ports on 127.0.0.1 that were free a moment ago, for clusters whose peer
+/// lists must name their ports before they start. Drawn at random *below* the kernel's
+/// ephemeral range: a port the kernel hands out (bind to port 0) is also what outgoing
+/// connections get, and with many nodes connecting to each other one of them took such a
+/// port between our check and the server's bind.
 public func freeLoopbackPorts(_ count: Int) throws -> [Int] {
-  var fds: [Int32] = []
-  defer { for fd in fds { close(fd) } }
+  let low = ephemeralPortLow()
   var ports: [Int] = []
-  for _ in 0..<count {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw ServerProcessError("socket failed") }
-    fds.append(fd)
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) { p in
-      p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    guard ok else { throw ServerProcessError("bind failed") }
-    ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+  for _ in 0..<10_000 where ports.count < count {
+    let port = Int.random(in: 10_000..<max(10_001, low))
+    if !ports.contains(port) && loopbackPortIsFree(port) { ports.append(port) }
   }
+  guard ports.count == count else { throw ServerProcessError("no \(count) free loopback ports found") }
   return ports
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+private func ephemeralPortLow() -> Int {
+  guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
+    let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first, let low = Int(first)
+  else { return 32768 }
+  return low
+}
+
+private func loopbackPortIsFree(_ port: Int) -> Bool {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { return false }
+  defer { close(fd) }
+  var addr = sockaddr_in()
+  addr.sin_family = sa_family_t(AF_INET)
+  addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+  addr.sin_port = in_port_t(UInt16(port).bigEndian)
+  return withUnsafePointer(to: &addr) { p in
+    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+  }
 }
 
 /// The first of `count` consecutive free loopback ports (for `cairn demo --base-port`).
 public func freeConsecutiveLoopbackPorts(_ count: Int) throws -> Int {
+  let low = ephemeralPortLow()
   for _ in 0..<200 {
-    let base = Int.random(in: 20_000...60_000)
-    var fds: [Int32] = []
-    defer { for fd in fds { close(fd) } }
-    var ok = true
-    for port in base..<base + count {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      fds.append(fd)
-      var addr = sockaddr_in()
-      addr.sin_family = sa_family_t(AF_INET)
-      addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-      addr.sin_port = in_port_t(UInt16(port).bigEndian)
-      let bound = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-      }
-      if !bound {
-        ok = false
-        break
-      }
-    }
-    if ok { return base }
+    let base = Int.random(in: 10_000..<max(10_001, low - count))
+    if (base..<base + count).allSatisfy(loopbackPortIsFree) { return base }
   }
   throw ServerProcessError("no \(count) consecutive free ports found")
 }
