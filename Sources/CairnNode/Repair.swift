@@ -63,6 +63,9 @@ actor ByteRateLimiter {
 extension ClusterNode {
   /// Digests per RepairEntries/RepairPull call, at most.
   static let maxRepairEntriesPerCall = 4096
+  /// Buckets whose entries one RepairEntries call asks for (1/16 of a node's shared
+  /// digests at most, far below the message limit for stores of millions of blobs).
+  static let bucketsPerEntriesCall = 16
   /// Read repairs running at once on one node, at most; more are left to anti-entropy.
   static let maxReadRepairs = 256
 
@@ -135,8 +138,8 @@ extension ClusterNode {
     }.buckets
     let differing = AntiEntropy.differingBuckets(AntiEntropy.summary(mine), theirSummary)
     var theirs: [Digest: RepairEntry] = [:]
-    for start in stride(from: 0, to: differing.count, by: 16) {
-      let buckets = differing[start..<min(start + 16, differing.count)].map(UInt32.init)
+    for start in stride(from: 0, to: differing.count, by: Self.bucketsPerEntriesCall) {
+      let buckets = differing[start..<min(start + Self.bucketsPerEntriesCall, differing.count)].map(UInt32.init)
       let answer = try await peers.call(peer) {
         try await $0.repairEntries(
           .with {
