@@ -18,6 +18,7 @@ import PackageDescription
 //   CairnAgent    the node-local endpoint for containerd: local ingests and cache, blobs in
 //                 the cluster under the host's client identity (docs/containerd.md).
 //   cairn         the CLI: serve, client commands, bench.
+//   CairnChaos    the chaos harness's history model and checker (pure; chaos/README.md).
 //   CairnTestKit  in-memory store and the store conformance suite every store must pass.
 let package = Package(
   name: "Cairn",
@@ -49,6 +50,7 @@ let package = Package(
     ),
     .target(name: "CCairnSys"),
     .target(name: "CairnCluster", dependencies: ["CairnCore"]),
+    .target(name: "CairnChaos"),
     .target(
       name: "CairnDisk",
       dependencies: [
@@ -121,6 +123,7 @@ let package = Package(
       name: "cairn",
       dependencies: [
         "CairnAgent",
+        "CairnChaos",
         "CairnCore",
         "CairnDisk",
         "CairnCluster",
@@ -141,6 +144,7 @@ let package = Package(
       dependencies: ["CairnCore", "CairnCluster"]
     ),
     .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"]),
+    .testTarget(name: "CairnChaosTests", dependencies: ["CairnChaos"]),
     .testTarget(name: "CairnClusterTests", dependencies: ["CairnCore", "CairnCluster", "CairnTestKit"]),
     .testTarget(
       name: "CairnTransportTests",

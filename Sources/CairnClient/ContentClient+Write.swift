@@ -29,17 +29,18 @@ extension ContentClient {
   ///
   /// With `resume: false` the upload starts at offset 0 without asking first (data at
   /// offset 0 restarts any ingest the ref had), saving a round trip per blob.
+  /// `commitSent` runs just before the COMMIT goes out (the chaos workload's lock record).
   public func write(
     ref: String, source: any BlobSource, size: Int64 = 0, expected: Digest? = nil,
     labels: [String: String] = [:], chunkBytes: Int = 1 << 20, resume: Bool = true,
-    progress: (@Sendable (Int64) -> Void)? = nil
+    progress: (@Sendable (Int64) -> Void)? = nil, commitSent: (@Sendable () -> Void)? = nil
   ) async throws -> UploadResult {
     try await call {
       switch api {
       case .modern:
         return try await upload(
           ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
-          resume: resume, progress: progress,
+          resume: resume, progress: progress, commitSent: commitSent,
           stat: { first in
             .with {
               $0.action = .stat
@@ -74,7 +75,7 @@ extension ContentClient {
         if !labels.isEmpty { throw ContentError.unimplemented("labels are not part of the seed API; use --api modern") }
         return try await upload(
           ref: ref, source: source, size: size, expected: expected, labels: labels, chunkBytes: chunkBytes,
-          resume: resume, progress: progress,
+          resume: resume, progress: progress, commitSent: commitSent,
           stat: { first in
             .with {
               $0.action = .stat
@@ -111,7 +112,7 @@ extension ContentClient {
   /// The Write conversation, independent of the API's message types.
   private func upload<Req: Sendable, Resp: Sendable>(
     ref: String, source: any BlobSource, size: Int64, expected: Digest?, labels: [String: String],
-    chunkBytes: Int, resume: Bool, progress: (@Sendable (Int64) -> Void)?,
+    chunkBytes: Int, resume: Bool, progress: (@Sendable (Int64) -> Void)?, commitSent: (@Sendable () -> Void)?,
     stat: @escaping @Sendable (Bool) -> Req,
     data: @escaping @Sendable (Int64, Data) -> Req,
     commit: @escaping @Sendable (Int64) -> Req,
@@ -144,6 +145,7 @@ extension ContentClient {
         offset += Int64(chunk.count)
       }
       last.sent(offset)
+      commitSent?()
       try await writer.write(commit(offset))
     }
     do {

@@ -199,6 +199,18 @@ public struct ContentClient: Sendable {
     }
   }
 
+  /// Whether this cluster node holds `digest` in its own store (the peer protocol's
+  /// LocalInfo: no routing, no remote fetch).
+  public func holdsLocally(_ digest: String) async throws -> Bool {
+    do {
+      return try await call {
+        try await Cairn_Peer_V1_Peer.Client(wrapping: grpc).localInfo(.with { $0.digest = digest }, options: options).hasInfo
+      }
+    } catch let e as ContentError where e.code == .notFound {
+      return false
+    }
+  }
+
   /// Adds (id → HOST:PORT) and/or removes cluster nodes through this node; the new config.
   public func changeMembership(add: [String: String], remove: [String]) async throws -> Cairn_Peer_V1_ClusterConfigMessage {
     try await call {

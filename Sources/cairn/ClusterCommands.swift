@@ -44,10 +44,7 @@ struct ClusterStatus: AsyncParsableCommand {
         String(format: "%.1f%%", m.replicaShare * 100), bar,
       ])
     }
-    let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
-    for r in rows {
-      print(zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined())
-    }
+    print(ChaosCheck.table(rows))
     for p in s.configProblems { print("CONFIG MISMATCH: \(p)") }
   }
 }

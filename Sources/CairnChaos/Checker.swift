@@ -1,0 +1,290 @@
+import Foundation
+
+/// What a scenario promises, checked against its history.
+public struct Bounds: Codable, Sendable {
+  /// Every node that must serve every acknowledged blob after the heal.
+  public var nodes: [String]
+  /// Replicas per blob (R).
+  public var replicas: Int
+  /// Seconds after the heal by which every acknowledged blob must be on R replicas.
+  public var repairSeconds: Double
+  /// Lowest acceptable availability outside fault windows (0...1); nil = not checked.
+  public var minSteadyAvailability: Double?
+
+  public init(nodes: [String], replicas: Int, repairSeconds: Double, minSteadyAvailability: Double? = nil) {
+    self.nodes = nodes
+    self.replicas = replicas
+    self.repairSeconds = repairSeconds
+    self.minSteadyAvailability = minSteadyAvailability
+  }
+}
+
+/// A broken promise, found in the history.
+public struct Finding: Codable, Sendable, Hashable, CustomStringConvertible {
+  public enum Rule: String, Codable, Sendable {
+    case lostWrite = "acknowledged-write-lost"
+    case corruptRead = "read-bytes-do-not-match-digest"
+    case acknowledgedNotFound = "acknowledged-blob-not-found"
+    case twoLockHolders = "two-lock-holders"
+    case underReplicated = "under-replicated"
+    case lowAvailability = "low-steady-availability"
+    case nothingAcknowledged = "nothing-acknowledged"
+  }
+  public var rule: Rule
+  public var detail: String
+  public var description: String { "\(rule.rawValue): \(detail)" }
+}
+
+/// Availability and latency over one stretch of the run.
+public struct PhaseStats: Codable, Sendable {
+  public var name: String
+  public var start: Double
+  public var end: Double
+  public var operations: Int
+  public var ok: Int
+  public var contended: Int
+  public var failed: Int
+  public var unknown: Int
+  /// ok / (ok + failed + unknown): lock contention and not-yet-visible reads are the
+  /// system working, not failing.
+  public var availability: Double
+  public var writeP50: Double?
+  public var writeP99: Double?
+  public var readP50: Double?
+  public var readP99: Double?
+}
+
+/// How long a fault hurt: from its start to the completion of the last operation it failed.
+public struct Recovery: Codable, Sendable {
+  public var fault: String
+  public var start: Double
+  public var stop: Double
+  public var failures: Int
+  /// Seconds from the fault's stop until the last failure it caused completed (0 if the
+  /// failures ended while it lasted, nil if it caused none).
+  public var recoverySeconds: Double?
+  /// Seconds from the first failure to the last (nil if none).
+  public var outageSeconds: Double?
+}
+
+public struct Verdict: Codable, Sendable {
+  public var passed: Bool
+  public var findings: [Finding]
+  public var acknowledgedWrites: Int
+  public var distinctBlobs: Int
+  public var reads: Int
+  public var phases: [PhaseStats]
+  public var recoveries: [Recovery]
+  /// The slowest blob to reach R replicas, seconds after the heal.
+  public var slowestReplication: Double?
+}
+
+/// Judges a history. Pure: the same events give the same verdict.
+public struct Checker {
+  public var bounds: Bounds
+  /// Failures this long after a fault's stop still count towards its recovery.
+  public var recoveryHorizon: Double = 120
+
+  public init(bounds: Bounds) { self.bounds = bounds }
+
+  public func check(_ events: [HistoryEvent]) -> Verdict {
+    var findings: [Finding] = []
+    let writes = events.filter { $0.kind == .write }
+    let acked = Set(writes.filter(\.acknowledged).compactMap(\.digest))
+    if acked.isEmpty {
+      findings.append(Finding(rule: .nothingAcknowledged, detail: "no write was acknowledged, so the run proves nothing"))
+    }
+    findings += lostWrites(acked: acked, events: events)
+    findings += corruptReads(events)
+    findings += notFoundAfterAck(writes: writes, events: events)
+    findings += lockOverlaps(writes)
+    let (replicaFindings, slowest) = replication(acked: acked, events: events)
+    findings += replicaFindings
+    let faults = events.filter { $0.kind == .fault }.sorted { ($0.start ?? 0) < ($1.start ?? 0) }
+    let ops = events.filter { ($0.kind == .write || $0.kind == .read) && $0.invoke != nil }
+    let phases = Self.phases(ops: ops, faults: faults, heal: events.first { $0.kind == .heal }?.start)
+    if let floor = bounds.minSteadyAvailability {
+      for p in phases where !p.name.hasPrefix("fault") && p.operations > 0 && p.availability < floor {
+        findings.append(
+          Finding(rule: .lowAvailability, detail: "phase \(p.name) had availability \(p.availability), below \(floor)"))
+      }
+    }
+    return Verdict(
+      passed: findings.isEmpty, findings: findings, acknowledgedWrites: writes.filter(\.acknowledged).count,
+      distinctBlobs: acked.count, reads: events.filter { $0.kind == .read }.count, phases: phases,
+      recoveries: recoveries(ops: ops, faults: faults), slowestReplication: slowest)
+  }
+
+  /// Every acknowledged digest read back with matching bytes from every node.
+  func lostWrites(acked: Set<String>, events: [HistoryEvent]) -> [Finding] {
+    var good: Set<[String]> = []
+    for e in events where e.kind == .finalRead && e.outcome == .ok && e.matches == true {
+      if let d = e.digest, let n = e.node { good.insert([d, n]) }
+    }
+    var findings: [Finding] = []
+    for digest in acked.sorted() {
+      let missing = bounds.nodes.filter { !good.contains([digest, $0]) }
+      if !missing.isEmpty {
+        let why = events.filter { $0.kind == .finalRead && $0.digest == digest && missing.contains($0.node ?? "") }
+          .map { "\($0.node ?? "?"): \($0.outcome?.rawValue ?? "?")\($0.error.map { " \($0)" } ?? "")" }
+        findings.append(
+          Finding(
+            rule: .lostWrite,
+            detail: "\(digest) was acknowledged but is not readable intact from \(missing.joined(separator: ", "))"
+              + (why.isEmpty ? " (never read back)" : " (\(why.joined(separator: "; ")))")))
+      }
+    }
+    return findings
+  }
+
+  /// Reads whose bytes hash to another digest, and commits acknowledged for other bytes
+  /// than the writer sent.
+  func corruptReads(_ events: [HistoryEvent]) -> [Finding] {
+    events.filter { ($0.outcome == .ok || $0.outcome == .already) && $0.matches == false }.map {
+      Finding(rule: .corruptRead, detail: "\($0.kind.rawValue) of \($0.digest ?? "?") through \($0.node ?? "?") at \($0.invoke ?? 0): other bytes")
+    }
+  }
+
+  /// A read invoked after a write of its digest was acknowledged must not hear NOT_FOUND:
+  /// a node that cannot reach enough replicas to know must say UNAVAILABLE.
+  func notFoundAfterAck(writes: [HistoryEvent], events: [HistoryEvent]) -> [Finding] {
+    var firstAck: [String: Double] = [:]
+    for w in writes where w.acknowledged {
+      if let d = w.digest, let t = w.complete { firstAck[d] = min(firstAck[d] ?? t, t) }
+    }
+    return events.filter { $0.kind == .read && $0.outcome == .notFound }.compactMap { r in
+      guard let d = r.digest, let acked = firstAck[d], let t = r.invoke, t > acked else { return nil }
+      return Finding(
+        rule: .acknowledgedNotFound,
+        detail: String(format: "read of %@ through %@ at %.3f answered NOT_FOUND; acknowledged at %.3f", d, r.node ?? "?", t, acked))
+    }
+  }
+
+  /// Two writers of one ref whose certain lock holding overlaps. A writer certainly held
+  /// the lock from the first answer it received to the sending of the last request that
+  /// was answered; anything wider would blame the network's delays on the lock.
+  func lockOverlaps(_ writes: [HistoryEvent]) -> [Finding] {
+    var byRef: [String: [HistoryEvent]] = [:]
+    for w in writes {
+      guard let ref = w.ref, let from = w.lockFrom, let until = w.lockUntil, until > from else { continue }
+      byRef[ref, default: []].append(w)
+    }
+    var findings: [Finding] = []
+    for (ref, holders) in byRef.sorted(by: { $0.key < $1.key }) {
+      let sorted = holders.sorted { $0.lockFrom! < $1.lockFrom! }
+      var widest = sorted[0]
+      for next in sorted.dropFirst() {
+        if next.lockFrom! < widest.lockUntil! {
+          findings.append(
+            Finding(
+              rule: .twoLockHolders,
+              detail: String(
+                format: "ref %@: process %d (via %@) held it %.3f-%.3f while process %d (via %@) held it from %.3f", ref,
+                widest.process ?? -1, widest.node ?? "?", widest.lockFrom!, widest.lockUntil!, next.process ?? -1,
+                next.node ?? "?", next.lockFrom!)))
+        }
+        if next.lockUntil! > widest.lockUntil! { widest = next }
+      }
+    }
+    return findings
+  }
+
+  func replication(acked: Set<String>, events: [HistoryEvent]) -> ([Finding], Double?) {
+    var reports: [String: HistoryEvent] = [:]
+    for e in events where e.kind == .replicas { if let d = e.digest { reports[d] = e } }
+    var findings: [Finding] = []
+    var slowest: Double?
+    for digest in acked.sorted() {
+      guard let r = reports[digest] else {
+        findings.append(Finding(rule: .underReplicated, detail: "\(digest): no replica report after the heal"))
+        continue
+      }
+      let set = r.replicaSet ?? []
+      let holding = set.filter { (r.holders ?? []).contains($0) }
+      if holding.count < bounds.replicas {
+        findings.append(
+          Finding(
+            rule: .underReplicated,
+            detail: "\(digest): \(holding.count) of its replicas \(set) hold it (\(r.holders ?? [])), R=\(bounds.replicas), after \(bounds.repairSeconds) s"))
+      } else if let t = r.reachedAfter {
+        if t > bounds.repairSeconds {
+          findings.append(
+            Finding(rule: .underReplicated, detail: "\(digest) reached R=\(bounds.replicas) replicas \(t) s after the heal, bound \(bounds.repairSeconds) s"))
+        }
+        slowest = max(slowest ?? 0, t)
+      }
+    }
+    return (findings, slowest)
+  }
+
+  /// Stretches of the run: before the first fault, each fault window, the gaps between,
+  /// after the last fault until the heal, and after the heal. An operation belongs to the
+  /// stretch in which it completed (a fault shows in what it ends); overlapping faults share
+  /// the earlier one's window.
+  static func phases(ops: [HistoryEvent], faults: [HistoryEvent], heal: Double?) -> [PhaseStats] {
+    guard let first = ops.map({ $0.invoke! }).min() else { return [] }
+    func at(_ e: HistoryEvent) -> Double { e.complete ?? e.invoke! }
+    let last = max(ops.map { $0.complete ?? $0.invoke! }.max()!, heal ?? 0)
+    var cuts: [(String, Double)] = [("before", first)]
+    var cursor = first
+    for f in faults {
+      guard let s = f.start, let e = f.stop, e > cursor else { continue }
+      let start = max(s, cursor)
+      if start > cursor { cuts.append((cuts.count == 1 ? "before" : "between", cursor)) }
+      cuts.append(("fault: \(f.name ?? "?")", start))
+      cursor = e
+    }
+    if !faults.isEmpty { cuts.append(("after", cursor)) }
+    if let heal, heal > cursor, !faults.isEmpty { cuts.append(("healed", heal)) }
+    // Drop empty stretches (a cut followed by one at the same time).
+    var merged: [(String, Double)] = []
+    for c in cuts {
+      if let l = merged.last, l.1 >= c.1 { merged[merged.count - 1] = c } else { merged.append(c) }
+    }
+    return merged.enumerated().compactMap { i, cut in
+      let end = i + 1 < merged.count ? merged[i + 1].1 : last
+      let inside = ops.filter { at($0) >= cut.1 && (at($0) < end || (i == merged.count - 1 && at($0) <= end)) }
+      // The heal comes after the workload: no operations, nothing to say.
+      if inside.isEmpty && cut.0 == "healed" { return nil }
+      return stats(name: cut.0, start: cut.1, end: end, ops: inside)
+    }
+  }
+
+  static func stats(name: String, start: Double, end: Double, ops: [HistoryEvent]) -> PhaseStats {
+    func count(_ outcomes: Set<HistoryEvent.Outcome>) -> Int { ops.filter { outcomes.contains($0.outcome ?? .unknown) }.count }
+    let ok = count([.ok, .already])
+    let contended = count([.locked, .notFound])
+    let failed = count([.fail])
+    let unknown = count([.unknown])
+    let denominator = ok + failed + unknown
+    func percentiles(_ kind: HistoryEvent.Kind) -> (Double?, Double?) {
+      let l = ops.filter { $0.kind == kind && ($0.outcome == .ok || $0.outcome == .already) }.compactMap(\.latency).sorted()
+      guard !l.isEmpty else { return (nil, nil) }
+      func at(_ q: Double) -> Double { l[min(l.count - 1, Int((q * Double(l.count)).rounded(.up)) - 1)] }
+      return (at(0.5), at(0.99))
+    }
+    let (w50, w99) = percentiles(.write)
+    let (r50, r99) = percentiles(.read)
+    return PhaseStats(
+      name: name, start: start, end: end, operations: ops.count, ok: ok, contended: contended, failed: failed,
+      unknown: unknown, availability: denominator == 0 ? 1 : Double(ok) / Double(denominator), writeP50: w50,
+      writeP99: w99, readP50: r50, readP99: r99)
+  }
+
+  func recoveries(ops: [HistoryEvent], faults: [HistoryEvent]) -> [Recovery] {
+    faults.enumerated().compactMap { i, f in
+      guard let s = f.start, let e = f.stop else { return nil }
+      // A later fault's failures are its own.
+      let horizon = min(e + recoveryHorizon, i + 1 < faults.count ? (faults[i + 1].start ?? .infinity) : .infinity)
+      // Failures that ended once the fault had begun, of operations begun before the horizon.
+      let hurt = ops.filter {
+        ($0.outcome == .fail || $0.outcome == .unknown) && ($0.complete ?? $0.invoke!) >= s && $0.invoke! < max(horizon, e)
+      }
+      let ends = hurt.map { $0.complete ?? $0.invoke! }
+      return Recovery(
+        fault: f.name ?? "?", start: s, stop: e, failures: hurt.count,
+        recoverySeconds: ends.max().map { max(0, $0 - e) },
+        outageSeconds: ends.max().flatMap { last in hurt.map { $0.invoke! }.min().map { last - $0 } })
+    }
+  }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import CairnChaos
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnProto
+import Foundation
+import Synchronization
+
+struct ChaosVerify: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "verify",
+    abstract: "After the heal: wait (up to the repair bound) for every acknowledged blob to reach its R replicas, then read each one back from every node.",
+    discussion: "Appends `replicas` and `final-read` events to --out for `cairn chaos check`.")
+
+  @Option(help: "The nodes as ID=HOST:PORT,...") var nodes: String
+  @Option(help: "The workload's history file(s).") var history: [String]
+  @Option(help: "Where to write what was found (JSON lines).") var out: String
+  @Option(help: "When everything was healed (seconds since the epoch; default now).") var heal: Double?
+  @Option(help: "Seconds after the heal by which every blob must be on its R replicas.") var repairSeconds: Double = 60
+  @Option(help: "Seconds a read may take.") var timeout: Double = 120
+
+  func run() async throws {
+    takeOverConcurrencyPool()
+    let targets = try parseNodeList(nodes)
+    let healedAt = heal ?? Date().timeIntervalSince1970
+    let acked = Array(Set(try HistoryFile.load(history).filter(\.acknowledged).compactMap(\.digest))).sorted()
+    let log = try HistoryLog(path: out)
+    var clients: [String: ContentClient] = [:]
+    for t in targets { clients[t.id] = try ContentClient.connect(address: t.address, api: .modern, keepalive: .seconds(2)) }
+    let seedClients = try targets.map { try ContentClient.connect(address: $0.address, api: .seed, keepalive: .seconds(2)) }
+    let (bound, readTimeout) = (repairSeconds, timeout)
+    try await withThrowingDiscardingTaskGroup { group in
+      for c in Array(clients.values) + seedClients { group.addTask { try? await c.runConnections() } }
+      defer { for c in Array(clients.values) + seedClients { c.close() } }
+      let status = try await Self.anyStatus(clients.values.map { $0 })
+      let ring = Ring(nodes: status.members.map { NodeID($0.state.id) }, vnodesPerNode: Int(status.vnodes))
+      let replicas = Int(status.replicas)
+      print("chaos verify: \(acked.count) acknowledged blobs, R=\(replicas), waiting up to \(bound) s after the heal")
+      var pending = Dictionary(uniqueKeysWithValues: acked.map { d in
+        (d, (try? Digest(parsing: d)).map { ring.replicas(of: $0, count: replicas).map(\.name) } ?? [])
+      })
+      var holders: [String: [String]] = [:]
+      while true {
+        for (digest, set) in pending {
+          var have: [String] = []
+          for id in targets.map(\.id) where (try? await clients[id]!.holdsLocally(digest)) == true { have.append(id) }
+          holders[digest] = have
+          if set.allSatisfy(have.contains) {
+            log.append(Self.replicaEvent(digest, set: set, holders: have, after: Date().timeIntervalSince1970 - healedAt))
+            pending[digest] = nil
+          }
+        }
+        let left = healedAt + bound - Date().timeIntervalSince1970
+        print(String(format: "chaos verify: %d of %d blobs on all their replicas, %.0f s of the bound left", acked.count - pending.count, acked.count, max(0, left)))
+        if pending.isEmpty || left <= 0 { break }
+        try await Task.sleep(for: .milliseconds(500))  // polling the nodes; nothing to await
+      }
+      for (digest, set) in pending { log.append(Self.replicaEvent(digest, set: set, holders: holders[digest] ?? [], after: nil)) }
+      // Then every blob from every node, alternating the APIs.
+      let jobs = acked.flatMap { d in targets.indices.map { (d, $0) } }
+      let (modernByID, seedByIndex, ids) = (clients, seedClients, targets.map(\.id))
+      let bar = ProgressBar("final reads", total: Int64(jobs.count))
+      try await withThrowingDiscardingTaskGroup { readers in
+        for worker in 0..<min(8, jobs.count) {
+          readers.addTask {
+            for (digest, i) in jobs[worker...].enumerated().filter({ $0.offset % 8 == 0 }).map(\.element) {
+              let client = (digest.hashValue ^ i) & 1 == 0 ? modernByID[ids[i]]! : seedByIndex[i]
+              log.append(await readBlob(digest, node: ids[i], client: client, process: nil, kind: .finalRead, timeout: readTimeout))
+              bar.advance(1)
+            }
+          }
+        }
+      }
+      bar.finish()
+    }
+  }
+
+  static func replicaEvent(_ digest: String, set: [String], holders: [String], after: Double?) -> HistoryEvent {
+    var e = HistoryEvent(kind: .replicas)
+    (e.digest, e.replicaSet, e.holders, e.reachedAfter) = (digest, set, holders, after)
+    return e
+  }
+
+  static func anyStatus(_ clients: [ContentClient]) async throws -> Cairn_Peer_V1_ClusterStatusResponse {
+    var last: Error?
+    for c in clients {
+      do { return try await c.clusterStatus() } catch { last = error }
+    }
+    throw last ?? ValidationError("no nodes")
+  }
+}
+
+struct ChaosCheck: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "check",
+    abstract: "Judge a chaos run's history: prints findings, availability and latency per phase, recovery times, and a verdict.",
+    discussion: "Exit status 0 on PASS, 1 on FAIL.")
+
+  @Option(help: "History files (workload, faults, verification), JSON lines.") var history: [String]
+  @Option(help: "Node ids that must each serve every acknowledged blob, comma separated.") var nodes: String
+  @Option(help: "Replicas per blob (R).") var replicas: Int = 3
+  @Option(help: "Seconds after the heal by which every blob must be on R replicas.") var repairSeconds: Double = 60
+  @Option(help: "Lowest acceptable availability outside fault windows (0-1).") var minSteadyAvailability: Double?
+  @Option(help: "Write the verdict as JSON here.") var out: String?
+
+  func run() async throws {
+    let events = try HistoryFile.load(history)
+    let bounds = Bounds(
+      nodes: nodes.split(separator: ",").map(String.init), replicas: replicas, repairSeconds: repairSeconds,
+      minSteadyAvailability: minSteadyAvailability)
+    let verdict = Checker(bounds: bounds).check(events)
+    if let out {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      try encoder.encode(verdict).write(to: URL(fileURLWithPath: out))
+    }
+    print(Self.render(verdict))
+    if !verdict.passed { throw ExitCode(1) }
+  }
+
+  static func render(_ v: Verdict) -> String {
+    func ms(_ s: Double?) -> String { s.map { String(format: "%.0f", $0 * 1000) } ?? "-" }
+    var rows = [["PHASE", "SECONDS", "OPS", "OK", "CONTENDED", "FAILED", "UNKNOWN", "AVAILABILITY", "WRITE p50/p99 ms", "READ p50/p99 ms"]]
+    for p in v.phases {
+      rows.append([
+        p.name, String(format: "%.1f", p.end - p.start), "\(p.operations)", "\(p.ok)", "\(p.contended)", "\(p.failed)",
+        "\(p.unknown)", String(format: "%.1f%%", p.availability * 100), "\(ms(p.writeP50))/\(ms(p.writeP99))",
+        "\(ms(p.readP50))/\(ms(p.readP99))",
+      ])
+    }
+    var lines = [table(rows), ""]
+    if !v.recoveries.isEmpty {
+      var r = [["FAULT", "SECONDS", "FAILURES", "OUTAGE s", "RECOVERED s AFTER STOP"]]
+      for x in v.recoveries {
+        r.append([
+          x.fault, String(format: "%.1f", x.stop - x.start), "\(x.failures)", x.outageSeconds.map { String(format: "%.1f", $0) } ?? "-",
+          x.recoverySeconds.map { String(format: "%.1f", $0) } ?? "-",
+        ])
+      }
+      lines += [table(r), ""]
+    }
+    lines.append(
+      "\(v.acknowledgedWrites) acknowledged writes (\(v.distinctBlobs) blobs), \(v.reads) reads; slowest blob reached R replicas "
+        + (v.slowestReplication.map { String(format: "%.1f s after the heal", $0) } ?? "-"))
+    for f in v.findings.prefix(50) { lines.append("FINDING \(f)") }
+    if v.findings.count > 50 { lines.append("... \(v.findings.count - 50) more findings") }
+    lines.append(
+      v.passed
+        ? "VERDICT: PASS (0 acknowledged writes lost, every read matched, one lock holder per ref, every blob on R replicas)"
+        : "VERDICT: FAIL (\(v.findings.count) findings: \(Set(v.findings.map(\.rule.rawValue)).sorted().joined(separator: ", ")))")
+    return lines.joined(separator: "\n")
+  }
+
+  static func table(_ rows: [[String]]) -> String {
+    let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+    return rows.map { r in zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined() }
+      .joined(separator: "\n")
+  }
+}

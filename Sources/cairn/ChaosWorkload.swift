@@ -1,0 +1,274 @@
+import ArgumentParser
+import CairnChaos
+import CairnCluster
+import CairnClient
+import CairnCore
+import Foundation
+import Synchronization
+
+struct ChaosWorkload: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "workload",
+    abstract: "Concurrent writers and readers against random nodes, recording every operation in a history.",
+    discussion: """
+      Writers upload distinct blobs (sizes drawn from --sizes), race each other on a few
+      shared refs, and interrupt some uploads half-way to resume them through another node.
+      Readers read acknowledged blobs back from random nodes and hash them. Both APIs are
+      used at random. Every operation becomes one JSON line in --history.
+      """)
+
+  @Option(help: "The nodes as ID=HOST:PORT,...") var nodes: String
+  @Option(help: "Seconds to run.") var duration: Double = 60
+  @Option(help: "Concurrent writers.") var writers: Int = 4
+  @Option(help: "Concurrent readers.") var readers: Int = 2
+  @Option(help: "Blob sizes with weights.") var sizes: String = "1k:50,64k:30,1m:15,16m:4,64m:1"
+  @Option(help: "Refs all writers race on.") var sharedRefs: Int = 2
+  @Option(help: "Fraction of writes that go to a shared ref.") var sharedFraction: Double = 0.2
+  @Option(help: "Size of the blobs written to shared refs (default 64k times the ref's number).") var sharedSize: String?
+  @Option(help: "Fraction of distinct-ref writes (64 KiB and up) interrupted half-way and resumed elsewhere.")
+  var resumeFraction: Double = 0.1
+  @Option(help: "Seconds one attempt at an operation may take on one node, plus one per MiB; then the next node is tried (and the slow one avoided for 10 s).")
+  var timeout: Double = 5
+  @Option(help: "The history file (JSON lines).") var history: String
+  @Option(help: "Random seed (default: random; printed).") var seed: UInt64?
+  @Option(help: "Ref prefix (default chaos-SEED).") var refPrefix: String?
+
+  func run() async throws {
+    takeOverConcurrencyPool()
+    let targets = try parseNodeList(nodes)
+    let mix = try SizeMix(sizes)
+    let sharedBytes = try sharedSize.map { text -> Int64 in
+      guard let n = parseSize(text), n > 0 else { throw ValidationError("--shared-size looks like 64k or 32m") }
+      return n
+    }
+    let seed = self.seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
+    print("chaos workload: seed \(seed), \(writers) writers, \(readers) readers, \(duration) s against \(targets.map(\.id).joined(separator: ","))")
+    let log = try HistoryLog(path: history)
+    var clients: [String: [ContentAPI: ContentClient]] = [:]
+    for t in targets {
+      for api in ContentAPI.allCases {
+        clients[t.id, default: [:]][api] = try ContentClient.connect(address: t.address, api: api, keepalive: .seconds(2))
+      }
+    }
+    let run = WorkloadRun(
+      targets: targets.map(\.id), clients: clients, mix: mix, log: log, prefix: refPrefix ?? "chaos-\(seed)",
+      sharedRefs: sharedRefs, sharedSize: sharedBytes, sharedFraction: sharedFraction, resumeFraction: resumeFraction, timeout: timeout,
+      end: Date().timeIntervalSince1970 + duration)
+    let (w, r) = (writers, readers)
+    try await withThrowingDiscardingTaskGroup { group in
+      for c in clients.values.flatMap(\.values) { group.addTask { try? await c.runConnections() } }
+      try await withThrowingDiscardingTaskGroup { work in
+        for p in 0..<w { work.addTask { await run.writer(p, seed: seed) } }
+        for p in 0..<r { work.addTask { await run.reader(w + p, seed: seed) } }
+        work.addTask { await run.report() }
+      }
+      for c in clients.values.flatMap(\.values) { c.close() }
+    }
+    print("chaos workload done: \(run.tally.withLock { $0.line })")
+  }
+}
+
+/// The shared state of one workload run.
+final class WorkloadRun: Sendable {
+  let targets: [String]
+  let clients: [String: [ContentAPI: ContentClient]]
+  let mix: SizeMix
+  let log: HistoryLog
+  let prefix: String
+  let sharedRefs: Int
+  let sharedSize: Int64?
+  let sharedFraction: Double
+  let resumeFraction: Double
+  let timeout: Double
+  let end: Double
+  let acknowledged = Mutex<[(digest: String, size: Int64)]>([])
+  /// Nodes an attempt timed out on, and until when to try them last (a client's circuit
+  /// breaker: a stopped node accepts connections and never answers).
+  let avoid = Mutex<[String: Double]>([:])
+  let tally = Mutex(Tally())
+
+  init(
+    targets: [String], clients: [String: [ContentAPI: ContentClient]], mix: SizeMix, log: HistoryLog, prefix: String,
+    sharedRefs: Int, sharedSize: Int64?, sharedFraction: Double, resumeFraction: Double, timeout: Double, end: Double
+  ) {
+    (self.targets, self.clients, self.mix, self.log, self.prefix) = (targets, clients, mix, log, prefix)
+    self.sharedSize = sharedSize
+    (self.sharedRefs, self.sharedFraction, self.resumeFraction, self.timeout, self.end) =
+      (sharedRefs, sharedFraction, resumeFraction, timeout, end)
+  }
+
+  var now: Double { Date().timeIntervalSince1970 }
+
+  func report() async {
+    while now < end {
+      try? await Task.sleep(for: .seconds(5))
+      print(String(format: "chaos workload: %.0f s left; ", max(0, end - now)) + tally.withLock { $0.line })
+    }
+  }
+
+  func writer(_ process: Int, seed: UInt64) async {
+    var rng = SplitMix64(seed: seed &+ UInt64(process) &* 0x9E37_79B9)
+    var i = 0
+    while now < end {
+      i += 1
+      let shared = sharedRefs > 0 && Double.random(in: 0..<1, using: &rng) < sharedFraction
+      let ref: String
+      let size: Int64
+      let contentSeed: UInt64
+      if shared {
+        // Every writer of a shared ref uploads the same bytes within a 3-second window, so
+        // they contend for the lock rather than overwrite each other.
+        let k = Int.random(in: 0..<sharedRefs, using: &rng)
+        ref = "\(prefix)-shared-\(k)"
+        size = sharedSize ?? Int64(64 << 10) * Int64(k + 1)
+        contentSeed = UInt64(k) << 40 | UInt64(now / 3)
+      } else {
+        ref = "\(prefix)-w\(process)-\(i)"
+        size = mix.pick(&rng)
+        contentSeed = seed << 20 &+ UInt64(process) << 32 &+ UInt64(i)
+      }
+      guard let data = try? await generatedBytes(size: size, seed: contentSeed) else { continue }
+      let interrupt = !shared && size >= 64 << 10 && Double.random(in: 0..<1, using: &rng) < resumeFraction
+      if interrupt {
+        // The first half through one node, then the stream breaks; not an operation of
+        // the history (its effect is the ingest the resumed upload finds).
+        _ = await upload(ref: ref, data: data, node: targets.randomElement(using: &rng)!,
+                         api: ContentAPI.allCases.randomElement(using: &rng)!, cut: size / 2, nameDigest: true, process: process)
+      }
+      let api = ContentAPI.allCases.randomElement(using: &rng)!
+      // Half the racers on a shared ref do not name the digest: they cannot wait for the
+      // holder's commit (ALREADY_EXISTS) and meet the lock itself.
+      let named = !shared || Bool.random(using: &rng)
+      let event = await withFailover(targets.shuffled(using: &rng)) { node in
+        await self.upload(ref: ref, data: data, node: node, api: api, cut: nil, nameDigest: named, process: process)
+      }
+      log.append(event)
+      tally.withLock {
+        $0.writes[event.outcome!, default: 0] += 1
+        if event.acknowledged { $0.bytes += size }
+      }
+      if event.acknowledged, let d = event.digest { acknowledged.withLock { $0.append((d, size)) } }
+    }
+  }
+
+  func upload(
+    ref: String, data: Data, node: String, api: ContentAPI, cut: Int64?, nameDigest: Bool, process: Int
+  ) async -> HistoryEvent {
+    var e = HistoryEvent(kind: .write)
+    (e.process, e.node, e.api, e.ref, e.size) = (process, node, api.rawValue, ref, Int64(data.count))
+    let digest = Digest.of(data)
+    e.digest = digest.description
+    let client = clients[node]![api]!
+    let firstReply = Mutex<Double?>(nil)
+    let commitSent = Mutex<Double?>(nil)
+    e.invoke = now
+    do {
+      let source: any BlobSource = cut.map { InterruptedSource(data, cut: $0) } ?? DataSource(data)
+      let r = try await withTimeout(timeout + Double(data.count) / Double(1 << 20)) {
+        try await client.write(
+          ref: ref, source: source, size: Int64(data.count), expected: nameDigest ? digest : nil, resume: true,
+          progress: { _ in firstReply.withLock { if $0 == nil { $0 = Date().timeIntervalSince1970 } } },
+          commitSent: { commitSent.withLock { $0 = Date().timeIntervalSince1970 } })
+      }
+      e.outcome = r.alreadyExisted ? .already : .ok
+      // The commit must be of the bytes sent (a writer that did not name the digest learns it here).
+      e.matches = r.digest == digest
+      e.resumedFrom = r.resumedFrom
+      e.lockUntil = commitSent.withLock { $0 }
+    } catch let error as ContentError {
+      e.error = "\(error.code.name): \(error.message)"
+      switch error.code {
+      case .alreadyExists:
+        e.outcome = .already
+        e.lockUntil = commitSent.withLock { $0 }
+      case .unavailable where error.message.contains("locked"): e.outcome = .locked
+      case .deadlineExceeded, .cancelled: e.outcome = commitSent.withLock { $0 } == nil ? .fail : .unknown
+      case .unavailable, .unknown, .internalError, .aborted:
+        // A COMMIT sent and not answered may have landed.
+        e.outcome = commitSent.withLock { $0 } == nil ? .fail : .unknown
+      default: e.outcome = .fail
+      }
+    } catch {
+      e.error = error is OperationTimeout ? "timed out" : "\(error)"
+      e.outcome = commitSent.withLock { $0 } == nil ? .fail : .unknown
+    }
+    e.complete = now
+    e.lockFrom = firstReply.withLock { $0 }
+    return e
+  }
+
+  func reader(_ process: Int, seed: UInt64) async {
+    var rng = SplitMix64(seed: seed &+ 0xABCD &+ UInt64(process))
+    while now < end {
+      guard let (digest, size) = acknowledged.withLock({ $0.randomElement(using: &rng) }) else {
+        try? await Task.sleep(for: .milliseconds(50))  // pacing: nothing to read yet
+        continue
+      }
+      let api = ContentAPI.allCases.randomElement(using: &rng)!
+      let e = await withFailover(targets.shuffled(using: &rng)) { node in
+        await self.read(digest, size: size, node: node, api: api, process: process)
+      }
+      log.append(e)
+      tally.withLock { $0.reads[e.outcome!, default: 0] += 1 }
+    }
+  }
+
+  /// One logical operation, as a client of a cluster makes it: tried on each node in turn
+  /// while the answer is UNAVAILABLE (node down, hung, fenced) and nothing may have landed.
+  /// One history event: invoked at the first attempt, completed at the last, with every
+  /// failed attempt's error.
+  func withFailover(_ shuffled: [String], _ attempt: (String) async -> HistoryEvent) async -> HistoryEvent {
+    let t = now
+    let avoided = avoid.withLock { a in shuffled.filter { (a[$0] ?? 0) > t } }
+    let order = shuffled.filter { !avoided.contains($0) } + avoided
+    var errors: [String] = []
+    var invoke: Double?
+    for (i, node) in order.enumerated() {
+      var e = await attempt(node)
+      invoke = invoke ?? e.invoke
+      let timedOut = e.error == "timed out"
+      if timedOut { avoid.withLock { $0[node] = now + 10 } }
+      // Nothing landed (no COMMIT sent), or a read: safe to try elsewhere. A write whose
+      // COMMIT went unanswered is retried too (same ref, same bytes: idempotent) only on timeouts.
+      let unavailable = (e.error ?? "").hasPrefix("UNAVAILABLE") && !(e.error ?? "").contains("locked")
+      let retry = (e.outcome == .fail && (unavailable || timedOut)) || (e.kind == .read && e.outcome == .unknown)
+      if !retry || i == order.count - 1 || now >= end {
+        e.invoke = invoke
+        if !errors.isEmpty { e.error = (errors + [e.error].compactMap { $0 }).joined(separator: " | ") }
+        e.attempts = i + 1
+        return e
+      }
+      errors.append("\(node): \(e.error ?? "")")
+    }
+    fatalError("no nodes")
+  }
+
+  func read(_ digest: String, size: Int64, node: String, api: ContentAPI, process: Int) async -> HistoryEvent {
+    await readBlob(
+      digest, node: node, client: clients[node]![api]!, process: process, kind: .read,
+      timeout: timeout + Double(size) / Double(1 << 20))
+  }
+}
+
+/// Reads a whole blob and records whether its bytes hash to its digest.
+func readBlob(
+  _ digest: String, node: String, client: ContentClient, process: Int?, kind: HistoryEvent.Kind, timeout: Double
+) async -> HistoryEvent {
+  var e = HistoryEvent(kind: kind)
+  (e.process, e.node, e.api, e.digest) = (process, node, client.api.rawValue, digest)
+  e.invoke = Date().timeIntervalSince1970
+  do {
+    let data = try await withTimeout(timeout) { try await client.readAll(digest) }
+    e.outcome = .ok
+    e.size = Int64(data.count)
+    e.matches = Digest.of(data).description == digest
+  } catch let error as ContentError {
+    e.error = "\(error.code.name): \(error.message)"
+    e.outcome = error.code == .notFound ? .notFound : error.code == .deadlineExceeded ? .unknown : .fail
+  } catch {
+    e.error = error is OperationTimeout ? "timed out" : "\(error)"
+    e.outcome = .unknown
+  }
+  e.complete = Date().timeIntervalSince1970
+  return e
+}

@@ -1,0 +1,148 @@
+import CairnChaos
+import Testing
+
+/// The checker must be able to fail: each test fabricates the history a broken build would
+/// leave and expects the rule it breaks.
+@Suite struct CheckerTests {
+  let nodes = ["n1", "n2", "n3"]
+  var bounds: Bounds { Bounds(nodes: nodes, replicas: 3, repairSeconds: 30) }
+
+  func write(_ p: Int, ref: String, digest: String, at t: Double, outcome: HistoryEvent.Outcome = .ok, lock: (Double, Double)? = nil) -> HistoryEvent {
+    var e = HistoryEvent(kind: .write)
+    e.process = p
+    e.node = "n\(p % 3 + 1)"
+    e.ref = ref
+    e.digest = digest
+    e.invoke = t
+    e.complete = t + 0.5
+    e.outcome = outcome
+    e.lockFrom = lock?.0 ?? t + 0.01
+    e.lockUntil = lock?.1 ?? t + 0.4
+    return e
+  }
+
+  func finalReads(_ digest: String, on nodes: [String], matches: Bool = true) -> [HistoryEvent] {
+    nodes.map {
+      var e = HistoryEvent(kind: .finalRead)
+      e.node = $0
+      e.digest = digest
+      e.outcome = .ok
+      e.matches = matches
+      return e
+    }
+  }
+
+  func replicas(_ digest: String, holders: [String], after: Double? = 2) -> HistoryEvent {
+    var e = HistoryEvent(kind: .replicas)
+    e.digest = digest
+    e.replicaSet = nodes
+    e.holders = holders
+    e.reachedAfter = holders.count >= 3 ? after : nil
+    return e
+  }
+
+  func fault(_ name: String, _ start: Double, _ stop: Double) -> HistoryEvent {
+    var e = HistoryEvent(kind: .fault)
+    e.name = name
+    e.start = start
+    e.stop = stop
+    return e
+  }
+
+  var healthy: [HistoryEvent] {
+    [write(0, ref: "a", digest: "sha256:aa", at: 1), write(1, ref: "b", digest: "sha256:bb", at: 2)]
+      + finalReads("sha256:aa", on: nodes) + finalReads("sha256:bb", on: nodes)
+      + [replicas("sha256:aa", holders: nodes), replicas("sha256:bb", holders: nodes)]
+  }
+
+  func rules(_ events: [HistoryEvent]) -> Set<Finding.Rule> {
+    Set(Checker(bounds: bounds).check(events).findings.map(\.rule))
+  }
+
+  @Test func aHealthyHistoryPasses() {
+    let v = Checker(bounds: bounds).check(healthy)
+    #expect(v.passed, "\(v.findings)")
+    #expect(v.distinctBlobs == 2)
+    #expect(v.slowestReplication == 2)
+  }
+
+  /// The broken build of the issue: W=1, the only copy's node killed before it replicated.
+  /// The acknowledged blob is readable nowhere after the heal and on one replica at most.
+  @Test func anAcknowledgedWriteLostByW1IsCaught() {
+    var events = [write(0, ref: "a", digest: "sha256:aa", at: 1)]
+    var miss = HistoryEvent(kind: .finalRead)
+    miss.node = "n2"
+    miss.digest = "sha256:aa"
+    miss.outcome = .notFound
+    events += finalReads("sha256:aa", on: ["n1"]) + [miss] + [replicas("sha256:aa", holders: ["n1"])]
+    let v = Checker(bounds: bounds).check(events)
+    #expect(!v.passed)
+    #expect(Set(v.findings.map(\.rule)) == [.lostWrite, .underReplicated])
+    #expect(v.findings.first { $0.rule == .lostWrite }!.detail.contains("n2: not-found"))
+  }
+
+  @Test func aReadOfOtherBytesIsCaught() {
+    var bad = HistoryEvent(kind: .read)
+    bad.node = "n3"
+    bad.digest = "sha256:aa"
+    bad.invoke = 3
+    bad.complete = 3.1
+    bad.outcome = .ok
+    bad.matches = false
+    #expect(rules(healthy + [bad]) == [.corruptRead])
+  }
+
+  @Test func notFoundForAnAcknowledgedBlobIsCaught() {
+    var read = HistoryEvent(kind: .read)
+    read.node = "n3"
+    read.digest = "sha256:aa"
+    read.outcome = .notFound
+    read.invoke = 1.2  // the write of sha256:aa completed at 1.5
+    read.complete = 1.3
+    #expect(rules(healthy + [read]).isEmpty)
+    read.invoke = 1.6
+    read.complete = 1.7
+    #expect(rules(healthy + [read]) == [.acknowledgedNotFound])
+  }
+
+  @Test func twoWritersHoldingOneRefAtOnceAreCaught() {
+    let overlapping = write(2, ref: "a", digest: "sha256:aa", at: 1.1, outcome: .fail, lock: (1.2, 1.3))
+    #expect(rules(healthy + [overlapping]) == [.twoLockHolders])
+    // One after the other is fine, and so is a writer that never got an answer.
+    let after = write(2, ref: "a", digest: "sha256:aa", at: 1.5, outcome: .already, lock: (1.45, 1.6))
+    var unanswered = write(3, ref: "a", digest: "sha256:aa", at: 1.1, outcome: .locked)
+    unanswered.lockFrom = nil
+    #expect(rules(healthy + [after, unanswered]).isEmpty)
+  }
+
+  @Test func aBlobShortOfItsReplicasIsCaught() {
+    var events = healthy
+    events[events.count - 1] = replicas("sha256:bb", holders: ["n1", "n2"])
+    #expect(rules(events) == [.underReplicated])
+    events[events.count - 1] = replicas("sha256:bb", holders: nodes, after: 31)
+    #expect(rules(events) == [.underReplicated])
+  }
+
+  @Test func aRunThatAcknowledgedNothingFails() {
+    #expect(rules([write(0, ref: "a", digest: "sha256:aa", at: 1, outcome: .fail)]) == [.nothingAcknowledged])
+  }
+
+  @Test func phasesSplitAtFaultsAndMeasureRecovery() {
+    var events = healthy + [fault("kill n1", 10, 20)]
+    for t in stride(from: 5.0, to: 30, by: 1) {
+      events.append(write(Int(t), ref: "r\(t)", digest: "sha256:aa", at: t, outcome: (12...21).contains(t) ? .fail : .ok))
+    }
+    var heal = HistoryEvent(kind: .heal)
+    heal.start = 40
+    events.append(heal)
+    let v = Checker(bounds: bounds).check(events)
+    #expect(v.phases.map(\.name) == ["before", "fault: kill n1", "after"])  // nothing ran after the heal
+    let during = v.phases[1]
+    #expect(during.failed == 8 && during.ok == 2)
+    #expect(v.phases[2].failed == 2)
+    let r = v.recoveries[0]
+    #expect(r.failures == 10)
+    #expect(r.recoverySeconds == 1.5)  // the write invoked at 21 failed at 21.5
+    #expect(r.outageSeconds == 9.5)
+  }
+}
