@@ -50,6 +50,16 @@ public struct ClusterView: Sendable {
     replicas(of: digest).first { $0 == me || isLive($0) }
   }
 
+  /// Whether the nodes that said they lack `digest` are enough to call it absent. An
+  /// acknowledged blob is on at least W of its R replicas, so any R - W + 1 of them include
+  /// one that holds it; fewer answers (a partition, dead replicas) cannot tell "absent" from
+  /// "out of reach", and the answer must be UNAVAILABLE, not NOT_FOUND.
+  public func absenceIsCertain(of digest: Digest, lackedBy: Set<NodeID>) -> Bool {
+    let set = replicas(of: digest)
+    let answered = set.filter(lackedBy.contains).count
+    return answered >= min(set.count, config.replicas - config.writeQuorum + 1)
+  }
+
   /// Where to look for a digest: its live replicas in preference order, then every other
   /// live node (copies left by owners that were not replicas), this node excluded.
   public func readOrder(of digest: Digest) -> [NodeID] {

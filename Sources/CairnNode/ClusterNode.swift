@@ -100,6 +100,33 @@ public final class ClusterNode: Sendable {
 
   var view: ClusterView { membership.current }
 
+  /// Runs `onDeath` once if `peer` is (or is declared) dead, until the token is cancelled.
+  func watchDeath(of peer: NodeID, _ onDeath: @escaping @Sendable () -> Void) -> DeathWatch {
+    membership.deathWatches.watch(peer, in: view, onDeath)
+  }
+
+  /// Runs `body`, a call to `peer`, and abandons it with UNAVAILABLE if the peer is
+  /// declared dead before it ends.
+  func untilDead<T: Sendable>(
+    _ peer: NodeID, _ body: @escaping @Sendable () async throws -> T
+  ) async throws(ContentError) -> T {
+    let task = Task { try await body() }
+    let died = Mutex(false)
+    let watch = watchDeath(of: peer) {
+      died.withLock { $0 = true }
+      task.cancel()
+    }
+    defer { watch.cancel() }
+    do {
+      return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    } catch {
+      if died.withLock({ $0 }) {
+        throw ContentError.unavailable("\(peer) was declared dead during the call: \(ContentError.from(error).message)")
+      }
+      throw ContentError.from(error)
+    }
+  }
+
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
 
   /// Ingest events clients may see: not replicas' transfers, not mirrors.

@@ -26,32 +26,54 @@ public struct ClusterStore: ContentStore {
   public func info(_ digest: Digest) async throws -> BlobInfo {
     let view = node.view
     let ask: @Sendable (PeerAPI) async throws -> BlobInfo = { api in
-      try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options()).info)
+      try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary).info)
     }
     let primary = view.primary(of: digest)
     var primaryLacks = false
+    // Who said they lack it: NOT_FOUND needs enough of them (ClusterView.absenceIsCertain).
+    var lacking: Set<NodeID> = []
     if primary == view.me {
       if let found = try await localIfPresent({ try await local.info(digest) }) { return found }
       primaryLacks = true
+      lacking.insert(view.me)
     } else if let primary {
       do {
-        return try await node.peers.call(primary, ask)
+        let peers = node.peers
+        return try await node.untilDead(primary) { try await peers.call(primary, ask) }
       } catch where error.code == .notFound {
         primaryLacks = true
+        lacking.insert(primary)
       } catch {}
     }
     let found: BlobInfo
     if primary != view.me, let here = try await localIfPresent({ try await local.info(digest) }) {
       found = here
     } else {
+      lacking.insert(view.me)
       let others = view.replicas(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
-      found = try await firstFound(others, what: "blob \(digest)", ask)
+      let known = lacking
+      found = try await firstFound(others, what: "blob \(digest)", ask) {
+        view.absenceIsCertain(of: digest, lackedBy: known.union($0))
+      }
     }
     // Read repair: the primary should have had it.
     if primaryLacks, let primary {
       if primary == view.me { node.scheduleRepair(digest) } else { node.requestRepair(digest, on: primary) }
     }
     return found
+  }
+
+  /// Whether the blob is known to exist, for the write path's ALREADY_EXISTS answers.
+  /// When too few replicas can be asked to be sure (after a partition, before the views
+  /// agree), it is not known: the upload goes ahead, and storing a blob twice is harmless,
+  /// while refusing it would fail writes the cluster can take.
+  public func exists(_ digest: Digest) async throws -> Bool {
+    do {
+      _ = try await info(digest)
+      return true
+    } catch let e as ContentError where e.code == .notFound || e.code == .unavailable {
+      return false
+    }
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
@@ -62,7 +84,7 @@ public struct ClusterStore: ContentStore {
     }
     let results = await everywhere(
       local: { try await local.update(digest, labels: labels, fieldPaths: fieldPaths) },
-      remote: { try BlobInfo(try await $0.localUpdate(request, options: PeerClients.options()).info) })
+      remote: { try BlobInfo(try await $0.localUpdate(request, options: PeerClients.unary).info) })
     let primary = node.view.primary(of: digest)
     if let answer = results.first(where: { $0.0 == primary }), case .success(let info) = answer.1 { return info }
     return try pickSuccess(results, what: "blob \(digest)").max { $0.updatedAt < $1.updatedAt }!
@@ -73,7 +95,7 @@ public struct ClusterStore: ContentStore {
     let results = await everywhere(
       local: { try await local.list(filter) },
       remote: { api in
-        try await api.localList(request: ClientRequest(message: request), options: PeerClients.options()) { r in
+        try await api.localList(request: ClientRequest(message: request), options: PeerClients.listing) { r in
           var out: [BlobInfo] = []
           for try await m in r.messages { out += try m.info.map { try BlobInfo($0) } }
           return out
@@ -100,7 +122,7 @@ public struct ClusterStore: ContentStore {
           .with {
             $0.digest = digest.description
             $0.deletedAt = .init(at)
-          }, options: PeerClients.options())
+          }, options: PeerClients.unary)
       })
     _ = try pickSuccess(results, what: "blob \(digest)")
   }
@@ -118,7 +140,7 @@ public struct ClusterStore: ContentStore {
             $0.digest = digest.description
             $0.unlessLabelPrefix = prefix
             $0.deletedAt = .init(at)
-          }, options: PeerClients.options()
+          }, options: PeerClients.unary
         ).kept
       })
     let deleted = try pickSuccess(results, what: "blob \(digest)")
@@ -146,7 +168,7 @@ public struct ClusterStore: ContentStore {
     let owner = view.owner(ofRef: ref)
     let request = Containerd_Services_Content_V1_StatusRequest.with { $0.ref = ref }
     let ask: @Sendable (PeerAPI) async throws -> IngestStatus = {
-      try IngestStatus(try await $0.localStatus(request, options: PeerClients.options()).status)
+      try IngestStatus(try await $0.localStatus(request, options: PeerClients.unary).status)
     }
     // The owner holds the ingest; a former owner may still hold an older one.
     if owner == view.me {
@@ -162,7 +184,7 @@ public struct ClusterStore: ContentStore {
     let request = Containerd_Services_Content_V1_ListStatusesRequest.with { $0.filters = filter.sources }
     let results = await everywhere(
       local: { try await local.listStatuses(filter) },
-      remote: { try await $0.localListStatuses(request, options: PeerClients.options()).statuses.map { try IngestStatus($0) } })
+      remote: { try await $0.localListStatuses(request, options: PeerClients.unary).statuses.map { try IngestStatus($0) } })
     var merged: [String: IngestStatus] = [:]
     for case .success(let all) in results.map(\.1) {
       for s in all where !ClusterNode.isReserved(s.ref) && (merged[s.ref].map { $0.updatedAt < s.updatedAt } ?? true) {
@@ -176,7 +198,7 @@ public struct ClusterStore: ContentStore {
     if ClusterNode.isReserved(ref) { throw ContentError.notFound("no ingest for ref \(quoted(ref))") }
     let results = await everywhere(
       local: { try await local.abort(ref: ref) },
-      remote: { _ = try await $0.localAbort(.with { $0.ref = ref }, options: PeerClients.options()) })
+      remote: { _ = try await $0.localAbort(.with { $0.ref = ref }, options: PeerClients.unary) })
     _ = try pickSuccess(results, what: "ingest for ref \(quoted(ref))")
   }
 
@@ -215,34 +237,43 @@ public struct ClusterStore: ContentStore {
 
   /// Asks `nodes` at once; the first answer wins. NOT_FOUND when every node that answered
   /// says so; UNAVAILABLE when none could answer.
+  /// The first answer of `nodes`, asked at once. When none has it: NOT_FOUND if `absent`
+  /// accepts the nodes that said so (without `absent`: if every node said so), else
+  /// UNAVAILABLE.
   private func firstFound<T: Sendable>(
-    _ nodes: [NodeID], what: String, _ ask: @escaping @Sendable (PeerAPI) async throws -> T
+    _ nodes: [NodeID], what: String, _ ask: @escaping @Sendable (PeerAPI) async throws -> T,
+    absent: ((Set<NodeID>) -> Bool)? = nil
   ) async throws -> T {
     let peers = node.peers
-    let found: Result<T, ContentError>? = await withTaskGroup(of: Result<T, ContentError>.self) { group in
+    let (found, lacking) = await withTaskGroup(of: (NodeID, Result<T, ContentError>).self) { group in
       for n in nodes {
-        group.addTask {
-          do { return .success(try await peers.call(n, ask)) } catch { return .failure(ContentError.from(error)) }
+        group.addTask { [node] in
+          do {
+            return (n, .success(try await node.untilDead(n) { try await peers.call(n, ask) }))
+          } catch {
+            return (n, .failure(ContentError.from(error)))
+          }
         }
       }
       var failure: ContentError?
-      for await r in group {
+      var lacking: Set<NodeID> = []
+      for await (n, r) in group {
         switch r {
         case .success:
           group.cancelAll()
-          return r
+          return (Optional(r), lacking)
         case .failure(let e):
-          if failure == nil || e.code == .notFound { failure = e }
+          if e.code == .notFound { lacking.insert(n) } else { failure = e }
         }
       }
-      return failure.map { .failure($0) }
+      return (failure.map { .failure($0) }, lacking)
     }
-    switch found {
-    case .success(let v): return v
-    case .failure(let e) where e.code != .notFound && e.code != .unavailable: throw e
-    case .failure(let e) where e.code == .unavailable: throw ContentError.unavailable("no replica of \(what) could be reached: \(e.message)")
-    default: throw ContentError.notFound("\(what) not found")
-    }
+    if case .success(let v) = found { return v }
+    if case .failure(let e) = found, ![.unavailable, .deadlineExceeded, .cancelled].contains(e.code) { throw e }
+    if let absent, absent(lacking) { throw ContentError.notFound("\(what) not found") }
+    if case .failure(let e) = found { throw ContentError.unavailable("no replica of \(what) could be reached: \(e.message)") }
+    if absent == nil { throw ContentError.notFound("\(what) not found") }
+    throw ContentError.unavailable("\(what): too few of its replicas reachable to tell whether it exists")
   }
 
   /// Runs `local` here and `remote` on every live peer, concurrently.

@@ -121,12 +121,15 @@ actor ForwardedWriter: IngestWriter {
   private var offset: Int64 = 0
   private var truncatePending = false
   private var last: WriterState?
+  private let ownerDeath: DeathWatch
 
   private init(
     ref: String, owner: NodeID, expected: Digest?,
     requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation,
-    responses: BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>
+    responses: BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>,
+    ownerDeath: DeathWatch
   ) {
+    self.ownerDeath = ownerDeath
     self.ref = ref
     self.owner = owner
     self.expected = expected
@@ -154,8 +157,15 @@ actor ForwardedWriter: IngestWriter {
         responses.finish(ContentError(rpcFailure: error, reaching: address))
       }
     }
+    // An owner that vanishes (partition, stopped process) may leave the stream hanging
+    // longer than membership takes to declare it dead; then the client hears at once.
+    let ownerDeath = node.watchDeath(of: owner) {
+      responses.finish(ContentError.unavailable("owner \(owner) of ref \(quoted(ref)) was declared dead; retry"))
+      call.cancel()
+    }
     let writer = ForwardedWriter(
-      ref: ref, owner: owner, expected: expected, requests: continuation, responses: responses, call: call)
+      ref: ref, owner: owner, expected: expected, requests: continuation, responses: responses, call: call,
+      ownerDeath: ownerDeath)
     do {
       _ = try await writer.exchange(.with {
         $0.action = .stat
@@ -217,6 +227,7 @@ actor ForwardedWriter: IngestWriter {
   }
 
   func close() async {
+    ownerDeath.cancel()
     requests.finish()
     responses.cancel()
     await call.value
@@ -224,6 +235,7 @@ actor ForwardedWriter: IngestWriter {
 
   /// A writer dropped without close still ends its stream, so the owner frees the ref.
   deinit {
+    ownerDeath.cancel()
     requests.finish()
     responses.cancel()
   }

@@ -38,11 +38,14 @@ final class IngestMirror: Sendable {
     let (peers, logger) = (node.peers, node.logger)
     call = Task {
       do {
-        return try await peers.call(successor) { api in
-          try await api.mirrorIngest(options: PeerClients.options()) { writer in
-            for await m in stream {
-              try await writer.write(m)
-              flow.release(m.data.count)
+        // A successor declared dead ends the mirror: appends and the commit stop waiting for it.
+        return try await node.untilDead(successor) {
+          try await peers.call(successor) { api in
+            try await api.mirrorIngest(options: PeerClients.options()) { writer in
+              for await m in stream {
+                try await writer.write(m)
+                flow.release(m.data.count)
+              }
             }
           }
         }

@@ -15,6 +15,7 @@ actor Membership {
   private let peers: PeerClients
   private let logger: Logger
   private let published: Mutex<ClusterView>
+  nonisolated let deathWatches = DeathWatches()
   private let problems = Mutex<[NodeID: String]>([:])
   /// Where an adopted config is kept, so that a restart resumes at its epoch.
   private let configPath: String?
@@ -127,6 +128,7 @@ actor Membership {
     swim = Membership.makeSWIM(next, incarnation: incarnation, seed: seed.next())
     let (members, version) = (swim.members, swim.version)
     published.withLock { $0 = ClusterView(config: next, members: members, version: $0.version + version + 1) }
+    deathWatches.fire(current)
     if let configPath {
       try? Data(Cairn_Peer_V1_ClusterConfigMessage(next).jsonString().utf8).write(to: URL(fileURLWithPath: configPath), options: .atomic)
     }
@@ -165,6 +167,7 @@ actor Membership {
     if changed {
       let (members, version) = (swim.members, swim.version)
       published.withLock { $0.update(members: members, version: max($0.version + 1, version)) }
+      deathWatches.fire(current)
     }
   }
 

@@ -76,6 +76,24 @@ final class PeerClients: Sendable {
     }
   }
 
+  /// Deadline of a call that moves no blob (Info, Status, Delete, ...). Keepalive does not
+  /// end every hang: a connection opened to a stopped process never gets its HTTP/2
+  /// SETTINGS, and one whose packets vanish in a partition was seen to stay open.
+  static let unaryTimeout: Duration = .seconds(10)
+  /// A blob transfer's deadline: this, plus one second per minimumTransferBytesPerSecond
+  /// of blob. Generous on purpose (a debug build under load moves a few MiB/s): it only
+  /// bounds a hang that death watches miss.
+  static let transferBaseTimeout: Duration = .seconds(30)
+  static let minimumTransferBytesPerSecond: Int64 = 1 << 20
+
+  static var unary: CallOptions { options(timeout: unaryTimeout) }
+  /// Fan-out listings can carry a whole store's metadata.
+  static var listing: CallOptions { options(timeout: .seconds(60)) }
+  /// A call that moves `bytes` of blob data (a read, a replica).
+  static func transfer(_ bytes: Int64) -> CallOptions {
+    options(timeout: transferBaseTimeout + .seconds(max(0, bytes) / minimumTransferBytesPerSecond))
+  }
+
   static func options(timeout: Duration? = nil) -> CallOptions {
     var o = CallOptions.defaults
     o.maxRequestMessageBytes = ContentClient.maxMessageBytes

@@ -68,10 +68,17 @@ actor FailoverStream {
       $0.size = remaining
     }
     let peers = node.peers
+    let node = self.node
     Task {
+      // A peer declared dead mid-stream: fail over now rather than when (if) its connection
+      // gives up; the call itself ends at its deadline.
+      let watch = node.watchDeath(of: peer) {
+        pipe.finish(ContentError.unavailable("\(peer) was declared dead while it sent the blob"))
+      }
+      defer { watch.cancel() }
       do {
         try await peers.call(peer) { api in
-          try await api.localRead(request: ClientRequest(message: request), options: PeerClients.options()) { r in
+          try await api.localRead(request: ClientRequest(message: request), options: PeerClients.transfer(request.size)) { r in
             for try await m in r.messages {
               guard await pipe.send(m.data) else { return }
             }
@@ -153,17 +160,26 @@ final class FetchCoalescer: Sendable {
   /// The blob's size and the nodes to fetch it from, the first one known to have it.
   private func locate(_ digest: Digest, order: [NodeID], node: ClusterNode) async throws -> (Int64, [NodeID]) {
     var lastError: ContentError?
+    // This node asks others only when it lacks the blob itself.
+    var lacking: Set<NodeID> = [node.view.me]
     for (i, peer) in order.enumerated() {
       do {
-        let info = try await node.peers.call(peer) { api in
-          try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options())
+        let peers = node.peers
+        let info = try await node.untilDead(peer) {
+          try await peers.call(peer) { api in
+            try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary)
+          }
         }
         return (info.info.size, Array(order[i...]))
       } catch {
-        if error.code != .notFound { lastError = error }
+        if error.code == .notFound { lacking.insert(peer) } else { lastError = error }
       }
     }
-    if let lastError { throw ContentError.unavailable("blob \(digest): no holder reachable: \(lastError.message)") }
+    guard node.view.absenceIsCertain(of: digest, lackedBy: lacking) else {
+      throw ContentError.unavailable(
+        "blob \(digest): too few of its replicas reachable to tell whether it exists"
+          + (lastError.map { " (\($0.message))" } ?? ""))
+    }
     throw ContentError.notFound("content digest \(digest): not found")
   }
 }

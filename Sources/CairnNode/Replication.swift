@@ -109,13 +109,15 @@ extension ClusterNode {
   func send(
     _ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID, limiter: ByteRateLimiter? = nil
   ) async throws {
-    let local = self.local
-    _ = try await peers.call(target) { api in
-      try await api.replicate(options: PeerClients.options()) { writer in
-        try await writer.write(.with { $0.header = header })
-        for try await chunk in try await local.read(digest, offset: 0, size: 0) {
-          await limiter?.take(chunk.count)
-          try await writer.write(.with { $0.data = chunk })
+    let (local, peers) = (self.local, self.peers)
+    _ = try await untilDead(target) {
+      try await peers.call(target) { api in
+        try await api.replicate(options: PeerClients.transfer(header.size)) { writer in
+          try await writer.write(.with { $0.header = header })
+          for try await chunk in try await local.read(digest, offset: 0, size: 0) {
+            await limiter?.take(chunk.count)
+            try await writer.write(.with { $0.data = chunk })
+          }
         }
       }
     }

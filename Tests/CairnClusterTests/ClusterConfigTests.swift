@@ -39,6 +39,22 @@ import Testing
     #expect(try ClusterConfig(me: "n1", peers: moved).fingerprint != base)
   }
 
+  /// NOT_FOUND needs R - W + 1 replicas that lack the blob: with R=3, W=2 one replica's
+  /// answer (a node cut off with the others out of reach) cannot tell absent from unreachable.
+  @Test func absenceNeedsEnoughReplicas() throws {
+    let config = try ClusterConfig(me: "n1", peers: three, replicas: 3, writeQuorum: 2)
+    let view = ClusterView(config: config, members: [:], version: 1)
+    let d = Digest.of(Array("blob".utf8))
+    #expect(!view.absenceIsCertain(of: d, lackedBy: []))
+    #expect(!view.absenceIsCertain(of: d, lackedBy: ["n1"]))
+    #expect(!view.absenceIsCertain(of: d, lackedBy: ["n1", "elsewhere"]))
+    #expect(view.absenceIsCertain(of: d, lackedBy: ["n1", "n3"]))
+    let w1 = try ClusterConfig(me: "n1", peers: three, replicas: 3, writeQuorum: 1)
+    #expect(!ClusterView(config: w1, members: [:], version: 1).absenceIsCertain(of: d, lackedBy: ["n1", "n2"]))
+    let w3 = try ClusterConfig(me: "n1", peers: three, replicas: 3, writeQuorum: 3)
+    #expect(ClusterView(config: w3, members: [:], version: 1).absenceIsCertain(of: d, lackedBy: ["n2"]))
+  }
+
   /// The view's placement: replica sets ignore liveness, ownership moves to the next live node.
   @Test func viewPlacement() throws {
     let config = try ClusterConfig(me: "n1", peers: three, replicas: 2)

@@ -1,0 +1,48 @@
+import CairnCluster
+import Synchronization
+
+/// Calls in flight to a peer, to be abandoned when membership declares the peer dead. A
+/// stream to a node that vanished in a partition or stopped answering can hang longer than
+/// failure detection takes; this ties the two together, so that a forwarded upload, a
+/// remote read or a replica transfer fails over once the view says the peer is gone.
+final class DeathWatches: Sendable {
+  private struct State {
+    var next = 0
+    var watches: [Int: (peer: NodeID, action: @Sendable () -> Void)] = [:]
+  }
+
+  private let state = Mutex(State())
+
+  /// Runs `action` once when `peer` is not live in a published view (at once if it is
+  /// not live in `view` already), unless `cancel` of the returned token comes first.
+  func watch(_ peer: NodeID, in view: ClusterView, _ action: @escaping @Sendable () -> Void) -> DeathWatch {
+    if !view.isLive(peer) {
+      action()
+      return DeathWatch(watches: nil, id: 0)
+    }
+    let id = state.withLock { s in
+      s.next += 1
+      s.watches[s.next] = (peer, action)
+      return s.next
+    }
+    return DeathWatch(watches: self, id: id)
+  }
+
+  func remove(_ id: Int) { _ = state.withLock { $0.watches.removeValue(forKey: id) } }
+
+  /// After each new view.
+  func fire(_ view: ClusterView) {
+    let due = state.withLock { s -> [@Sendable () -> Void] in
+      let gone = s.watches.filter { !view.isLive($0.value.peer) }
+      for id in gone.keys { s.watches[id] = nil }
+      return gone.values.map(\.action)
+    }
+    for action in due { action() }
+  }
+}
+
+struct DeathWatch: Sendable {
+  let watches: DeathWatches?
+  let id: Int
+  func cancel() { watches?.remove(id) }
+}
