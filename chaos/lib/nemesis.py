@@ -97,16 +97,11 @@ class Wipe(Kill):
             self.cluster.nodes[n].wipe()
 
 
-class Restart(Fault):
+class Restart(Kill):
     """A graceful stop (SIGTERM), `duration` seconds down, then start: a rolling upgrade step."""
     def start(self):
         for n in self.targets:
             self.cluster.nodes[n].terminate()
-
-    def stop(self):
-        for n in self.targets:
-            if not self.cluster.nodes[n].running():
-                self.cluster.nodes[n].start()
 
 
 class Pause(Fault):
