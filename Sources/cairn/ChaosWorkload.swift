@@ -228,8 +228,8 @@ final class WorkloadRun: Sendable {
       invoke = invoke ?? e.invoke
       let timedOut = e.error == "timed out"
       if timedOut { avoid.withLock { $0[node] = now + 10 } }
-      // Nothing landed (no COMMIT sent), or a read: safe to try elsewhere. A write whose
-      // COMMIT went unanswered is retried too (same ref, same bytes: idempotent) only on timeouts.
+      // Safe to try elsewhere: a write whose COMMIT was not sent (nothing can have landed;
+      // one whose COMMIT went unanswered stays `unknown`), or any read.
       let unavailable = (e.error ?? "").hasPrefix("UNAVAILABLE") && !(e.error ?? "").contains("locked")
       let retry = (e.outcome == .fail && (unavailable || timedOut)) || (e.kind == .read && e.outcome == .unknown)
       if !retry || i == order.count - 1 || now >= end {
