@@ -105,26 +105,24 @@ public final class ClusterNode: Sendable {
     membership.deathWatches.watch(peer, in: view, onDeath)
   }
 
-  /// Runs `body`, a call to `peer`, and abandons it with UNAVAILABLE if the peer is
-  /// declared dead before it ends.
+  /// Runs `body`, a call to `peer`, and stops waiting for it with UNAVAILABLE if the peer is
+  /// declared dead before it ends. The call itself is left to end at its deadline, not
+  /// cancelled: cancelling gRPC streams from outside at arbitrary moments tripped an
+  /// assertion in grpc-swift-nio-transport's connection handler ("Can't close stream N, it
+  /// wasn't open") and killed a debug build.
   func untilDead<T: Sendable>(
     _ peer: NodeID, _ body: @escaping @Sendable () async throws -> T
   ) async throws(ContentError) -> T {
-    let task = Task { try await body() }
-    let died = Mutex(false)
+    let outcome = OneShot<Result<T, ContentError>>()
+    let task = Task {
+      do { outcome.fulfil(.success(try await body())) } catch { outcome.fulfil(.failure(ContentError.from(error))) }
+    }
     let watch = watchDeath(of: peer) {
-      died.withLock { $0 = true }
-      task.cancel()
+      outcome.fulfil(.failure(.unavailable("\(peer) was declared dead during the call")))
     }
     defer { watch.cancel() }
-    do {
-      return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
-    } catch {
-      if died.withLock({ $0 }) {
-        throw ContentError.unavailable("\(peer) was declared dead during the call: \(ContentError.from(error).message)")
-      }
-      throw ContentError.from(error)
-    }
+    let result = await withTaskCancellationHandler { await outcome.value } onCancel: { task.cancel() }
+    return try result.get()
   }
 
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
@@ -172,6 +170,7 @@ public final class ClusterNode: Sendable {
       throw .unavailable(
         "\(config.me) no longer owns ref \(quoted(ref)) in membership view \(view.version) (owner: \(owner?.name ?? "none")); retry")
     }
+    if let why = membership.ownershipRefusal() { throw .unavailable("\(why); retry") }
   }
 
   /// The status shown by `cairn cluster status`.

@@ -63,17 +63,48 @@ public struct ClusterStore: ContentStore {
     return found
   }
 
-  /// Whether the blob is known to exist, for the write path's ALREADY_EXISTS answers.
-  /// When too few replicas can be asked to be sure (after a partition, before the views
-  /// agree), it is not known: the upload goes ahead, and storing a blob twice is harmless,
-  /// while refusing it would fail writes the cluster can take.
+  /// Whether the blob is durable, for the write path's ALREADY_EXISTS answers: held by at
+  /// least W of its replicas. A copy somewhere is not enough: an upload whose commit missed
+  /// its quorum leaves one on the owner, and answering the next uploader ALREADY_EXISTS
+  /// would acknowledge a blob the cluster never made durable (the chaos harness caught
+  /// that, in a partition). Anything less, or replicas out of reach, and the upload goes
+  /// ahead: its commit replicates the blob, and storing it twice is harmless.
   public func exists(_ digest: Digest) async throws -> Bool {
-    do {
-      _ = try await info(digest)
-      return true
-    } catch let e as ContentError where e.code == .notFound || e.code == .unavailable {
-      return false
+    await replicasHolding(digest).count >= node.config.writeQuorum
+  }
+
+  /// The digest's replicas (this node included) that hold it, as far as they answer.
+  func replicasHolding(_ digest: Digest) async -> Set<NodeID> {
+    let view = node.view
+    let (peers, local, node) = (node.peers, self.local, self.node)
+    return await withTaskGroup(of: NodeID?.self) { group in
+      for replica in view.replicas(of: digest) {
+        group.addTask {
+          if replica == view.me { return (try? await local.info(digest)) != nil ? replica : nil }
+          guard view.isLive(replica) else { return nil }
+          let held = try? await node.untilDead(replica) {
+            try await peers.call(replica) { api in
+              try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary)
+            }
+          }
+          return held != nil ? replica : nil
+        }
+      }
+      var holders: Set<NodeID> = []
+      for await case let r? in group { holders.insert(r) }
+      return holders
     }
+  }
+
+  /// The local store says the blob is here already (ALREADY_EXISTS): before the client is
+  /// told so, the blob must be on W replicas. It is replicated from here if not; if the
+  /// quorum cannot be reached, UNAVAILABLE.
+  func ensureDurable(_ digest: Digest) async throws {
+    let holders = await replicasHolding(digest)
+    if holders.count >= node.config.writeQuorum { return }
+    let info = try await local.info(digest)
+    try await node.replicate(
+      digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "", view: node.view, alreadyOn: holders)
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
@@ -212,7 +243,12 @@ public struct ClusterStore: ContentStore {
       if let expected, try await exists(expected) {
         throw ContentError.alreadyExists("blob with expected digest \(expected) exists")
       }
-      return OwnedWriter(inner: try await local.openWriter(ref: ref, total: total, expected: expected), store: self)
+      do {
+        return OwnedWriter(inner: try await local.openWriter(ref: ref, total: total, expected: expected), store: self)
+      } catch let e as ContentError where e.code == .alreadyExists {
+        if let expected { try await ensureDurable(expected) }
+        throw e
+      }
     }
     if servesOwnerWrites {
       try node.requireOwnership(of: ref)

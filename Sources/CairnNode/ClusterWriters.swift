@@ -59,7 +59,14 @@ final class OwnedWriter: IngestWriter {
       try? await store.local.abort(ref: ref)
       throw ContentError.alreadyExists("content \(before.digest) already exists")
     }
-    let committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
+    let committed: WriterState
+    do {
+      committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
+    } catch let e as ContentError where e.code == .alreadyExists {
+      // Here already (a commit that missed its quorum left it): durable first, then say so.
+      try await store.ensureDurable(before.digest)
+      throw e
+    }
     let view = node.view
     // The next owner holds the bytes already: if it is one of the blob's replicas it
     // commits them as its replica (one transfer fewer); otherwise its copy goes. Either
@@ -122,14 +129,16 @@ actor ForwardedWriter: IngestWriter {
   private var truncatePending = false
   private var last: WriterState?
   private let ownerDeath: DeathWatch
+  private let ownerDied: OneShot<Void>
 
   private init(
     ref: String, owner: NodeID, expected: Digest?,
     requests: AsyncStream<Containerd_Services_Content_V1_WriteContentRequest>.Continuation,
     responses: BoundedPipe<Containerd_Services_Content_V1_WriteContentResponse>, call: Task<Void, Never>,
-    ownerDeath: DeathWatch
+    ownerDeath: DeathWatch, ownerDied: OneShot<Void>
   ) {
     self.ownerDeath = ownerDeath
+    self.ownerDied = ownerDied
     self.ref = ref
     self.owner = owner
     self.expected = expected
@@ -159,13 +168,16 @@ actor ForwardedWriter: IngestWriter {
     }
     // An owner that vanishes (partition, stopped process) may leave the stream hanging
     // longer than membership takes to declare it dead; then the client hears at once.
+    // (The call is left to fail by itself: cancelling it from outside trips grpc-swift; see
+    // ClusterNode.untilDead. close() does not wait for it then.)
+    let ownerDied = OneShot<Void>()
     let ownerDeath = node.watchDeath(of: owner) {
       responses.finish(ContentError.unavailable("owner \(owner) of ref \(quoted(ref)) was declared dead; retry"))
-      call.cancel()
+      ownerDied.fulfil(())
     }
     let writer = ForwardedWriter(
       ref: ref, owner: owner, expected: expected, requests: continuation, responses: responses, call: call,
-      ownerDeath: ownerDeath)
+      ownerDeath: ownerDeath, ownerDied: ownerDied)
     do {
       _ = try await writer.exchange(.with {
         $0.action = .stat
@@ -230,7 +242,14 @@ actor ForwardedWriter: IngestWriter {
     ownerDeath.cancel()
     requests.finish()
     responses.cancel()
-    await call.value
+    // Whichever comes first: the call ends, or its owner was declared dead.
+    let call = self.call
+    let ended = OneShot<Void>()
+    let died = ownerDied
+    Task { await call.value; ended.fulfil(()) }
+    Task { await died.value; ended.fulfil(()) }
+    await ended.value
+    died.fulfil(())  // releases the waiter above when the call ended first
   }
 
   /// A writer dropped without close still ends its stream, so the owner frees the ref.

@@ -46,3 +46,36 @@ struct DeathWatch: Sendable {
   let id: Int
   func cancel() { watches?.remove(id) }
 }
+
+/// A value set once (the first `fulfil` wins) and awaited by one waiter.
+final class OneShot<Value: Sendable>: Sendable {
+  private struct State {
+    var value: Value?
+    var waiter: CheckedContinuation<Value, Never>?
+  }
+
+  private let state = Mutex(State())
+
+  func fulfil(_ value: Value) {
+    let waiter = state.withLock { s -> CheckedContinuation<Value, Never>? in
+      guard s.value == nil else { return nil }
+      s.value = value
+      defer { s.waiter = nil }
+      return s.waiter
+    }
+    waiter?.resume(returning: value)
+  }
+
+  var value: Value {
+    get async {
+      await withCheckedContinuation { c in
+        let ready = state.withLock { s -> Value? in
+          if let v = s.value { return v }
+          s.waiter = c
+          return nil
+        }
+        if let ready { c.resume(returning: ready) }
+      }
+    }
+  }
+}

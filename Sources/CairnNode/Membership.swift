@@ -16,6 +16,7 @@ actor Membership {
   private let logger: Logger
   private let published: Mutex<ClusterView>
   nonisolated let deathWatches = DeathWatches()
+  private let gate: Mutex<OwnershipGate>
   private let problems = Mutex<[NodeID: String]>([:])
   /// Where an adopted config is kept, so that a restart resumes at its epoch.
   private let configPath: String?
@@ -32,6 +33,25 @@ actor Membership {
     incarnation = UInt64(max(1, Date().timeIntervalSince1970 * 1000))
     swim = Membership.makeSWIM(config, incarnation: incarnation, seed: self.seed.next())
     published = Mutex(ClusterView(config: config, members: swim.members, version: swim.version))
+    // Two suspicion timeouts: the others declare this node dead one after suspecting it,
+    // and learn of its refutation within a few probe periods.
+    gate = Mutex(OwnershipGate(settle: 2 * config.swim.suspicionTimeout, now: Membership.now()))
+  }
+
+  /// Whether this node may hold ref locks now (OwnershipGate), and why not.
+  nonisolated func ownershipRefusal() -> String? {
+    let now = Membership.now()
+    if gate.withLock({ $0.mayOwn(now: now) }) { return nil }
+    let view = current
+    let alive = view.members.values.filter { $0.isLive }.count
+    return "\(view.me) sees \(alive) of \(view.config.peers.count) nodes alive, or saw a majority again less than \(gate.withLock { $0.settle } / 1_000_000) ms ago: it holds no ref locks until the others know it is back"
+  }
+
+  private func observeOwnership() {
+    let view = current
+    // Suspects count as alive: a node starved of CPU for a moment must not drop its locks.
+    let alive = view.members.values.filter { $0.isLive }.count
+    gate.withLock { $0.observe(alive: alive, of: view.config.peers.count, now: Membership.now()) }
   }
 
   private static func makeSWIM(_ config: ClusterConfig, incarnation: UInt64, seed: UInt64) -> SWIM {
@@ -128,6 +148,7 @@ actor Membership {
     swim = Membership.makeSWIM(next, incarnation: incarnation, seed: seed.next())
     let (members, version) = (swim.members, swim.version)
     published.withLock { $0 = ClusterView(config: next, members: members, version: $0.version + version + 1) }
+    observeOwnership()
     deathWatches.fire(current)
     if let configPath {
       try? Data(Cairn_Peer_V1_ClusterConfigMessage(next).jsonString().utf8).write(to: URL(fileURLWithPath: configPath), options: .atomic)
@@ -167,6 +188,7 @@ actor Membership {
     if changed {
       let (members, version) = (swim.members, swim.version)
       published.withLock { $0.update(members: members, version: max($0.version + 1, version)) }
+      observeOwnership()
       deathWatches.fire(current)
     }
   }

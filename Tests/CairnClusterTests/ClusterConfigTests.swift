@@ -55,6 +55,21 @@ import Testing
     #expect(ClusterView(config: w3, members: [:], version: 1).absenceIsCertain(of: d, lackedBy: ["n2"]))
   }
 
+  /// A node holds ref locks only with a majority in sight, and after losing it only once it
+  /// has seen one again for the settle time.
+  @Test func ownershipNeedsASettledMajority() {
+    var gate = OwnershipGate(settle: 2_000, now: 10_000)
+    #expect(gate.mayOwn(now: 10_000))
+    gate.observe(alive: 3, of: 4, now: 10_100)
+    #expect(gate.mayOwn(now: 10_100))
+    gate.observe(alive: 2, of: 4, now: 10_200)  // half is not a majority
+    #expect(!gate.mayOwn(now: 10_200))
+    gate.observe(alive: 3, of: 4, now: 11_000)
+    #expect(!gate.mayOwn(now: 12_999))
+    gate.observe(alive: 4, of: 4, now: 12_000)  // still the same stretch of majority
+    #expect(gate.mayOwn(now: 13_000))
+  }
+
   /// The view's placement: replica sets ignore liveness, ownership moves to the next live node.
   @Test func viewPlacement() throws {
     let config = try ClusterConfig(me: "n1", peers: three, replicas: 2)
