@@ -125,6 +125,17 @@ public final class ClusterNode: Sendable {
     return try result.get()
   }
 
+  /// A peer's own metadata for a blob (LocalInfo: no routing, no fetch), given up if the
+  /// peer is declared dead meanwhile.
+  func localInfo(of digest: Digest, on peer: NodeID) async throws(ContentError) -> BlobInfo {
+    let peers = self.peers
+    return try await untilDead(peer) {
+      try await peers.call(peer) { api in
+        try BlobInfo(try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary).info)
+      }
+    }
+  }
+
   static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
 
   /// Ingest events clients may see: not replicas' transfers, not mirrors.

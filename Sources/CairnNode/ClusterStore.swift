@@ -38,8 +38,7 @@ public struct ClusterStore: ContentStore {
       lacking.insert(view.me)
     } else if let primary {
       do {
-        let peers = node.peers
-        return try await node.untilDead(primary) { try await peers.call(primary, ask) }
+        return try await node.localInfo(of: digest, on: primary)
       } catch where error.code == .notFound {
         primaryLacks = true
         lacking.insert(primary)
@@ -76,18 +75,13 @@ public struct ClusterStore: ContentStore {
   /// The digest's replicas (this node included) that hold it, as far as they answer.
   func replicasHolding(_ digest: Digest) async -> Set<NodeID> {
     let view = node.view
-    let (peers, local, node) = (node.peers, self.local, self.node)
+    let (local, node) = (self.local, self.node)
     return await withTaskGroup(of: NodeID?.self) { group in
       for replica in view.replicas(of: digest) {
         group.addTask {
           if replica == view.me { return (try? await local.info(digest)) != nil ? replica : nil }
           guard view.isLive(replica) else { return nil }
-          let held = try? await node.untilDead(replica) {
-            try await peers.call(replica) { api in
-              try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary)
-            }
-          }
-          return held != nil ? replica : nil
+          return (try? await node.localInfo(of: digest, on: replica)) != nil ? replica : nil
         }
       }
       var holders: Set<NodeID> = []

@@ -164,13 +164,8 @@ final class FetchCoalescer: Sendable {
     var lacking: Set<NodeID> = [node.view.me]
     for (i, peer) in order.enumerated() {
       do {
-        let peers = node.peers
-        let info = try await node.untilDead(peer) {
-          try await peers.call(peer) { api in
-            try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.unary)
-          }
-        }
-        return (info.info.size, Array(order[i...]))
+        let info = try await node.localInfo(of: digest, on: peer)
+        return (info.size, Array(order[i...]))
       } catch {
         if error.code == .notFound { lacking.insert(peer) } else { lastError = error }
       }

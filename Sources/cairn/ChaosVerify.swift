@@ -129,7 +129,7 @@ struct ChaosCheck: AsyncParsableCommand {
         "\(ms(p.readP50))/\(ms(p.readP99))",
       ])
     }
-    var lines = [table(rows), ""]
+    var lines = [textTable(rows), ""]
     if !v.recoveries.isEmpty {
       var r = [["FAULT", "SECONDS", "FAILURES", "OUTAGE s", "RECOVERED s AFTER STOP"]]
       for x in v.recoveries {
@@ -138,7 +138,7 @@ struct ChaosCheck: AsyncParsableCommand {
           x.recoverySeconds.map { String(format: "%.1f", $0) } ?? "-",
         ])
       }
-      lines += [table(r), ""]
+      lines += [textTable(r), ""]
     }
     lines.append(
       "\(v.acknowledgedWrites) acknowledged writes (\(v.distinctBlobs) blobs), \(v.reads) reads; slowest blob reached R replicas "
@@ -150,11 +150,5 @@ struct ChaosCheck: AsyncParsableCommand {
         ? "VERDICT: PASS (0 acknowledged writes lost, every read matched, one lock holder per ref, every blob on R replicas)"
         : "VERDICT: FAIL (\(v.findings.count) findings: \(Set(v.findings.map(\.rule.rawValue)).sorted().joined(separator: ", ")))")
     return lines.joined(separator: "\n")
-  }
-
-  static func table(_ rows: [[String]]) -> String {
-    let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
-    return rows.map { r in zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined() }
-      .joined(separator: "\n")
   }
 }

@@ -44,7 +44,7 @@ struct ClusterStatus: AsyncParsableCommand {
         String(format: "%.1f%%", m.replicaShare * 100), bar,
       ])
     }
-    print(ChaosCheck.table(rows))
+    print(textTable(rows))
     for p in s.configProblems { print("CONFIG MISMATCH: \(p)") }
   }
 }

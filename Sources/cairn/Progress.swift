@@ -69,3 +69,10 @@ final class ProgressBar: Sendable {
     FileHandle.standardError.write(Data(line.utf8))
   }
 }
+
+/// Rows as left-aligned columns two spaces apart; the first row is the header.
+func textTable(_ rows: [[String]]) -> String {
+  let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+  return rows.map { r in zip(r, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined() }
+    .joined(separator: "\n")
+}
