@@ -133,8 +133,10 @@ public struct ScopedStore: ContentStore {
 
   public func ingestEvents() -> AsyncStream<IngestEvent> {
     let (stream, continuation) = AsyncStream.makeStream(of: IngestEvent.self, bufferingPolicy: .bufferingNewest(4096))
-    let task = Task { [base, scope] in
-      for await e in base.ingestEvents() {
+    // Subscribe now, not inside the task: events emitted before the task first runs must not be lost.
+    let upstream = base.ingestEvents()
+    let task = Task { [scope] in
+      for await e in upstream {
         guard e.ref.hasPrefix(scope) else { continue }
         let ref = String(e.ref.dropFirst(scope.count))
         switch e {
