@@ -10,7 +10,9 @@ import PackageDescription
 //                 machine, fed by an injected transport, clock and seeded RNG; CairnCore only.
 //   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
 //   CairnTransport HTTP/2 details both ends need (HTTP2ConnectionGuard).
-//   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore.
+//   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore,
+//                 and what every call passes: TLS, access (tokens, rates), RPC metrics.
+//   CairnAdmin    the admin HTTP port: /metrics, /healthz, /readyz and the dashboard.
 //   CairnClient   a client for both APIs (used by the CLI, the bench, the tests and the
 //                 nodes' connections to their peers).
 //   CairnNode     a cluster node: the membership driver, the peer protocol and the cluster
@@ -42,6 +44,9 @@ let package = Package(
     .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
   ],
   targets: [
     .target(
@@ -87,6 +92,19 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+      ]
+    ),
+    .target(
+      name: "CairnAdmin",
+      dependencies: [
+        "CairnServer",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
       ]
     ),
     .target(
@@ -98,6 +116,7 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
       ]
     ),
     .target(
@@ -122,6 +141,7 @@ let package = Package(
     .executableTarget(
       name: "cairn",
       dependencies: [
+        "CairnAdmin",
         "CairnAgent",
         "CairnChaos",
         "CairnCore",
@@ -137,6 +157,8 @@ let package = Package(
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
       ]
     ),
     .target(

@@ -30,11 +30,11 @@ public struct ContentClient: Sendable {
   /// Connects, runs `body`, and closes the connection.
   public static func with<T: Sendable>(
     address: String, api: ContentAPI = .modern, namespace: String? = nil, client: String? = nil,
-    _ body: (ContentClient) async throws -> T
+    security: ClientSecurity = .current, _ body: (ContentClient) async throws -> T
   ) async throws -> T {
     let parsed = try ServerAddress(parsing: address)
-    let transport = try makeTransport(parsed)
-    return try await withGRPCClient(transport: transport) { grpc in
+    let transport = try makeTransport(parsed, security: security)
+    return try await withGRPCClient(transport: transport, interceptors: security.interceptors) { grpc in
       try await body(ContentClient(api: api, namespace: namespace, client: client, address: parsed, grpc: grpc))
     }
   }
@@ -43,11 +43,13 @@ public struct ContentClient: Sendable {
   /// uses it and ends it with `close()`.
   public static func connect(
     address: String, api: ContentAPI = .modern, client: String? = nil, keepalive: Duration? = nil,
-    backoff: HTTP2ClientTransport.Config.Backoff = .defaults
+    backoff: HTTP2ClientTransport.Config.Backoff = .defaults, security: ClientSecurity = .current
   ) throws -> ContentClient {
     let parsed = try ServerAddress(parsing: address)
-    let transport = try makeTransport(parsed, keepalive: keepalive, backoff: backoff)
-    return ContentClient(api: api, namespace: nil, client: client, address: parsed, grpc: GRPCClient(transport: transport))
+    let transport = try makeTransport(parsed, keepalive: keepalive, backoff: backoff, security: security)
+    return ContentClient(
+      api: api, namespace: nil, client: client, address: parsed,
+      grpc: GRPCClient(transport: transport, interceptors: security.interceptors))
   }
 
   public func runConnections() async throws { try await grpc.runConnections() }
@@ -59,10 +61,10 @@ public struct ContentClient: Sendable {
   /// of silence, unanswered for `keepaliveTimeout` (default: the same).
   public static func makeTransport(
     _ address: ServerAddress, keepalive: Duration? = nil, keepaliveTimeout: Duration? = nil,
-    backoff: HTTP2ClientTransport.Config.Backoff = .defaults
+    backoff: HTTP2ClientTransport.Config.Backoff = .defaults, security: ClientSecurity = .current
   ) throws -> HTTP2ClientTransport.Posix {
     try HTTP2ClientTransport.Posix(
-      target: address.target, transportSecurity: .plaintext,
+      target: address.target, transportSecurity: security.transportSecurity(for: address),
       config: .defaults { config in
         config.http2.targetWindowSize = 8 << 20
         config.http2.maxFrameSize = 1 << 20
@@ -189,6 +191,13 @@ public struct ContentClient: Sendable {
         if !fieldPaths.isEmpty { $0.updateMask.paths = fieldPaths }
       }
       return try BlobInfo(try await modern.update(req, metadata: metadata, options: options).info)
+    }
+  }
+
+  /// grpc.health.v1 Check of the whole server: true when SERVING (a node is ready).
+  public func isServing() async throws -> Bool {
+    try await call {
+      try await Grpc_Health_V1_Health.Client(wrapping: grpc).check(.init(), options: options).status == .serving
     }
   }
 

@@ -25,12 +25,12 @@ public struct Filter: Sendable {
 
   public static func parse(_ filters: [String], limits: Limits = .default) throws(ContentError) -> Filter {
     if filters.count > limits.maxFilters {
-      throw .invalidArgument("\(filters.count) filters, over the limit maxFilters=\(limits.maxFilters)")
+      throw .invalidArgument("\(filters.count) filters, over the limit max_filters = \(limits.maxFilters)")
     }
     var alts: [[Selector]] = []
     for f in filters {
       if f.utf8.count > limits.maxFilterBytes {
-        throw .invalidArgument("filter is \(f.utf8.count) bytes, over the limit maxFilterBytes=\(limits.maxFilterBytes)")
+        throw .invalidArgument("filter is \(f.utf8.count) bytes, over the limit max_filter_bytes = \(limits.maxFilterBytes)")
       }
       if f.isEmpty { return .always }  // containerd: an empty filter string matches all
       var p = FilterParser(Array(f.unicodeScalars), source: f)

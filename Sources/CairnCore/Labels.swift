@@ -5,14 +5,14 @@ public enum LabelRules {
     let count = labels.keys.count { !ScopedStore.isReservedLabel($0) }
     if count > limits.maxLabelsPerBlob {
       throw .invalidArgument(
-        "\(count) labels, over the limit maxLabelsPerBlob=\(limits.maxLabelsPerBlob)")
+        "\(count) labels, over the limit max_labels_per_blob = \(limits.maxLabelsPerBlob)")
     }
     for (k, v) in labels {
       if k.isEmpty { throw .invalidArgument("label key must not be empty") }
       let n = k.utf8.count + v.utf8.count
       if n > limits.maxLabelBytes {
         throw .invalidArgument(
-          "label key and value length (\(n) bytes) greater than maximum size (\(limits.maxLabelBytes) bytes), key: \(quoted(k, limit: 64)) (limit maxLabelBytes)"
+          "label key and value length (\(n) bytes) greater than maximum size (\(limits.maxLabelBytes) bytes), key: \(quoted(k, limit: 64)) (limit max_label_bytes)"
         )
       }
     }

@@ -179,7 +179,7 @@ public struct ScopedStore: ContentStore {
   private func claim(_ digest: Digest, holders: Int) async throws -> BlobInfo {
     if holders >= limits.maxHoldersPerBlob {
       throw ContentError.resourceExhausted(
-        "blob \(digest) is held by \(holders) clients (limit maxHoldersPerBlob=\(limits.maxHoldersPerBlob))")
+        "blob \(digest) is held by \(holders) clients (limit max_holders_per_blob = \(limits.maxHoldersPerBlob))")
     }
     return try await base.update(digest, labels: [holderKey: Timestamp.now().description], fieldPaths: ["labels." + holderKey])
   }
@@ -202,7 +202,7 @@ public struct ScopedStore: ContentStore {
     let full = scope + ref
     if full.utf8.count > limits.maxRefBytes {
       throw .invalidArgument(
-        "ref is \(ref.utf8.count) bytes; with the client scope (\(scope.utf8.count) bytes) it is over the limit maxRefBytes=\(limits.maxRefBytes)")
+        "ref is \(ref.utf8.count) bytes; with the client scope (\(scope.utf8.count) bytes) it is over the limit max_ref_bytes = \(limits.maxRefBytes)")
     }
     return full
   }

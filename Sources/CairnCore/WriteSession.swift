@@ -114,7 +114,7 @@ public struct WriteSession: Sendable {
         }
         if base + Int64(step.data.count) > limits.maxBlobBytes {
           throw .resourceExhausted(
-            "ingest \(quoted(ref)) would exceed \(limits.maxBlobBytes) bytes (limit maxBlobBytes)")
+            "ingest \(quoted(ref)) would exceed \(limits.maxBlobBytes) bytes (limit max_blob_bytes)")
         }
         commands.append(.append(step.data))
       } else if step.action == .commit && offset > 0 && offset != currentOffset {
@@ -132,7 +132,7 @@ public struct WriteSession: Sendable {
 
   private func checkTotal(_ t: Int64) throws(ContentError) {
     if t > limits.maxBlobBytes {
-      throw .resourceExhausted("expected size \(t) exceeds \(limits.maxBlobBytes) bytes (limit maxBlobBytes)")
+      throw .resourceExhausted("expected size \(t) exceeds \(limits.maxBlobBytes) bytes (limit max_blob_bytes)")
     }
   }
 }

@@ -20,6 +20,8 @@ public final class DiskStore: ContentStore {
   private let refLocks = LockTable()
   private let metaLocks = LockTable()
   private let active = Mutex<[String: DiskIngestWriter]>([:])
+  let usageCache = Mutex<(Double, StoreUsage)?>(nil)
+  func activeWriterCount() -> Int { active.withLock { $0.count } }
 
   public var root: String { layout.root }
   /// Where a committed blob's bytes are (containerd's layout: blobs/<alg>/<hex>).
@@ -84,7 +86,7 @@ public final class DiskStore: ContentStore {
     try LabelRules.validate(labels, limits: limits)
     let key = digest.description
     guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
-      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadataLockWaitSeconds)")
+      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadata_lock_wait)")
     }
     defer { metaLocks.release(key) }
     let (layout, now, limits, groupSync) = (self.layout, clock(), self.limits, self.groupSync)
@@ -139,7 +141,7 @@ public final class DiskStore: ContentStore {
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
     let key = digest.description
     guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
-      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadataLockWaitSeconds)")
+      throw ContentError.unavailable("metadata of \(digest) is busy (limit metadata_lock_wait)")
     }
     defer { metaLocks.release(key) }
     if try await info(digest).labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }
@@ -245,7 +247,7 @@ public final class DiskStore: ContentStore {
     guard used + bytes > limit else { return }
     let percent = String(format: "%.1f", Double(used) / Double(capacity) * 100)
     throw .resourceExhausted(
-      "disk of \(root) is \(percent)% full (\(used) of \(capacity) bytes), at its high watermark (limit diskHighWatermark = \(limits.diskHighWatermark)); this write needs \(bytes) more bytes. Free space or add capacity: the upload resumes where it stopped"
+      "disk of \(root) is \(percent)% full (\(used) of \(capacity) bytes), at its high watermark (limit disk_high_watermark = \(limits.diskHighWatermark)); this write needs \(bytes) more bytes. Free space or add capacity: the upload resumes where it stopped"
     )
   }
 
@@ -254,7 +256,7 @@ public final class DiskStore: ContentStore {
     try checkSpace(adding: 0)
     if active.withLock({ $0.count }) >= limits.maxActiveIngests {
       throw ContentError.resourceExhausted(
-        "\(limits.maxActiveIngests) ingests are open on this node (limit maxActiveIngests)")
+        "\(limits.maxActiveIngests) ingests are open on this node (limit max_active_ingests)")
     }
     guard await refLocks.acquire(ref, timeout: limits.lockWait(expecting: expected)) else {
       throw ContentError.unavailable("ref \(ref) locked: another writer holds it")

@@ -1,3 +1,4 @@
+import CairnClient
 import CairnCluster
 import CairnCore
 import CairnProto
@@ -36,6 +37,8 @@ public final class ClusterNode: Sendable {
   let mirrors = Mutex<[String: Int]>([:])
   /// Digests a read-repair fetch is running for.
   let repairing = Mutex<Set<Digest>>([])
+  /// What this node stores and served, for status reports (set by whoever runs the node).
+  let usageProvider = Mutex<(@Sendable () async -> Cairn_Peer_V1_NodeUsage)?>(nil)
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
@@ -43,7 +46,7 @@ public final class ClusterNode: Sendable {
 
   public init(
     config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
-    seed: UInt64? = nil
+    seed: UInt64? = nil, peerSecurity: ClientSecurity = .none
   ) throws {
     let configPath = dataDir + "/cluster-config.json"
     let config = Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
@@ -52,7 +55,7 @@ public final class ClusterNode: Sendable {
     tombstones = try Tombstones(root: dataDir)
     self.local = local
     self.logger = logger
-    peers = PeerClients(addresses: config.peers)
+    peers = PeerClients(addresses: config.peers, security: peerSecurity)
     hints = try Hints(root: dataDir)
     fetches = FetchCoalescer(limits: local.limits)
     membership = Membership(
@@ -185,7 +188,7 @@ public final class ClusterNode: Sendable {
   }
 
   /// The status shown by `cairn cluster status`.
-  func statusReport() -> Cairn_Peer_V1_ClusterStatusResponse {
+  public func statusReport() -> Cairn_Peer_V1_ClusterStatusResponse {
     let view = self.view
     let ownership = view.ring.ownership()
     let replicaShare = replicaShares(view)

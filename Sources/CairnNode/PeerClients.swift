@@ -30,7 +30,13 @@ final class PeerClients: Sendable {
   static let backoff = HTTP2ClientTransport.Config.Backoff(
     initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
 
-  init(addresses: [NodeID: String]) { addressBook = Mutex(addresses) }
+  /// The node's credentials towards its peers (its certificate, the cluster CA).
+  private let security: ClientSecurity
+
+  init(addresses: [NodeID: String], security: ClientSecurity) {
+    addressBook = Mutex(addresses)
+    self.security = security
+  }
 
   /// A new peer list (a membership change): new peers become reachable; connections to
   /// removed ones stay until shutdown (a removed node may still be handing blobs off).
@@ -53,11 +59,11 @@ final class PeerClients: Sendable {
       let transport: HTTP2ClientTransport.Posix
       do {
         transport = try ContentClient.makeTransport(
-          address, keepalive: Self.keepalive, keepaliveTimeout: Self.keepaliveTimeout, backoff: Self.backoff)
+          address, keepalive: Self.keepalive, keepaliveTimeout: Self.keepaliveTimeout, backoff: Self.backoff, security: security)
       } catch {
         throw ContentError.from(error)
       }
-      let client = GRPCClient(transport: transport)
+      let client = GRPCClient(transport: transport, interceptors: security.interceptors)
       let runner = Task { _ = try? await client.runConnections() }
       let entry = Entry(client: client, runner: runner)
       e[id] = entry

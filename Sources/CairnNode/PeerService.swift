@@ -215,6 +215,6 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   func clusterStatus(request: Cairn_Peer_V1_ClusterStatusRequest, context: ServerContext) async throws
     -> Cairn_Peer_V1_ClusterStatusResponse
   {
-    node.statusReport()
+    await node.fullStatus()
   }
 }

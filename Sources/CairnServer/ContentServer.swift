@@ -20,11 +20,18 @@ public struct ListenConfig: Sendable {
   /// The client every call on the unix socket is, unless it sends a `cairn-client`
   /// header: one socket per containerd host gives each host its own view (ScopedStore).
   public var unixClient: ClientID?
+  /// The socket file's permissions (owner and group by default: the socket is a
+  /// credential, anyone who can open it has every permission).
+  public var unixMode: mode_t = 0o660
+  /// TLS on the TCP listener.
+  public var tls: ServerTLS?
 
-  public init(tcp: (host: String, port: Int)?, unixPath: String?, unixClient: ClientID? = nil) {
+  public init(tcp: (host: String, port: Int)?, unixPath: String?, unixClient: ClientID? = nil, unixMode: mode_t = 0o660, tls: ServerTLS? = nil) {
     self.tcp = tcp
     self.unixPath = unixPath
     self.unixClient = unixClient
+    self.unixMode = unixMode
+    self.tls = tls
   }
 }
 
@@ -34,10 +41,13 @@ public struct ListenConfig: Sendable {
 /// the rest; a cancelled Write keeps its ingest resumable).
 public final class ContentServer: Service, Sendable {
   public let store: any ContentStore
-  public let health = HealthState()
+  public let health: HealthState
   private let watches = WatchRegistry()
   private let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
   private let unixPath: String?
+  private let unixMode: mode_t
+  public let metrics: NodeMetrics
+  public let access: AccessControl
   private let logger: Logger
   private let maintenance: [@Sendable () async -> Void]
   private let runningJobs = Mutex(Jobs())
@@ -58,6 +68,7 @@ public final class ContentServer: Service, Sendable {
   /// `extraServices` are served beside the content APIs (the cluster's peer protocol).
   public init(
     store: any ContentStore, listen: ListenConfig, logger: Logger = Logger(label: "cairn"),
+    metrics: NodeMetrics = NodeMetrics(), access: AccessControl? = nil, health: HealthState = HealthState(),
     maintenance: [@Sendable () async -> Void] = [],
     extraServices: (WatchRegistry) -> [any RegistrableRPCService] = { _ in [] }
   ) {
@@ -65,28 +76,41 @@ public final class ContentServer: Service, Sendable {
     self.logger = logger
     self.maintenance = maintenance
     unixPath = listen.unixPath
+    unixMode = listen.unixMode
+    self.metrics = metrics
+    self.health = health
+    let access = access ?? AccessControl(metrics: metrics)
+    self.access = access
     let services: [any RegistrableRPCService] = [
       ModernContentService(store: store), SeedContentService(unscoped: store, watches: watches),
       HealthService(state: health, watches: watches),
     ] + extraServices(watches)
-    var addresses: [(GRPCNIOTransportCore.SocketAddress, ClientID?)] = []
+    var addresses: [(GRPCNIOTransportCore.SocketAddress, ClientID?, ServerTLS?)] = []
     if let tcp = listen.tcp {
-      addresses.append((tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port), nil))
+      addresses.append((tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port), nil, listen.tls))
     }
     if let path = listen.unixPath {
       // A socket file left by a previous run would make bind fail.
       unlink(path)
-      addresses.append((.unixDomainSocket(path: path), listen.unixClient))
+      addresses.append((.unixDomainSocket(path: path), listen.unixClient, nil))
     }
-    let config = Self.transportConfig(store.limits)
-    servers = addresses.map { address, client in
+    servers = addresses.map { address, client, tls in
       GRPCServer(
-        transport: HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext, config: config),
-        services: services, interceptors: [ClientScopeInterceptor(socketClient: client)])
+        transport: HTTP2ServerTransport.Posix(
+          address: address, transportSecurity: .plaintext, config: Self.transportConfig(store.limits, tls: tls)),
+        services: services,
+        interceptors: [
+          MetricsInterceptor(metrics: metrics, maxMessageBytes: store.limits.maxMessageBytes),
+          AccessInterceptor(access: access, socketClient: client, isUnixSocket: address.unixDomainSocket != nil),
+        ])
     }
   }
 
-  static func transportConfig(_ limits: Limits) -> HTTP2ServerTransport.Posix.Config {
+  /// TLS, when on, is our own handler rather than the transport's: the transport can only
+  /// require client certificates or not ask for them, and a node must ask (peers prove
+  /// membership with one) without requiring them (clients may use tokens instead). It is
+  /// also what makes the certificate reloadable.
+  static func transportConfig(_ limits: Limits, tls: ServerTLS? = nil) -> HTTP2ServerTransport.Posix.Config {
     .defaults { config in
       // The default 64 KiB window caps one upload near 125 MB/s; 8 MiB keeps the pipe full.
       config.http2.targetWindowSize = 8 << 20
@@ -100,7 +124,9 @@ public final class ContentServer: Service, Sendable {
       // grpc-go clients (containerd) ping whenever data arrives and reset every stream the
       // server ends first; NIOHTTP2 would close their connections (see the guard).
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-        HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond)
+        HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond).flatMapThrowing {
+          try tls?.install(on: channel)
+        }
       }
       // Pings past the guard's budget reach gRPC's keepalive policing; its default (one
       // ping per 5 minutes, two strikes) would close a busy containerd connection too.
@@ -143,7 +169,7 @@ public final class ContentServer: Service, Sendable {
           group.addTask {
             // Restrictive permissions once the socket exists: owner and group only.
             for server in self.servers { _ = try? await server.listeningAddress }
-            chmod(unixPath, 0o660)
+            chmod(unixPath, self.unixMode)
           }
         }
       }
@@ -157,7 +183,7 @@ public final class ContentServer: Service, Sendable {
   /// Starts a graceful shutdown: NOT_SERVING, watches end, no new calls.
   public func stop() {
     for job in runningJobs.withLock({ $0.stop() }) { job.cancel() }
-    health.set(serving: false)
+    health.shutDown()
     watches.closeAll()
     for server in servers { server.beginGracefulShutdown() }
   }

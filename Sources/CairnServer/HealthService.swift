@@ -6,13 +6,21 @@ import Synchronization
 /// Whether the node serves, shared by the health service and the shutdown path.
 public final class HealthState: Sendable {
   private let serving = Mutex(true)
+  private let stopped = Mutex(false)
   private let changes = EventHub<Bool>()
 
   public init() {}
 
   public var isServing: Bool { serving.withLock { $0 } }
 
+  /// NOT_SERVING for good: the node is shutting down (later readiness updates are ignored).
+  public func shutDown() {
+    stopped.withLock { $0 = true }
+    set(serving: false)
+  }
+
   public func set(serving value: Bool) {
+    if value && stopped.withLock({ $0 }) { return }
     let changed = serving.withLock { s -> Bool in
       defer { s = value }
       return s != value

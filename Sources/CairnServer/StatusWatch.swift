@@ -60,7 +60,7 @@ struct StatusWatch: Sendable {
 
   private mutating func follow(_ s: IngestStatus) throws(ContentError) -> IngestStatus {
     if following.updateValue(s, forKey: s.ref) == nil && following.count > limit {
-      throw .resourceExhausted("watch follows more than \(limit) ingests (limit maxWatchedRefs)")
+      throw .resourceExhausted("watch follows more than \(limit) ingests (limit max_watched_refs)")
     }
     return s
   }

@@ -91,7 +91,7 @@ public final class ServerProcess: @unchecked Sendable {
     defer { deadline.cancel() }
     for await line in lines {
       if line.hasPrefix("cairn: listening on "), !line.contains("unix://") {
-        tcpAddress = String(line.dropFirst("cairn: listening on ".count))
+        tcpAddress = String(line.dropFirst("cairn: listening on ".count).split(separator: " ").first ?? "")
       }
       if line.hasPrefix(readyPrefix) { return }
     }

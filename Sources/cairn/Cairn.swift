@@ -15,7 +15,8 @@ struct Cairn: AsyncParsableCommand {
       """,
     subcommands: [
       Serve.self, Put.self, Get.self, Info.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
-      Bench.self, Herd.self, ClusterCommand.self, Demo.self, Agent.self, ChaosCommand.self,
+      Bench.self, Herd.self, ClusterCommand.self, Demo.self, Agent.self, ChaosCommand.self, ConfigCommand.self,
+      TokenCommand.self,
     ])
 }
 
@@ -33,9 +34,20 @@ struct ClientOptions: ParsableArguments {
   @Option(help: "Client identity sent as the cairn-client header: the server then shows only what this client holds (default: $CAIRN_CLIENT; none = the whole store).")
   var client: String?
 
+  @Option(help: "PEM CA of the server's TLS certificate: connect with TLS (default: $CAIRN_TLS_CA).") var tlsCa: String?
+  @Option(help: "PEM client certificate for mTLS (default: $CAIRN_TLS_CERT).") var tlsCert: String?
+  @Option(help: "PEM key of --tls-cert (default: $CAIRN_TLS_KEY).") var tlsKey: String?
+  @Option(help: "Bearer token sent on every call (default: $CAIRN_TOKEN).") var token: String?
+
   /// Connects and runs `body`; a server status becomes a message naming it and exit 100+code.
   func run<T: Sendable>(_ body: (ContentClient) async throws -> T) async throws -> T {
     takeOverConcurrencyPool()
+    var security = ClientSecurity.current
+    security.caPath = tlsCa ?? security.caPath
+    security.certificatePath = tlsCert ?? security.certificatePath
+    security.keyPath = tlsKey ?? security.keyPath
+    security.token = token ?? security.token
+    ClientSecurity.current = security
     do {
       return try await ContentClient.with(address: address, api: api, namespace: namespace, client: client ?? ProcessInfo.processInfo.environment["CAIRN_CLIENT"], body)
     } catch {

@@ -3,14 +3,19 @@ import Foundation
 
 /// A flat TOML file (`key = value`, `#` comments; strings, numbers, booleans). Unknown keys
 /// and malformed lines are errors that name the line, so a typo never passes silently.
-struct ConfigFile {
+struct ConfigFile: Sendable {
+  var path = ""
   var values: [String: String] = [:]
+  /// The line each key was set on, for error messages.
+  var lines: [String: Int] = [:]
 
   static func load(_ path: String, allowed: Set<String>) throws -> ConfigFile {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-      throw ContentError.invalidArgument("cannot read config file \(path)")
+      throw ContentError.invalidArgument(
+        FileManager.default.fileExists(atPath: path) ? "config file \(path) cannot be read (not UTF-8 text, or no permission)" : "config file \(path) does not exist")
     }
     var file = ConfigFile()
+    file.path = path
     for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
       let line = raw.trimmingCharacters(in: .whitespaces)
       if line.isEmpty || line.hasPrefix("#") { continue }
@@ -40,22 +45,12 @@ struct ConfigFile {
       if !trailing.isEmpty && !trailing.hasPrefix("#") {
         throw ContentError.invalidArgument("\(path):\(n + 1): unexpected \(quoted(trailing)) after the value of \(key)")
       }
+      if file.values[key] != nil {
+        throw ContentError.invalidArgument("\(path):\(n + 1): \(key) is already set on line \(file.lines[key] ?? 0)")
+      }
       file.values[key] = value
+      file.lines[key] = n + 1
     }
     return file
-  }
-
-  func string(_ key: String) -> String? { values[key] }
-
-  func double(_ key: String) throws -> Double? {
-    guard let v = values[key] else { return nil }
-    guard let d = Double(v) else { throw ContentError.invalidArgument("config key \(key): \(quoted(v)) is not a number") }
-    return d
-  }
-
-  func int(_ key: String) throws -> Int? {
-    guard let v = values[key] else { return nil }
-    guard let i = Int(v) else { throw ContentError.invalidArgument("config key \(key): \(quoted(v)) is not an integer") }
-    return i
   }
 }

@@ -100,7 +100,7 @@ import Testing
       Issue.record("expected RESOURCE_EXHAUSTED")
     } catch {
       #expect(error.code == .resourceExhausted)
-      #expect(error.message.contains("maxBlobBytes"))
+      #expect(error.message.contains("max_blob_bytes"))
     }
   }
 }

@@ -61,7 +61,7 @@ struct CapacityProcessTests {
         }
         let e = try #require(refusal, "64 MiB went onto a 32 MiB disk without a refusal")
         #expect(e.code == .resourceExhausted, "\(e)")
-        #expect(e.message.contains("diskHighWatermark"), "\(e.message)")
+        #expect(e.message.contains("disk_high_watermark"), "\(e.message)")
         #expect(acked.count >= 16, "only \(acked.count) MiB accepted below an 80% watermark of 32 MiB")
         print("capacity: \(acked.count) x 1 MiB acknowledged on a 32 MiB tmpfs with an 80% watermark, then: \(e.message)")
         try await ContentClient.with(address: node.tcpAddress) { c in

@@ -480,11 +480,49 @@ public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: @unchecked Sendab
     set {_uniqueStorage()._member = newValue}
   }
 
+  public var usage: Cairn_Peer_V1_NodeUsage {
+    get {_storage._usage ?? Cairn_Peer_V1_NodeUsage()}
+    set {_uniqueStorage()._usage = newValue}
+  }
+  /// Returns true if `usage` has been explicitly set.
+  public var hasUsage: Bool {_storage._usage != nil}
+  /// Clears the value of `usage`. Subsequent reads from it will return its default value.
+  public mutating func clearUsage() {_uniqueStorage()._usage = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// What a node stores and serves, for the dashboard (counters since the node started).
+public nonisolated struct Cairn_Peer_V1_NodeUsage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var blobs: UInt64 = 0
+
+  public var storedBytes: UInt64 = 0
+
+  public var diskUsedBytes: UInt64 = 0
+
+  public var diskCapacityBytes: UInt64 = 0
+
+  public var activeIngests: UInt64 = 0
+
+  public var bytesReceived: UInt64 = 0
+
+  public var bytesSent: UInt64 = 0
+
+  public var calls: UInt64 = 0
+
+  public var failedCalls: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Cairn_Peer_V1_LocalDeleteRequest: Sendable {
@@ -1381,7 +1419,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0\u{1}usage\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -1397,6 +1435,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
     var _repair: Cairn_Peer_V1_RepairStatus? = nil
     var _configEpoch: UInt64 = 0
     var _member: Bool = false
+    var _usage: Cairn_Peer_V1_NodeUsage? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1420,6 +1459,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       _repair = source._repair
       _configEpoch = source._configEpoch
       _member = source._member
+      _usage = source._usage
     }
   }
 
@@ -1451,6 +1491,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._repair) }()
         case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._configEpoch) }()
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._member) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
         default: break
         }
       }
@@ -1502,6 +1543,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       if _storage._member != false {
         try visitor.visitSingularBoolField(value: _storage._member, fieldNumber: 13)
       }
+      try { if let v = _storage._usage {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1524,10 +1568,81 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         if _storage._repair != rhs_storage._repair {return false}
         if _storage._configEpoch != rhs_storage._configEpoch {return false}
         if _storage._member != rhs_storage._member {return false}
+        if _storage._usage != rhs_storage._usage {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Cairn_Peer_V1_NodeUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeUsage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}blobs\0\u{3}stored_bytes\0\u{3}disk_used_bytes\0\u{3}disk_capacity_bytes\0\u{3}active_ingests\0\u{3}bytes_received\0\u{3}bytes_sent\0\u{1}calls\0\u{3}failed_calls\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.blobs) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.storedBytes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.diskUsedBytes) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.diskCapacityBytes) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.activeIngests) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.bytesReceived) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.bytesSent) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.calls) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.failedCalls) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.blobs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blobs, fieldNumber: 1)
+    }
+    if self.storedBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.storedBytes, fieldNumber: 2)
+    }
+    if self.diskUsedBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.diskUsedBytes, fieldNumber: 3)
+    }
+    if self.diskCapacityBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.diskCapacityBytes, fieldNumber: 4)
+    }
+    if self.activeIngests != 0 {
+      try visitor.visitSingularUInt64Field(value: self.activeIngests, fieldNumber: 5)
+    }
+    if self.bytesReceived != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesReceived, fieldNumber: 6)
+    }
+    if self.bytesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesSent, fieldNumber: 7)
+    }
+    if self.calls != 0 {
+      try visitor.visitSingularUInt64Field(value: self.calls, fieldNumber: 8)
+    }
+    if self.failedCalls != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failedCalls, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Cairn_Peer_V1_NodeUsage, rhs: Cairn_Peer_V1_NodeUsage) -> Bool {
+    if lhs.blobs != rhs.blobs {return false}
+    if lhs.storedBytes != rhs.storedBytes {return false}
+    if lhs.diskUsedBytes != rhs.diskUsedBytes {return false}
+    if lhs.diskCapacityBytes != rhs.diskCapacityBytes {return false}
+    if lhs.activeIngests != rhs.activeIngests {return false}
+    if lhs.bytesReceived != rhs.bytesReceived {return false}
+    if lhs.bytesSent != rhs.bytesSent {return false}
+    if lhs.calls != rhs.calls {return false}
+    if lhs.failedCalls != rhs.failedCalls {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

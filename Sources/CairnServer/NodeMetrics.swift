@@ -1,0 +1,88 @@
+import CairnCore
+import Foundation
+import Prometheus
+import Synchronization
+
+/// One node's Prometheus registry. RPC series are recorded as calls end; the gauges that
+/// describe state (ingests, stored blobs, membership, backlogs) are refreshed by the
+/// collectors just before each scrape, so they cost nothing between scrapes.
+public final class NodeMetrics: Sendable {
+  public let registry = PrometheusCollectorRegistry()
+  private let collectors = Mutex<[@Sendable (NodeMetrics) async -> Void]>([])
+  private let totals = Mutex(Totals())
+
+  /// Running sums the dashboard reads (the registry has no read API).
+  public struct Totals: Sendable {
+    public var calls: Int64 = 0
+    public var failures: Int64 = 0
+    public var bytesReceived: Int64 = 0
+    public var bytesSent: Int64 = 0
+  }
+
+  /// Latency buckets from 100 µs to 60 s: small Info calls and multi-GiB uploads alike.
+  static let latencyBuckets: [Duration] = [
+    .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+    .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+    .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    .seconds(30), .seconds(60),
+  ]
+
+  public init() {}
+
+  public var currentTotals: Totals { totals.withLock { $0 } }
+
+  func recordCall(method: String, code: String, duration: Duration) {
+    let labels = [("method", method), ("code", code)]
+    registry.makeCounter(name: "cairn_rpc_requests_total", labels: labels, help: "RPCs served, by method and status code").increment()
+    registry.makeDurationHistogram(
+      name: "cairn_rpc_duration_seconds", labels: labels, buckets: Self.latencyBuckets,
+      help: "RPC latency from first byte to status, by method and status code"
+    ).recordNanoseconds(duration.nanoseconds)
+    totals.withLock {
+      $0.calls += 1
+      if code != "ok" { $0.failures += 1 }
+    }
+  }
+
+  func recordBytes(method: String, received: Int, sent: Int) {
+    if received > 0 {
+      registry.makeCounter(name: "cairn_rpc_received_bytes_total", labels: [("method", method)], help: "Blob bytes received in RPC messages")
+        .increment(by: Int64(received))
+    }
+    if sent > 0 {
+      registry.makeCounter(name: "cairn_rpc_sent_bytes_total", labels: [("method", method)], help: "Blob bytes sent in RPC messages")
+        .increment(by: Int64(sent))
+    }
+    totals.withLock {
+      $0.bytesReceived += Int64(received)
+      $0.bytesSent += Int64(sent)
+    }
+  }
+
+  /// A limit refused a call (RESOURCE_EXHAUSTED naming it).
+  public func recordLimitHit(_ limit: String) {
+    registry.makeCounter(name: "cairn_limit_rejections_total", labels: [("limit", limit)], help: "Calls refused by a named limit").increment()
+  }
+
+  public func gauge(_ name: String, _ help: String, labels: [(String, String)] = []) -> Gauge {
+    registry.makeGauge(name: name, labels: labels, help: help)
+  }
+
+  /// `collect` runs before every scrape and sets the state gauges.
+  public func addCollector(_ collect: @escaping @Sendable (NodeMetrics) async -> Void) {
+    collectors.withLock { $0.append(collect) }
+  }
+
+  /// The text exposition format, after refreshing the state gauges.
+  public func scrape() async -> [UInt8] {
+    for collect in collectors.withLock({ $0 }) { await collect(self) }
+    return registry.emitToBuffer()
+  }
+}
+
+extension Duration {
+  var nanoseconds: Int64 {
+    let (s, attos) = components
+    return s * 1_000_000_000 + attos / 1_000_000_000
+  }
+}

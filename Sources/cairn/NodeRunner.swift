@@ -1,0 +1,210 @@
+import ArgumentParser
+import CairnAdmin
+import CairnClient
+import CairnCluster
+import CairnCore
+import CairnDisk
+import CairnNode
+import CairnProto
+import CairnServer
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// Starts what a NodePlan describes and runs it until SIGTERM/SIGINT.
+struct NodeRunner {
+  let plan: NodePlan
+  let settings: Settings
+
+  func run() async throws {
+    bootstrapLogging(plan.logLevel, json: plan.logJSON)
+    let logger = Logger(label: "cairn")
+    // The socket (and every file) is created owner-only; the socket is then opened up to
+    // unix_mode. No window in which another user can connect.
+    umask(0o077)
+    let metrics = NodeMetrics()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+
+    let cluster = try await clusterConfig()
+    let store: DiskStore
+    let node: ClusterNode?
+    let tls: ServerTLS?
+    do {
+      store = try await DiskStore.open(root: plan.dataDir, limits: plan.limits, ioThreads: plan.threads)
+      tls = try plan.tls.map { try ServerTLS($0) }
+      node = try cluster.map {
+        try ClusterNode(config: $0, local: store, dataDir: store.root, logger: logger, repair: plan.repair, peerSecurity: plan.peerSecurity)
+      }
+    } catch {
+      throw fail(error)
+    }
+    let access = AccessControl(settings: plan.access, tokens: plan.tokens, metrics: metrics)
+    let listening = Atomic<Bool>(false)
+    let notReady: @Sendable () async -> String? = {
+      if !listening.load(ordering: .relaxed) { return "not listening yet" }
+      return node?.notReadyReason
+    }
+    let health = HealthState()
+    // The gRPC health service says what /readyz says.
+    let readinessJob: @Sendable () async -> Void = {
+      while !Task.isCancelled {
+        let ready = await notReady() == nil
+        if !Task.isCancelled { health.set(serving: ready) }
+        try? await Task.sleep(nanoseconds: 500_000_000)
+      }
+    }
+    let server = ContentServer(
+      store: node?.store ?? store,
+      listen: ListenConfig(tcp: plan.tcp, unixPath: plan.unixPath, unixClient: plan.unixClient, unixMode: plan.unixMode, tls: tls),
+      logger: logger, metrics: metrics, access: access, health: health,
+      maintenance: [expireJob(store, logger), reloadJob(tls, access, metrics, logger), readinessJob] + (node?.maintenance ?? []),
+      extraServices: { watches in node?.services(watches: watches) ?? [] })
+    let usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage = {
+      let u = await store.usage()
+      let t = metrics.currentTotals
+      return .with {
+        $0.blobs = UInt64(u.blobs)
+        $0.storedBytes = UInt64(u.storedBytes)
+        $0.diskUsedBytes = UInt64(max(0, u.diskUsedBytes))
+        $0.diskCapacityBytes = UInt64(max(0, u.diskCapacityBytes))
+        $0.activeIngests = UInt64(u.activeIngests)
+        $0.bytesReceived = UInt64(t.bytesReceived)
+        $0.bytesSent = UInt64(t.bytesSent)
+        $0.calls = UInt64(t.calls)
+        $0.failedCalls = UInt64(t.failures)
+      }
+    }
+    node?.setUsageProvider(usage)
+    NodeGauges.install(metrics: metrics, store: store, node: node, notReady: notReady)
+
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+    var adminServer: AdminServer?
+    if let admin = plan.admin {
+      let routes = AdminRoutes(
+        metrics: metrics, notReadyReason: notReady,
+        status: { await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil).json() })
+      let a = AdminServer(host: admin.host, port: admin.port, routes: routes, logger: logger)
+      adminServer = a
+      services.append(.init(service: a))
+    }
+    var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(plan.grace * 1000))
+    let group = ServiceGroup(configuration: groupConfig)
+    let announce = Task {
+      guard let addresses = try? await server.listeningAddresses() else { return }
+      listening.store(true, ordering: .relaxed)
+      // Scripts and tests wait for these lines to know the node is ready.
+      for a in addresses { print("cairn: listening on \(a)\(tls != nil && !a.hasPrefix("unix") ? " (TLS)" : "")") }
+      if let a = try? await adminServer?.address { print("cairn: admin on http://\(a.ipAddress ?? "?"):\(a.port ?? 0)/") }
+      print("cairn: data in \(store.root)")
+      if let cluster {
+        print("cairn: node \(cluster.me) of \(cluster.peers.count), replicas \(cluster.replicas), write quorum \(cluster.writeQuorum), config \(cluster.fingerprint)")
+      }
+      fflush(nil)
+    }
+    do {
+      try await group.run()
+    } catch {
+      announce.cancel()
+      await node?.shutdown()
+      await store.shutdown()
+      throw fail(error)
+    }
+    await node?.shutdown()
+    await store.shutdown()
+    let (syncs, served) = store.groupCommitCounters()
+    logger.info("stopped", metadata: ["directory-fsyncs": "\(syncs)", "durable-operations": "\(served)"])
+  }
+
+  func expireJob(_ store: DiskStore, _ logger: Logger) -> @Sendable () async -> Void {
+    let expiry = plan.expiry
+    return {
+      let interval = min(expiry / 4, 3600)
+      while !Task.isCancelled {
+        try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+        if Task.isCancelled { return }
+        if let removed = try? await store.expireIngests(olderThan: expiry), !removed.isEmpty {
+          logger.info("expired \(removed.count) stale ingests", metadata: ["refs": "\(removed.prefix(10))"])
+        }
+      }
+    }
+  }
+
+  /// Certificates and tokens are re-read when their files change; a broken new file is
+  /// logged and the old one stays in force.
+  func reloadJob(_ tls: ServerTLS?, _ access: AccessControl, _ metrics: NodeMetrics, _ logger: Logger) -> @Sendable () async -> Void {
+    let (interval, tokensFile) = (plan.tlsReloadSeconds, plan.tokensFile)
+    return {
+      var tokensText = tokensFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
+      while !Task.isCancelled {
+        try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+        if Task.isCancelled { return }
+        if let tls {
+          do {
+            if try tls.reloadIfChanged() {
+              logger.notice("TLS certificate reloaded", metadata: ["cert": "\(tls.settings.certificatePath)"])
+              metrics.registry.makeCounter(name: "cairn_tls_reloads_total", labels: [("result", "ok")], help: "TLS file reloads").increment()
+            }
+          } catch {
+            logger.error("TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(ContentError.from(error).message)"])
+            metrics.registry.makeCounter(name: "cairn_tls_reloads_total", labels: [("result", "failed")], help: "TLS file reloads").increment()
+          }
+        }
+        if let path = tokensFile, let text = try? String(contentsOfFile: path, encoding: .utf8), text != tokensText {
+          do {
+            access.replaceTokens(try TokenTable(parsing: text, source: path))
+            tokensText = text
+            logger.notice("tokens file reloaded", metadata: ["file": "\(path)"])
+          } catch {
+            logger.error("tokens file changed but is invalid; keeping the previous tokens", metadata: ["error": "\(ContentError.from(error).message)"])
+          }
+        }
+      }
+    }
+  }
+
+  /// The cluster configuration, or nil for a single node; DNS discovery and joining
+  /// happen here.
+  func clusterConfig() async throws -> ClusterConfig? {
+    switch plan.cluster {
+    case .single: return nil
+    case .peers(let c): return c
+    case .dns(let service, let size, let givenID):
+      // In a StatefulSet the pod's hostname is its DNS name's first label.
+      let id = givenID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+      do {
+        let peerList = try await discoverPeers(service: service, size: size, timeout: 300)
+        return try ClusterConfig(
+          me: NodeID(id), peers: peerList, replicas: plan.replicas, writeQuorum: plan.writeQuorum, vnodesPerNode: plan.vnodes)
+      } catch {
+        throw fail(error)
+      }
+    case .join(let seed, let id):
+      return try await joinCluster(seed: seed, id: id, address: plan.listenText)
+    }
+  }
+
+  /// Adds this node to a running cluster through `seed`, retrying for a minute while the
+  /// seed is unreachable; the cluster's new config.
+  func joinCluster(seed: String, id: NodeID, address: String) async throws -> ClusterConfig {
+    let deadline = Date().addingTimeInterval(60)
+    while true {
+      do {
+        let m = try await ContentClient.with(address: seed, security: plan.peerSecurity) {
+          try await $0.changeMembership(add: [id.name: address], remove: [])
+        }
+        print("cairn: joined the cluster through \(seed): config epoch \(m.epoch), \(m.peers.count) nodes")
+        return try ClusterConfig(
+          me: id, peers: Dictionary(uniqueKeysWithValues: m.peers.map { (NodeID($0.key), $0.value) }),
+          replicas: Int(m.replicas), writeQuorum: Int(m.writeQuorum), vnodesPerNode: Int(m.vnodes), epoch: m.epoch)
+      } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+        try await Task.sleep(nanoseconds: 500_000_000)
+      } catch {
+        throw fail(error)
+      }
+    }
+  }
+}

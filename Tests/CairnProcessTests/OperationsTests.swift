@@ -1,0 +1,270 @@
+import CairnClient
+import CairnCore
+import CairnTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a platform team checks before putting Cairn in front of a build farm: TLS and
+/// tokens refuse who they should, limits name themselves, /metrics moves, /readyz flips,
+/// configs fail precisely. Real processes, real sockets, real certificates (openssl).
+@Suite(.serialized) struct OperationsTests {
+  /// Makes a token with `cairn token new`; (token, tokens_file line).
+  func newToken(_ client: String, _ permissions: String) async throws -> (String, String) {
+    let (status, out, err) = try await runCairn(["token", "new", client, "--permissions", permissions])
+    #expect(status == 0, "\(err)")
+    let lines = out.split(separator: "\n")
+    let token = String(lines[0].dropFirst("token: ".count))
+    let line = String(lines[1].dropFirst("tokens_file line: ".count))
+    return (token, line)
+  }
+
+  @Test func tlsCertificatesAndTokensRefuseWhoTheyShould() async throws {
+    let dir = try TemporaryDirectory("cairn-tls")
+    let pki = try await TestPKI(in: dir.path + "/pki")
+    let (writer, writerLine) = try await newToken("farm", "read,write")
+    let (reader, readerLine) = try await newToken("dash", "read")
+    let tokens = dir.path + "/tokens"
+    try "# client permissions hash\n\(writerLine)\n\(readerLine)\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+    let node = ServerProcess(
+      dataDir: dir.path + "/data",
+      extraArgs: ["--tls-cert", pki.nodeCert, "--tls-key", pki.nodeKey, "--tls-ca", pki.ca, "--tokens-file", tokens])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    let file = dir.path + "/blob"
+    try Data("operations".utf8).write(to: URL(fileURLWithPath: file))
+    let a = ["--address", node.tcpAddress]
+    let tls = a + ["--tls-ca", pki.ca]
+
+    var (status, _, err) = try await runCairn(["put", file] + a)
+    #expect(status == 114, "plaintext against TLS is refused: \(status) \(err)")
+    (status, _, err) = try await runCairn(["put", file] + tls)
+    #expect(status == 116 && err.contains("bearer token"), "no token: UNAUTHENTICATED, got \(status) \(err)")
+    (status, _, err) = try await runCairn(["put", file, "--token", "cairn_wrong"] + tls)
+    #expect(status == 116, "wrong token: UNAUTHENTICATED, got \(status) \(err)")
+    (status, _, err) = try await runCairn(["put", file, "--token", reader] + tls)
+    #expect(status == 107 && err.contains("needs write"), "read-only token writing: PERMISSION_DENIED, got \(status) \(err)")
+    var out: String
+    (status, out, err) = try await runCairn(["put", file, "--token", writer] + tls)
+    #expect(status == 0, "writer token: \(err)")
+    let digest = out.trimmingCharacters(in: .whitespacesAndNewlines)
+    (status, _, err) = try await runCairn(["rm", digest, "--token", writer] + tls)
+    #expect(status == 107 && err.contains("needs delete"), "delete needs the delete permission: \(status) \(err)")
+    (status, _, err) = try await runCairn(["info", digest, "--token", reader] + tls)
+    #expect(status == 0, "reader reads: \(err)")
+    (status, _, err) = try await runCairn(["info", digest, "--token", writer, "--client", "dash"] + tls)
+    #expect(status == 107, "a token may not act as another client: \(status) \(err)")
+    // A certificate from the cluster CA is a credential of its own; one from another CA
+    // fails the handshake.
+    (status, out, err) = try await runCairn(["ls", "-q", "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey] + tls)
+    #expect(status == 0 && out.contains(digest), "cluster-CA client certificate: \(status) \(err)")
+    (status, _, err) = try await runCairn(["ls", "--tls-cert", pki.rogueCert, "--tls-key", pki.rogueKey] + tls)
+    #expect(status == 114, "certificate from another CA is refused: \(status) \(err)")
+    // The unix socket is created owner and group only.
+    var st = stat()
+    #expect(lstat(node.unixPath, &st) == 0 && st.st_mode & 0o777 == 0o660, "socket mode \(String(st.st_mode & 0o777, radix: 8))")
+  }
+
+  @Test func certificateReloadsWithoutRestart() async throws {
+    let dir = try TemporaryDirectory("cairn-reload")
+    let first = try await TestPKI(in: dir.path + "/pki1")
+    let second = try await TestPKI(in: dir.path + "/pki2")
+    let cert = dir.path + "/node.pem"
+    let key = dir.path + "/node.key"
+    try FileManager.default.copyItem(atPath: first.nodeCert, toPath: cert)
+    try FileManager.default.copyItem(atPath: first.nodeKey, toPath: key)
+    let node = ServerProcess(dataDir: dir.path + "/data", extraArgs: ["--tls-cert", cert, "--tls-key", key, "--tls-reload-interval", "0.2"])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    var (status, _, err) = try await runCairn(["ls", "--address", node.tcpAddress, "--tls-ca", first.ca])
+    #expect(status == 0, "first certificate: \(err)")
+    // Replace both files (key first, as a renewal tool would write them), then wait for the
+    // node to serve the new certificate: clients trusting only the new CA get in.
+    try FileManager.default.removeItem(atPath: key)
+    try FileManager.default.copyItem(atPath: second.nodeKey, toPath: key)
+    try FileManager.default.removeItem(atPath: cert)
+    try FileManager.default.copyItem(atPath: second.nodeCert, toPath: cert)
+    try await waitUntil("the renewed certificate is served") {
+      try await runCairn(["ls", "--address", node.tcpAddress, "--tls-ca", second.ca]).0 == 0
+    }
+    (status, _, err) = try await runCairn(["ls", "--address", node.tcpAddress, "--tls-ca", first.ca])
+    #expect(status == 114, "the old certificate is no longer served: \(status) \(err)")
+    #expect(node.process.isRunning)
+  }
+
+  @Test func peerWithAnotherCAsCertificateCannotJoin() async throws {
+    let dir = try TemporaryDirectory("cairn-mtls")
+    let pki = try await TestPKI(in: dir.path + "/pki")
+    let tlsArgs = ["--tls-cert", pki.nodeCert, "--tls-key", pki.nodeKey, "--tls-ca", pki.ca]
+    let cluster = try await ClusterProcesses.start(count: 2, extraArgs: tlsArgs)
+    defer { Task { await cluster.stopAll() } }
+    let admin = ["--address", cluster.address(0), "--tls-ca", pki.ca, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey]
+    try await waitUntil("the TLS cluster converges") {
+      let (status, out, _) = try await runCairn(["cluster", "status", "--json"] + admin)
+      return status == 0 && out.components(separatedBy: "\"connected\":true").count == 3
+    }
+    // Without a certificate, the peer protocol is closed (the content API is not).
+    var (status, _, err) = try await runCairn(["cluster", "status", "--address", cluster.address(0), "--tls-ca", pki.ca])
+    #expect(status == 107 && err.contains("needs admin"), "peer protocol needs a cluster certificate: \(status) \(err)")
+    // A node with a certificate from another CA asks to join: the handshake fails.
+    (status, _, err) = try await runCairn(
+      ["cluster", "join", "rogue=127.0.0.1:1", "--address", cluster.address(0), "--tls-ca", pki.ca, "--tls-cert", pki.rogueCert, "--tls-key", pki.rogueKey])
+    #expect(status == 114, "rogue join refused at the handshake: \(status) \(err)")
+    let (s2, out, err2) = try await runCairn(["cluster", "status"] + admin)
+    #expect(s2 == 0 && !out.contains("rogue"), "membership unchanged: \(err2)\n\(out)")
+  }
+
+  @Test func limitsNameThemselves() async throws {
+    let dir = try TemporaryDirectory("cairn-limits")
+    let node = ServerProcess(
+      dataDir: dir.path + "/data",
+      extraArgs: ["--max-requests-per-second-per-client", "1", "--request-burst-per-client", "3", "--max-active-ingests-per-client", "1"])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    // One upload held open by client "hog": its second is refused.
+    let source = HoldingSource(Data(repeating: 1, count: 1000))
+    let held = Task {
+      try await ContentClient.with(address: node.tcpAddress, client: "hog", security: .none) { c in
+        try await c.write(ref: "held", source: source, resume: false) { source.ack.yield($0) }
+      }
+    }
+    defer { held.cancel() }
+    for await offset in source.acked where offset > 0 { break }
+    do {
+      _ = try await ContentClient.with(address: node.tcpAddress, client: "hog", security: .none) { c in
+        try await c.write(ref: "second", source: DataSource(Data("x".utf8)), size: 1)
+      }
+      Issue.record("a second upload of the same client was accepted")
+    } catch let e as ContentError {
+      #expect(e.code == .resourceExhausted && e.message.contains("max_active_ingests_per_client"), "\(e)")
+    }
+    source.release.yield()
+    // The request rate: a burst of 3, then one per second; the 5th call in a row is refused.
+    var refused: ContentError?
+    try await ContentClient.with(address: node.tcpAddress, client: "chatty", security: .none) { c in
+      for _ in 0..<5 {
+        do { _ = try await c.listStatuses() } catch let e as ContentError {
+          refused = e
+          break
+        }
+      }
+    }
+    #expect(refused?.code == .resourceExhausted && refused?.message.contains("max_requests_per_second_per_client") == true, "\(String(describing: refused))")
+  }
+
+  @Test func metricsMoveAndReadinessFlips() async throws {
+    let ports = try freeLoopbackPorts(4)
+    let dir = try TemporaryDirectory("cairn-metrics")
+    let peers = "n1=127.0.0.1:\(ports[0]),n2=127.0.0.1:\(ports[1])"
+    func node(_ i: Int) -> ServerProcess {
+      ServerProcess(
+        dataDir: "\(dir.path)/n\(i + 1)", listen: "127.0.0.1:\(ports[i])",
+        extraArgs: ["--node-id", "n\(i + 1)", "--peers", peers, "--admin-listen", "127.0.0.1:\(ports[2 + i])"])
+    }
+    let (a, b) = (node(0), node(1))
+    let admin = "127.0.0.1:\(ports[2])"
+    try await a.start()
+    defer { a.signal(SIGKILL) }
+    // Two nodes: a majority is both. Alone, n1 is live but not ready, and says so.
+    #expect(try httpGet(admin, "/healthz").status == 200)
+    let before = try httpGet(admin, "/readyz")
+    #expect(before.status == 503 && before.body.contains("not ready"), "\(before)")
+    #expect(try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } == false)
+    try await b.start()
+    defer { b.signal(SIGKILL) }
+    try await waitUntil("n1 is ready once n2 joined") { try httpGet(admin, "/readyz").status == 200 }
+    try await waitUntil("gRPC health says SERVING too") { try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } }
+
+    let (status, _, err) = try await runCairn(["bench", "--address", a.tcpAddress, "--count", "20", "--size", "64k", "--keep"])
+    #expect(status == 0, "\(err)")
+    let metrics = try httpGet(admin, "/metrics").body
+    func value(_ prefix: String) -> Double {
+      metrics.split(separator: "\n").filter { $0.hasPrefix(prefix) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+    }
+    #expect(value("cairn_rpc_requests_total{method=\"containerd.services.content.v1.Content/Write\",code=\"ok\"}") >= 20, "\(metrics.prefix(2000))")
+    #expect(value("cairn_rpc_received_bytes_total{method=\"containerd.services.content.v1.Content/Write\"}") >= 20 * 65536)
+    #expect(value("cairn_rpc_duration_seconds_count{method=\"containerd.services.content.v1.Content/Write\",code=\"ok\"}") >= 20)
+    for series in ["cairn_ingests_active", "cairn_replication_backlog", "cairn_repair_backlog", "cairn_member_state{member=\"n2\",state=\"alive\"} 1",
+      "cairn_cluster_members{state=\"alive\"} 2", "cairn_ready 1", "cairn_disk_capacity_bytes"] {
+      #expect(metrics.contains(series), "missing \(series)")
+    }
+    try await waitUntil("stored blobs are counted") {
+      let m = try httpGet(admin, "/metrics").body
+      return m.split(separator: "\n").contains { $0.hasPrefix("cairn_blobs_stored ") && (Double($0.split(separator: " ")[1]) ?? 0) >= 1 }
+    }
+    let statusDoc = try httpGet(admin, "/api/status").body
+    #expect(statusDoc.contains("\"id\":\"n2\"") && statusDoc.contains("\"state\":\"alive\""), "\(statusDoc)")
+    // n2 goes away: n1 loses its majority and stops being ready.
+    await b.stop(SIGKILL)
+    try await waitUntil("n1 is not ready without a majority") { try httpGet(admin, "/readyz").status == 503 }
+  }
+
+  @Test func invalidConfigsGetPreciseErrors() async throws {
+    let dir = try TemporaryDirectory("cairn-config")
+    func check(_ text: String, env: [String: String] = [:]) async throws -> (Int32, String) {
+      let path = dir.path + "/node.toml"
+      try text.write(toFile: path, atomically: true, encoding: .utf8)
+      var args = ["config", "check", path]
+      if !env.isEmpty { args.append("--env") }
+      let (status, out, err) = try await runToolWithEnv(ServerProcess.binary, args, env: env)
+      return (status, out + err)
+    }
+    var (status, out) = try await check("data = \"/tmp/x\"\nreplicas = \"three\"\n")
+    #expect(status == 64 && out.contains("replicas = \"three\"") && out.contains("node.toml:2") && out.contains("not an integer"), "\(out)")
+    (status, out) = try await check("disk_high_watermark = 1.5\n")
+    #expect(status == 64 && out.contains("disk_high_watermark = \"1.5\"") && out.contains("at most 1"), "\(out)")
+    (status, out) = try await check("tls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n")
+    #expect(status == 64 && out.contains("tls_cert") && out.contains("no such file"), "\(out)")
+    (status, out) = try await check("replica = 3\n")
+    #expect(status == 64 && out.contains("unknown key \"replica\"") && out.contains("node.toml:1"), "\(out)")
+    (status, out) = try await check("node_id = \"n1\"\npeers = \"n1=127.0.0.1:7400,n2=127.0.0.1:7401\"\nreplicas = 5\n")
+    #expect(status == 64 && out.contains("peers") && out.contains("replicas"), "\(out)")
+    (status, out) = try await check("listen = \"127.0.0.1:7400\"\n", env: ["CAIRN_LISTEN": "somewhere"])
+    #expect(status == 64 && out.contains("environment CAIRN_LISTEN") && out.contains("somewhere"), "\(out)")
+    (status, out) = try await check("listen = \"127.0.0.1:7400\"\nadmin_listen = \"127.0.0.1:7401\"\nlog_format = \"json\"\n")
+    #expect(status == 0 && out.contains("valid"), "\(out)")
+    // Flags win over the environment, which wins over the file: a bad file value under a
+    // good environment value and a bad environment value under a good flag still start.
+    let port = try freeLoopbackPorts(1)[0]
+    try "listen = \"nowhere\"\n".write(toFile: dir.path + "/serve.toml", atomically: true, encoding: .utf8)
+    let node = ServerProcess(
+      dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)", extraArgs: ["--config", dir.path + "/serve.toml", "--log-format", "json"])
+    setenv("CAIRN_LOG_FORMAT", "yaml", 1)
+    defer { unsetenv("CAIRN_LOG_FORMAT") }
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    #expect(node.tcpAddress == "127.0.0.1:\(port)")
+    // Every option is documented.
+    let (_, markdown, _) = try await runCairn(["config", "keys", "--markdown"])
+    let docs = try String(contentsOfFile: packageRoot() + "/docs/configuration.md", encoding: .utf8)
+    for line in markdown.split(separator: "\n") where line.hasPrefix("| `") {
+      #expect(docs.contains(line), "docs/configuration.md lacks or differs on: \(line)")
+    }
+  }
+}
+
+/// The package's root directory (tests run from it, or from .build below it).
+func packageRoot() -> String {
+  var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+  while !FileManager.default.fileExists(atPath: dir.path + "/Package.swift") { dir = dir.deletingLastPathComponent() }
+  return dir.path
+}
+
+func runToolWithEnv(_ path: String, _ args: [String], env: [String: String]) async throws -> (Int32, String, String) {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: path)
+  p.arguments = args
+  p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+  let out = Pipe()
+  let err = Pipe()
+  p.standardOutput = out
+  p.standardError = err
+  try p.run()
+  let o = out.fileHandleForReading.readDataToEndOfFile()
+  let e = err.fileHandleForReading.readDataToEndOfFile()
+  p.waitUntilExit()
+  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
