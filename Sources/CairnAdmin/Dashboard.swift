@@ -52,36 +52,32 @@ enum Dashboard {
 </main>
 <script>
 const colors = ["#4a78c2", "#2e9d5b", "#d99a1e", "#9b59b6", "#c8453c", "#16a2b8", "#7f8c8d", "#e67e22"];
-let last = null, history = [];
 const fmtBytes = b => { const u = ["B","KiB","MiB","GiB","TiB"]; let i = 0; while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; } return b.toFixed(i ? 1 : 0) + " " + u[i]; };
 const pct = x => (100 * x).toFixed(1) + "%";
 const rate = r => r == null ? "–" : (r / 1048576).toFixed(1) + " MiB/s";
-function el(tag, attrs, text) { const e = document.createElementNS(tag === "svgtext" ? "http://www.w3.org/2000/svg" : "http://www.w3.org/2000/svg", tag === "svgtext" ? "text" : tag); for (const k in attrs) e.setAttribute(k, attrs[k]); if (text != null) e.textContent = text; return e; }
+// Each node reports its own throughput history (bytes/s per sample, oldest first); the
+// current rate is the mean of the last three samples.
+const recent = a => a && a.length ? a.slice(-3).reduce((x, y) => x + y, 0) / Math.min(3, a.length) : null;
+function svg(tag, attrs, text) { const e = document.createElementNS("http://www.w3.org/2000/svg", tag); for (const k in attrs) e.setAttribute(k, attrs[k]); if (text != null) e.textContent = text; return e; }
+function sumSeries(members, key) {
+  const n = Math.max(0, ...members.map(m => m.usage ? m.usage[key].length : 0));
+  const out = new Array(n).fill(0);
+  for (const m of members) { if (!m.usage) continue; const a = m.usage[key]; a.forEach((v, i) => out[n - a.length + i] += v); }
+  return out;
+}
 function render(s) {
-  const now = Date.now() / 1000;
-  const rates = {};
-  let tin = 0, tout = 0, ing = 0, rep = 0;
-  for (const m of s.members) {
-    const prev = last && last.members.find(p => p.id === m.id);
-    if (prev && m.usage && prev.usage) {
-      const dt = s.time - last.time;
-      if (dt > 0) rates[m.id] = { in: Math.max(0, (m.usage.bytesReceived - prev.usage.bytesReceived) / dt), out: Math.max(0, (m.usage.bytesSent - prev.usage.bytesSent) / dt) };
-    }
-    if (rates[m.id]) { tin += rates[m.id].in; tout += rates[m.id].out; }
-    if (m.usage) ing += m.usage.activeIngests;
-    rep += m.repairBacklog || 0;
-  }
-  document.getElementById("summary").textContent = `node ${s.node} · ${s.members.length} member${s.members.length === 1 ? "" : "s"}` + (s.cluster ? ` · replicas ${s.replicas}, write quorum ${s.writeQuorum}` : " · single node");
+  let ing = 0, rep = 0;
+  for (const m of s.members) { if (m.usage) ing += m.usage.activeIngests; rep += m.repairBacklog || 0; }
+  document.getElementById("summary").textContent = `node ${s.node} · ${s.members.length} member${s.members.length === 1 ? "" : "s"}` + (s.cluster ? ` · replicas ${s.replicas}, write quorum ${s.writeQuorum}` : " · single node") + (s.ready ? "" : " · NOT READY");
   document.getElementById("updated").textContent = "updated " + new Date(s.time * 1000).toLocaleTimeString();
   const body = document.querySelector("#members tbody");
   body.replaceChildren(...s.members.map(m => {
     const tr = document.createElement("tr");
     tr.dataset.member = m.id;
     const u = m.usage;
-    const r = rates[m.id];
     const disk = u && u.diskCapacityBytes ? u.diskUsedBytes / u.diskCapacityBytes : 0;
     const cells = [m.id, null, pct(m.ownership), pct(m.replicaShare), u ? u.blobs : "–", u ? fmtBytes(u.storedBytes) : "–", null,
-      u ? u.activeIngests : "–", r ? rate(r.in) : "–", r ? rate(r.out) : "–", m.repairBacklog ?? "–", m.hintsPending ?? "–"];
+      u ? u.activeIngests : "–", u ? rate(recent(u.receivedPerSecond)) : "–", u ? rate(recent(u.sentPerSecond)) : "–", m.repairBacklog ?? "–", m.hintsPending ?? "–"];
     cells.forEach((c, i) => {
       const td = document.createElement("td");
       if (i === 1) { td.className = "state"; td.innerHTML = `<span class="badge ${m.state}">${m.state}</span>`; }
@@ -91,34 +87,33 @@ function render(s) {
     });
     return tr;
   }));
-  // Ring ownership as one stacked bar per member share, with labels.
   const ring = document.getElementById("ring");
   ring.replaceChildren();
   let x = 10;
   s.members.forEach((m, i) => {
     const w = 400 * m.ownership;
-    ring.appendChild(el("rect", { x, y: 20, width: Math.max(w, 0.5), height: 40, fill: colors[i % colors.length] }));
-    ring.appendChild(el("rect", { x: 10, y: 80 + 16 * i, width: 10, height: 10, fill: colors[i % colors.length] }));
-    ring.appendChild(el("svgtext", { x: 26, y: 89 + 16 * i }, `${m.id}: ${pct(m.ownership)} primary, ${pct(m.replicaShare)} replica`));
+    ring.appendChild(svg("rect", { x, y: 20, width: Math.max(w, 0.5), height: 40, fill: colors[i % colors.length] }));
+    ring.appendChild(svg("rect", { x: 10, y: 80 + 16 * i, width: 10, height: 10, fill: colors[i % colors.length] }));
+    ring.appendChild(svg("text", { x: 26, y: 89 + 16 * i }, `${m.id}: ${pct(m.ownership)} primary, ${pct(m.replicaShare)} replica`));
     x += w;
   });
-  document.getElementById("kin").textContent = last ? rate(tin) : "–";
-  document.getElementById("kout").textContent = last ? rate(tout) : "–";
+  const tin = sumSeries(s.members, "receivedPerSecond"), tout = sumSeries(s.members, "sentPerSecond");
+  document.getElementById("kin").textContent = rate(recent(tin));
+  document.getElementById("kout").textContent = rate(recent(tout));
   document.getElementById("king").textContent = ing;
   document.getElementById("krep").textContent = rep;
-  if (last) history.push({ t: s.time, in: tin, out: tout });
-  history = history.filter(h => s.time - h.t <= 300);
-  const svg = document.getElementById("tput");
-  svg.replaceChildren();
-  const max = Math.max(1, ...history.map(h => Math.max(h.in, h.out) / 1048576));
-  svg.appendChild(el("svgtext", { x: 4, y: 12 }, max.toFixed(1) + " MiB/s"));
-  svg.appendChild(el("line", { x1: 0, y1: 150, x2: 900, y2: 150, stroke: "#ccc" }));
-  for (const [key, color] of [["in", "#4a78c2"], ["out", "#2e9d5b"]]) {
-    const pts = history.map(h => `${(900 - (s.time - h.t) * 3).toFixed(1)},${(150 - 130 * (h[key] / 1048576) / max).toFixed(1)}`).join(" ");
-    svg.appendChild(el("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }));
-    svg.appendChild(el("svgtext", { x: key === "in" ? 820 : 860, y: 12, fill: color }, key));
+  const chart = document.getElementById("tput");
+  chart.replaceChildren();
+  const step = (s.members.find(m => m.usage) || { usage: { sampleSeconds: 2 } }).usage.sampleSeconds;
+  const max = Math.max(1, ...tin.map(v => v / 1048576), ...tout.map(v => v / 1048576));
+  chart.appendChild(svg("text", { x: 4, y: 12 }, max.toFixed(1) + " MiB/s"));
+  chart.appendChild(svg("text", { x: 4, y: 158 }, "-5 min"));
+  chart.appendChild(svg("line", { x1: 0, y1: 150, x2: 900, y2: 150, stroke: "#ccc" }));
+  for (const [series, color, label, lx] of [[tin, "#4a78c2", "in", 820], [tout, "#2e9d5b", "out", 860]]) {
+    const pts = series.map((v, i) => `${(900 - (series.length - 1 - i) * step * 3).toFixed(1)},${(150 - 130 * (v / 1048576) / max).toFixed(1)}`).join(" ");
+    chart.appendChild(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }));
+    chart.appendChild(svg("text", { x: lx, y: 12, fill: color }, label));
   }
-  last = s;
 }
 async function poll() {
   try {

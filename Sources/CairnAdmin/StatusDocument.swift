@@ -12,11 +12,19 @@ public struct StatusDocument: Codable, Sendable {
     public var bytesSent: UInt64
     public var calls: UInt64
     public var failedCalls: UInt64
+    /// Bytes per second, oldest first, one value per `sampleSeconds` (five minutes).
+    public var receivedPerSecond: [Double]
+    public var sentPerSecond: [Double]
+    public var sampleSeconds: Double
 
     public init(
       blobs: UInt64, storedBytes: UInt64, diskUsedBytes: UInt64, diskCapacityBytes: UInt64, activeIngests: UInt64,
-      bytesReceived: UInt64, bytesSent: UInt64, calls: UInt64, failedCalls: UInt64
+      bytesReceived: UInt64, bytesSent: UInt64, calls: UInt64, failedCalls: UInt64,
+      receivedPerSecond: [Double], sentPerSecond: [Double], sampleSeconds: Double
     ) {
+      self.receivedPerSecond = receivedPerSecond
+      self.sentPerSecond = sentPerSecond
+      self.sampleSeconds = sampleSeconds
       self.blobs = blobs
       self.storedBytes = storedBytes
       self.diskUsedBytes = diskUsedBytes

@@ -27,7 +27,33 @@ public final class NodeMetrics: Sendable {
     .seconds(30), .seconds(60),
   ]
 
+  /// Throughput history: totals sampled every `sampleSeconds` for five minutes.
+  public static let sampleSeconds = 2.0
+  private let samples = Mutex<[(at: Double, received: Int64, sent: Int64)]>([])
+
   public init() {}
+
+  /// Samples the byte totals (the node runs this every `sampleSeconds`).
+  public func sampleThroughput(now: Double = Date().timeIntervalSince1970) {
+    let t = currentTotals
+    samples.withLock { s in
+      s.append((now, t.bytesReceived, t.bytesSent))
+      if s.count > Int(300 / Self.sampleSeconds) + 1 { s.removeFirst(s.count - Int(300 / Self.sampleSeconds) - 1) }
+    }
+  }
+
+  /// Bytes per second received and sent between successive samples, oldest first.
+  public func throughputHistory() -> (received: [Double], sent: [Double]) {
+    let s = samples.withLock { $0 }
+    guard s.count > 1 else { return ([], []) }
+    var received: [Double] = []
+    var sent: [Double] = []
+    for (a, b) in zip(s, s.dropFirst()) where b.at > a.at {
+      received.append(Double(b.received - a.received) / (b.at - a.at))
+      sent.append(Double(b.sent - a.sent) / (b.at - a.at))
+    }
+    return (received, sent)
+  }
 
   public var currentTotals: Totals { totals.withLock { $0 } }
 

@@ -78,6 +78,7 @@ enum StatusPage {
     .init(
       blobs: u.blobs, storedBytes: u.storedBytes, diskUsedBytes: u.diskUsedBytes, diskCapacityBytes: u.diskCapacityBytes,
       activeIngests: u.activeIngests, bytesReceived: u.bytesReceived, bytesSent: u.bytesSent, calls: u.calls,
-      failedCalls: u.failedCalls)
+      failedCalls: u.failedCalls, receivedPerSecond: u.receivedPerSecond, sentPerSecond: u.sentPerSecond,
+      sampleSeconds: NodeMetrics.sampleSeconds)
   }
 }

@@ -56,11 +56,17 @@ struct NodeRunner {
         try? await Task.sleep(nanoseconds: 500_000_000)
       }
     }
+    let sampler: @Sendable () async -> Void = {
+      while !Task.isCancelled {
+        metrics.sampleThroughput()
+        try? await Task.sleep(nanoseconds: UInt64(NodeMetrics.sampleSeconds * 1e9))
+      }
+    }
     let server = ContentServer(
       store: node?.store ?? store,
       listen: ListenConfig(tcp: plan.tcp, unixPath: plan.unixPath, unixClient: plan.unixClient, unixMode: plan.unixMode, tls: tls),
       logger: logger, metrics: metrics, access: access, health: health,
-      maintenance: [expireJob(store, logger), reloadJob(tls, access, metrics, logger), readinessJob] + (node?.maintenance ?? []),
+      maintenance: [expireJob(store, logger), reloadJob(tls, access, metrics, logger), readinessJob, sampler] + (node?.maintenance ?? []),
       extraServices: { watches in node?.services(watches: watches) ?? [] })
     let usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage = {
       let u = await store.usage()
@@ -75,6 +81,9 @@ struct NodeRunner {
         $0.bytesSent = UInt64(t.bytesSent)
         $0.calls = UInt64(t.calls)
         $0.failedCalls = UInt64(t.failures)
+        let history = metrics.throughputHistory()
+        $0.receivedPerSecond = history.received
+        $0.sentPerSecond = history.sent
       }
     }
     node?.setUsageProvider(usage)

@@ -520,6 +520,12 @@ public nonisolated struct Cairn_Peer_V1_NodeUsage: Sendable {
 
   public var failedCalls: UInt64 = 0
 
+  /// Blob bytes per second received and sent, oldest first, one value per
+  /// NodeMetrics.sampleSeconds over the last five minutes (fewer just after start).
+  public var receivedPerSecond: [Double] = []
+
+  public var sentPerSecond: [Double] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1580,7 +1586,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
 
 nonisolated extension Cairn_Peer_V1_NodeUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}blobs\0\u{3}stored_bytes\0\u{3}disk_used_bytes\0\u{3}disk_capacity_bytes\0\u{3}active_ingests\0\u{3}bytes_received\0\u{3}bytes_sent\0\u{1}calls\0\u{3}failed_calls\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}blobs\0\u{3}stored_bytes\0\u{3}disk_used_bytes\0\u{3}disk_capacity_bytes\0\u{3}active_ingests\0\u{3}bytes_received\0\u{3}bytes_sent\0\u{1}calls\0\u{3}failed_calls\0\u{3}received_per_second\0\u{3}sent_per_second\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1597,6 +1603,8 @@ nonisolated extension Cairn_Peer_V1_NodeUsage: SwiftProtobuf.Message, SwiftProto
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.bytesSent) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.calls) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.failedCalls) }()
+      case 10: try { try decoder.decodeRepeatedDoubleField(value: &self.receivedPerSecond) }()
+      case 11: try { try decoder.decodeRepeatedDoubleField(value: &self.sentPerSecond) }()
       default: break
       }
     }
@@ -1630,6 +1638,12 @@ nonisolated extension Cairn_Peer_V1_NodeUsage: SwiftProtobuf.Message, SwiftProto
     if self.failedCalls != 0 {
       try visitor.visitSingularUInt64Field(value: self.failedCalls, fieldNumber: 9)
     }
+    if !self.receivedPerSecond.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.receivedPerSecond, fieldNumber: 10)
+    }
+    if !self.sentPerSecond.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.sentPerSecond, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1643,6 +1657,8 @@ nonisolated extension Cairn_Peer_V1_NodeUsage: SwiftProtobuf.Message, SwiftProto
     if lhs.bytesSent != rhs.bytesSent {return false}
     if lhs.calls != rhs.calls {return false}
     if lhs.failedCalls != rhs.failedCalls {return false}
+    if lhs.receivedPerSecond != rhs.receivedPerSecond {return false}
+    if lhs.sentPerSecond != rhs.sentPerSecond {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

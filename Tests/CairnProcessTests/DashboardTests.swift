@@ -1,0 +1,45 @@
+import CairnClient
+import CairnCore
+import CairnTestKit
+import Foundation
+import Testing
+
+/// The dashboard in a real headless browser (Debian's Chromium): the page loads from a
+/// running 3-node cluster's admin port, runs its script against /api/status and shows
+/// every member as alive.
+@Suite struct DashboardTests {
+  static var chromium: String? {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].first { FileManager.default.isExecutableFile(atPath: $0) }
+  }
+
+  @Test func dashboardShowsEveryMemberInChromium() async throws {
+    guard let browser = Self.chromium else {
+      // CI installs Chromium and sets CAIRN_REQUIRE_BROWSER: there, a missing browser fails.
+      #expect(ProcessInfo.processInfo.environment["CAIRN_REQUIRE_BROWSER"] != "1", "Chromium is not installed")
+      return
+    }
+    let adminPorts = try freeLoopbackPorts(3)
+    let cluster = try await ClusterProcesses.start(
+      count: 3, perNodeArgs: Dictionary(uniqueKeysWithValues: (0..<3).map { ($0, ["--admin-listen", "127.0.0.1:\(adminPorts[$0])"]) }))
+    defer { Task { await cluster.stopAll() } }
+    let admin = "127.0.0.1:\(adminPorts[0])"
+    try await waitUntil("n1 is ready") { try httpGet(admin, "/readyz").status == 200 }
+    _ = try await ContentClient.with(address: cluster.address(1)) { try await $0.write(ref: "dash", source: DataSource(Data("dashboard".utf8)), size: 9) }
+
+    let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    let (status, dom, err) = try await runTool(browser, flags + ["--dump-dom", "http://\(admin)/"])
+    #expect(status == 0, "chromium: \(err.suffix(500))")
+    for id in cluster.ids {
+      #expect(dom.contains("data-member=\"\(id)\""), "the page shows no row for \(id): \(dom.prefix(3000))")
+    }
+    #expect(dom.components(separatedBy: "badge alive").count - 1 == 3, "three members alive: \(dom.prefix(3000))")
+    #expect(dom.contains("replicas 3, write quorum 2"))
+    #expect(dom.contains("<span id=\"error\"></span>"), "the page reports an error fetching /api/status")
+
+    let shot = cluster.dir.path + "/dashboard.png"
+    let (s2, _, err2) = try await runTool(browser, flags + ["--window-size=1400,950", "--screenshot=\(shot)", "http://\(admin)/"])
+    #expect(s2 == 0, "\(err2.suffix(500))")
+    let png = try Data(contentsOf: URL(fileURLWithPath: shot))
+    #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a real screenshot (\(png.count) bytes)")
+  }
+}
