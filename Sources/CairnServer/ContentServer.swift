@@ -116,7 +116,9 @@ public final class ContentServer: Service, Sendable {
       config.http2.targetWindowSize = 8 << 20
       config.http2.maxFrameSize = 1 << 20
       config.http2.maxConcurrentStreams = limits.maxConcurrentStreams
-      config.rpc.maxRequestPayloadSize = limits.maxMessageBytes
+      // Twice the limit: a message between the two reaches MetricsInterceptor, which refuses
+      // it with RESOURCE_EXHAUSTED naming max_message_bytes (the transport would only reset).
+      config.rpc.maxRequestPayloadSize = 2 * limits.maxMessageBytes
       // Clients of the Content API wait for each answer (containerd's writer sends a
       // message and waits for its response); delaying flushes to batch them only adds
       // latency to every round trip.

@@ -14,9 +14,9 @@ extension Cairn_Peer_V1_ReplicateRequest: CarriesBlobBytes { var blobBytes: Int 
 extension Cairn_Peer_V1_MirrorIngestRequest: CarriesBlobBytes { var blobBytes: Int { data.count } }
 
 /// Counts every call by method and status code, times it to its status, and counts the
-/// blob bytes it moved. It runs outermost, so refused calls (auth, limits) count too. A
-/// message over the size limit is refused by the transport in its own words; the
-/// interceptor adds the limit's name.
+/// blob bytes it moved. It runs outermost, so refused calls (auth, limits) count too.
+/// Messages over max_message_bytes are refused here, naming the limit; the transport's own
+/// cap is twice as high (ContentServer), beyond which it resets the stream.
 struct MetricsInterceptor: ServerInterceptor {
   let metrics: NodeMetrics
   let maxMessageBytes: Int
@@ -38,7 +38,13 @@ struct MetricsInterceptor: ServerInterceptor {
     if Input.self is any CarriesBlobBytes.Type {
       let messages = request.messages
       request.messages = RPCAsyncSequence(wrapping: messages.map { m in
-        if let c = m as? any CarriesBlobBytes { bytes.received.add(c.blobBytes, ordering: .relaxed) }
+        if let c = m as? any CarriesBlobBytes {
+          guard c.blobBytes <= limit else {
+            throw RPCError(
+              code: .resourceExhausted, message: "a message carries \(c.blobBytes) bytes of data (limit max_message_bytes = \(limit))")
+          }
+          bytes.received.add(c.blobBytes, ordering: .relaxed)
+        }
         return m
       })
     }

@@ -48,6 +48,8 @@ struct Agent: AsyncParsableCommand {
     do { _ = try ClientID(identity) } catch { throw ValidationError("--client: \(error.message)") }
     bootstrapLogging(level)
     let logger = Logger(label: "cairn-agent")
+    // The socket is created owner-only, then opened to owner and group (0660).
+    umask(0o077)
     let local: DiskStore
     let upstream: ClusterClient
     let cache: BlobCache

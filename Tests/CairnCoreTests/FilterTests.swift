@@ -43,7 +43,7 @@ import Testing
       Issue.record("expected a limit error")
     } catch {
       #expect(error.code == .invalidArgument)
-      #expect(error.message.contains("maxFilters"))
+      #expect(error.message.contains("max_filters"))
     }
   }
 }

@@ -121,7 +121,10 @@ import Glibc
     let dir = try TemporaryDirectory("cairn-limits")
     let node = ServerProcess(
       dataDir: dir.path + "/data",
-      extraArgs: ["--max-requests-per-second-per-client", "1", "--request-burst-per-client", "3", "--max-active-ingests-per-client", "1"])
+      extraArgs: [
+        "--max-requests-per-second-per-client", "1", "--request-burst-per-client", "3", "--max-active-ingests-per-client", "1",
+        "--max-message-bytes", "1048576",
+      ])
     try await node.start()
     defer { node.signal(SIGKILL) }
     // One upload held open by client "hog": its second is refused.
@@ -142,6 +145,15 @@ import Glibc
       #expect(e.code == .resourceExhausted && e.message.contains("max_active_ingests_per_client"), "\(e)")
     }
     source.release.yield()
+    // A message over max_message_bytes (a 1.5 MiB chunk against a 1 MiB limit).
+    do {
+      _ = try await ContentClient.with(address: node.unixAddress) { c in
+        try await c.write(ref: "big", source: DataSource(Data(repeating: 2, count: 3 << 20)), size: 3 << 20, chunkBytes: 3 << 19)
+      }
+      Issue.record("a message over max_message_bytes was accepted")
+    } catch let e as ContentError {
+      #expect(e.code == .resourceExhausted && e.message.contains("max_message_bytes"), "\(e)")
+    }
     // The request rate: a burst of 3, then one per second; the 5th call in a row is refused.
     var refused: ContentError?
     try await ContentClient.with(address: node.tcpAddress, client: "chatty", security: .none) { c in
