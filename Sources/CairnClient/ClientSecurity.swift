@@ -47,11 +47,13 @@ public struct ClientSecurity: Sendable, Hashable {
   }
 
   func transportSecurity(for address: ServerAddress) throws(ContentError) -> HTTP2ClientTransport.Posix.TransportSecurity {
+    // Unix sockets never speak TLS (their file permissions protect them), so a CA set in
+    // the environment for a cluster's TCP addresses does not break local calls.
+    if case .unix = address { return .plaintext }
     guard let caPath else {
       if certificatePath != nil { throw .invalidArgument("a client certificate needs the server's CA too (--tls-ca)") }
       return .plaintext
     }
-    if case .unix = address { throw .invalidArgument("TLS is for TCP addresses; unix sockets are protected by their file permissions") }
     for path in [caPath, certificatePath, keyPath].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
       throw .invalidArgument("TLS file \(path) cannot be read")
     }

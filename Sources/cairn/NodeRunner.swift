@@ -48,6 +48,8 @@ struct NodeRunner {
       return node?.notReadyReason
     }
     let health = HealthState()
+    // NOT_SERVING until the readiness job has seen the node ready.
+    health.set(serving: false)
     // The gRPC health service says what /readyz says.
     let readinessJob: @Sendable () async -> Void = {
       while !Task.isCancelled {
