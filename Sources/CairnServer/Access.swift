@@ -70,7 +70,7 @@ public final class AccessControl: Sendable {
     let everything = Grant(client: nil, permissions: [.admin])
     // The unix socket's file permissions and a cluster CA's certificate are credentials.
     if isUnixSocket || hasCertificate {
-      return Caller(grant: everything, client: named, key: named?.name ?? "unix", limited: false)
+      return Caller(grant: everything, client: named, key: named?.name ?? (isUnixSocket ? "unix" : "certificate"), limited: false)
     }
     let remote = "anonymous@" + (context.remotePeer.split(separator: ":").dropFirst().dropLast().joined(separator: ":"))
     guard let table = tokens.withLock({ $0 }) else {
