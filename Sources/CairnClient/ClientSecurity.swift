@@ -61,9 +61,14 @@ public struct ClientSecurity: Sendable, Hashable {
     let roots = TLSConfig.TrustRootsSource.certificates([.file(path: caPath, format: .pem)])
     if let certificatePath {
       guard let keyPath else { throw .invalidArgument("a client certificate needs its key (--tls-key)") }
-      return .mTLS(certificateChain: [.file(path: certificatePath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) {
-        $0.trustRoots = roots
-        $0.serverCertificateVerification = verify
+      let reloader = FileCertificateReloader(certificatePath: certificatePath, keyPath: keyPath)
+      do {
+        return try .mTLS(certificateReloader: reloader) {
+          $0.trustRoots = roots
+          $0.serverCertificateVerification = verify
+        }
+      } catch {
+        throw .invalidArgument("client certificate \(certificatePath) or key \(keyPath) cannot be loaded: \(error)")
       }
     }
     return .tls {

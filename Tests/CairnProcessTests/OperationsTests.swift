@@ -95,6 +95,43 @@ import Glibc
     #expect(node.process.isRunning)
   }
 
+  /// A long-lived client (a node towards its peers) presents its renewed certificate on its
+  /// next handshake: the server below trusts only the new CA after the renewal, and a
+  /// client still presenting the old certificate would be refused.
+  @Test func clientCertificateReloadsWithoutRestart() async throws {
+    let dir = try TemporaryDirectory("cairn-client-reload")
+    let old = try await TestPKI(in: dir.path + "/old")
+    let new = try await TestPKI(in: dir.path + "/new")
+    let (trust, cert, key) = (dir.path + "/trust.pem", dir.path + "/client.pem", dir.path + "/client.key")
+    for (from, to) in [(old.ca, trust), (old.clientCert, cert), (old.clientKey, key)] {
+      try FileManager.default.copyItem(atPath: from, toPath: to)
+    }
+    let port = try freeLoopbackPorts(1)[0]
+    let node = ServerProcess(
+      dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)",
+      extraArgs: ["--tls-cert", old.nodeCert, "--tls-key", old.nodeKey, "--tls-ca", trust, "--tls-require-client-cert", "true"])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    let security = ClientSecurity(caPath: old.ca, certificatePath: cert, keyPath: key, verifyHostname: false)
+    let client = try ContentClient.connect(address: node.tcpAddress, security: security)
+    let runner = Task { try? await client.runConnections() }
+    defer {
+      client.close()
+      runner.cancel()
+    }
+    _ = try await client.listStatuses()
+    // Renewal: a certificate from the new CA on the client, only the new CA trusted by the
+    // server; the server restarts (same port, same server certificate), so the client's
+    // connection is new.
+    for (from, to) in [(new.ca, trust), (new.clientCert, cert), (new.clientKey, key)] {
+      try FileManager.default.removeItem(atPath: to)
+      try FileManager.default.copyItem(atPath: from, toPath: to)
+    }
+    await node.stop()
+    try await node.start()
+    try await waitUntil("the client reconnects with its renewed certificate") { (try? await client.listStatuses()) != nil }
+  }
+
   @Test func peerWithAnotherCAsCertificateCannotJoin() async throws {
     let dir = try TemporaryDirectory("cairn-mtls")
     let pki = try await TestPKI(in: dir.path + "/pki")
