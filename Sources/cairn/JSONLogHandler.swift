@@ -38,9 +38,8 @@ struct JSONLogHandler: LogHandler {
     }
   }
 
-  static func timestamp() -> String {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return f.string(from: Date())
-  }
+  /// One format style for every line (a formatter per line was built and thrown away).
+  private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+  static func timestamp() -> String { Date().formatted(timeFormat) }
 }

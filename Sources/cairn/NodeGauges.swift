@@ -49,7 +49,8 @@ enum StatusPage {
         id: me, state: "alive", ownership: 1, replicaShare: 1, usage: convert(await usage()), repairBacklog: nil, hintsPending: nil)
       return StatusDocument(node: me, cluster: false, replicas: 1, writeQuorum: 1, ready: ready, time: now, members: [member])
     }
-    let mine = await node.fullStatus()
+    // Membership and ring from this node's view; usage from each member's own report.
+    let mine = node.statusReport()
     let reports = await node.clusterOverview()
     let members = mine.members.map { m -> StatusDocument.Member in
       let id = m.state.id
