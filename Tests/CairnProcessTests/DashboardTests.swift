@@ -24,6 +24,11 @@ import Testing
     defer { Task { await cluster.stopAll() } }
     let admin = "127.0.0.1:\(adminPorts[0])"
     try await waitUntil("n1 is ready") { try httpGet(admin, "/readyz").status == 200 }
+    // The page draws what /api/status says; under CI load a member can answer its status
+    // late for a moment ("unreachable"), so start once the API shows all three alive.
+    try await waitUntil("/api/status shows three members alive", timeout: 60) {
+      try httpGet(admin, "/api/status").body.components(separatedBy: "\"state\":\"alive\"").count - 1 == 3
+    }
     _ = try await ContentClient.with(address: cluster.address(1)) { try await $0.write(ref: "dash", source: DataSource(Data("dashboard".utf8)), size: 9) }
 
     let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
