@@ -48,6 +48,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
   ],
   targets: [
     .target(
@@ -95,6 +97,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "X509", package: "swift-certificates"),
       ]
     ),
     .target(
@@ -153,6 +156,7 @@ let package = Package(
         "CairnProto",
         "CairnServer",
         "CairnClient",
+        "CairnTransport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
@@ -161,6 +165,9 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ]
     ),
     .target(
@@ -176,6 +183,7 @@ let package = Package(
         "CairnTransport", "CairnCluster",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
       ]
     ),
     .testTarget(name: "CairnDiskTests", dependencies: ["CairnCore", "CairnDisk", "CairnTestKit"]),

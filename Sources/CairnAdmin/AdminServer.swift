@@ -12,6 +12,9 @@ public struct AdminResponse: Sendable {
   public var contentType: String
   public var body: [UInt8]
 
+  /// Extra response headers (a challenge with 401).
+  public var headers: [(String, String)] = []
+
   public init(status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) {
     self.status = status
     self.contentType = contentType
@@ -30,16 +33,35 @@ public struct AdminRoutes: Sendable {
   public var notReadyReason: @Sendable () async -> String?
   /// The dashboard's data (JSON).
   public var status: @Sendable () async -> [UInt8]
+  /// Whether a request's `authorization` header lets it see more than the probes
+  /// (/metrics, /api/status, the dashboard); always true on an open node.
+  public var authorized: @Sendable (_ authorization: String?) -> Bool
 
-  public init(metrics: NodeMetrics, notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () async -> [UInt8]) {
+  public init(
+    metrics: NodeMetrics, notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () async -> [UInt8],
+    authorized: @escaping @Sendable (String?) -> Bool = { _ in true }
+  ) {
     self.metrics = metrics
     self.notReadyReason = notReadyReason
     self.status = status
+    self.authorized = authorized
   }
 
-  func answer(method: HTTPMethod, path: String) async -> AdminResponse {
+  /// The probes answer anyone (a kubelet has no token); the rest show the cluster and
+  /// need a credential when the node has tokens.
+  static let probes: Set<String> = ["/healthz", "/readyz"]
+
+  func answer(method: HTTPMethod, path: String, authorization: String? = nil) async -> AdminResponse {
     guard method == .GET || method == .HEAD else { return AdminResponse(status: .methodNotAllowed, text: "GET only\n") }
-    switch path.split(separator: "?").first.map(String.init) ?? path {
+    let route = path.split(separator: "?").first.map(String.init) ?? path
+    if !Self.probes.contains(route) && !authorized(authorization) {
+      var r = AdminResponse(
+        status: .unauthorized,
+        text: "this page needs a token with the monitor or admin permission: authorization: Bearer TOKEN (a browser: user cairn, password TOKEN)\n")
+      r.headers = [("www-authenticate", "Basic realm=\"cairn\", charset=\"UTF-8\"")]
+      return r
+    }
+    switch route {
     case "/metrics":
       return AdminResponse(contentType: "text/plain; version=0.0.4; charset=utf-8", body: await metrics.scrape())
     case "/healthz":
@@ -114,8 +136,9 @@ private final class AdminHandler: ChannelInboundHandler, Sendable {
     let channel = context.channel
     let routes = self.routes
     Task {
-      let r = await routes.answer(method: head.method, path: head.uri)
+      let r = await routes.answer(method: head.method, path: head.uri, authorization: head.headers["authorization"].first)
       var headers = HTTPHeaders()
+      for (name, value) in r.headers { headers.add(name: name, value: value) }
       headers.add(name: "content-type", value: r.contentType)
       headers.add(name: "content-length", value: "\(r.body.count)")
       headers.add(name: "cache-control", value: "no-store")

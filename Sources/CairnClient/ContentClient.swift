@@ -53,6 +53,11 @@ public struct ContentClient: Sendable {
   }
 
   public func runConnections() async throws { try await grpc.runConnections() }
+
+  /// The same connection, sending another `cairn-client` header.
+  public func scoped(to client: String?) -> ContentClient {
+    ContentClient(api: api, namespace: namespace, client: client, address: address, grpc: grpc)
+  }
   public func close() { grpc.beginGracefulShutdown() }
 
   /// The HTTP/2 transport every Cairn client uses (the CLI's and the nodes' own, to
@@ -94,6 +99,12 @@ public struct ContentClient: Sendable {
   }
 
   var modern: Containerd_Services_Content_V1_Content.Client<HTTP2ClientTransport.Posix> { .init(wrapping: grpc) }
+
+  /// Any call of the peer protocol, as this client's credentials allow (operators' tools,
+  /// and tests that play a hostile peer); failures as ContentErrors.
+  public func peer<T>(_ body: (Cairn_Peer_V1_Peer.Client<HTTP2ClientTransport.Posix>) async throws -> T) async throws -> T {
+    try await call { try await body(.init(wrapping: grpc)) }
+  }
   var seed: Containerd_V1_Content.Client<HTTP2ClientTransport.Posix> { .init(wrapping: grpc) }
 
   func requireModern(_ what: String) throws(ContentError) {
@@ -198,6 +209,16 @@ public struct ContentClient: Sendable {
   public func isServing() async throws -> Bool {
     try await call {
       try await Grpc_Health_V1_Health.Client(wrapping: grpc).check(.init(), options: options).status == .serving
+    }
+  }
+
+  /// The first answer of a health Watch (what gRPC clients' health checking asks for).
+  public func healthWatchFirst() async throws -> Bool {
+    try await call {
+      try await Grpc_Health_V1_Health.Client(wrapping: grpc).watch(.init(), options: options) { response in
+        for try await m in response.messages { return m.status == .serving }
+        return false
+      }
     }
   }
 

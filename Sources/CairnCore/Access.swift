@@ -1,35 +1,98 @@
 import Crypto
 import Foundation
 
-/// What a caller may do. `admin` includes everything, the cluster's peer protocol too.
+/// What a caller may do. Three kinds of callers are told apart by their credentials, never
+/// by what a message says about itself (docs/operations.md, "Threat model"):
+/// - **clients** (`read`, `write`, `delete`), scoped to their identity;
+/// - **operators** (`admin`: everything a client may do, unscoped, plus membership changes
+///   and cluster views; `monitor`: the cluster views, metrics and the dashboard only);
+/// - **peers** (`peer`: the cluster's peer protocol and nothing else). `admin` does not
+///   include `peer`, and no client credential grants it.
 public enum Permission: String, Sendable, Hashable, CaseIterable, Comparable {
-  case read, write, delete, admin
+  case read, write, delete, admin, monitor, peer
 
   public static func < (a: Self, b: Self) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
 
-  /// The permission a gRPC method needs (nil: none, e.g. health checks for probes).
-  public static func required(forMethod path: String) -> Permission? {
+  /// The permissions any one of which lets a caller call a gRPC method; nil: none needed
+  /// (health Check, for probes).
+  public static func required(forMethod path: String) -> Set<Permission>? {
     let parts = path.split(separator: "/")
-    guard parts.count == 2 else { return .admin }
+    guard parts.count == 2 else { return [.admin] }
     let (service, method) = (parts[0], parts[1])
     switch service {
-    case "grpc.health.v1.Health": return nil
+    case "grpc.health.v1.Health":
+      // Check is for probes; a Watch holds a stream open, so it needs a credential.
+      return method == "Check" ? nil : [.read]
     case "containerd.v1.Content", "containerd.services.content.v1.Content":
       switch method {
-      case "Info", "Read", "Status", "List", "ListStatuses": return .read
-      case "Write", "Abort", "Update": return .write
-      case "Delete": return .delete
-      default: return .admin
+      case "Info", "Read", "Status", "List", "ListStatuses": return [.read]
+      case "Write", "Abort", "Update": return [.write]
+      case "Delete": return [.delete]
+      default: return [.admin]
       }
-    default: return .admin
+    case "cairn.peer.v1.Peer":
+      switch method {
+      // Operators look at the cluster and change its membership; peers do too (the
+      // dashboard's fan-out, a joining node adding itself: PeerService checks that).
+      case "ClusterStatus": return [.admin, .monitor, .peer]
+      case "ChangeMembership": return [.admin, .peer]
+      default: return [.peer]
+      }
+    default: return [.admin]
     }
   }
 }
 
-/// One bearer token's grant: who the caller is and what it may do.
+/// Who a certificate from the cluster CA says its holder is: a URI in its subject
+/// alternative names, `cairn://peer/NODE`, `cairn://operator/NAME` or
+/// `cairn://client/NAME` (`cairn certs` issues them; any CA tool that sets a SAN URI
+/// can). A certificate without one is not a credential.
+public enum CertificateRole: Sendable, Hashable {
+  case peer(String)
+  case operatorRole(String)
+  case client(ClientID)
+
+  public static let scheme = "cairn://"
+
+  /// The role a SAN URI names; nil if it names none (not ours, or malformed).
+  public init?(uri: String) {
+    guard uri.hasPrefix(Self.scheme) else { return nil }
+    let rest = uri.dropFirst(Self.scheme.count).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+    guard rest.count == 2, let name = try? ClientID(String(rest[1])) else { return nil }
+    switch rest[0] {
+    case "peer": self = .peer(name.name)
+    case "operator": self = .operatorRole(name.name)
+    case "client": self = .client(name)
+    default: return nil
+    }
+  }
+
+  public var uri: String {
+    switch self {
+    case .peer(let n): Self.scheme + "peer/" + n
+    case .operatorRole(let n): Self.scheme + "operator/" + n
+    case .client(let c): Self.scheme + "client/" + c.name
+    }
+  }
+
+  /// What the role may do, as a grant.
+  public var grant: Grant {
+    switch self {
+    case .peer(let n): Grant(client: try? ClientID(n), permissions: [.peer])
+    case .operatorRole: Grant(client: nil, permissions: [.admin])
+    case .client(let c): Grant(client: c, permissions: [.read, .write, .delete])
+    }
+  }
+
+  /// The first role among a certificate's SAN URIs.
+  public static func from(uris: [String]) -> CertificateRole? { uris.lazy.compactMap(CertificateRole.init(uri:)).first }
+}
+
+/// One credential's grant: who the caller is and what it may do.
 public struct Grant: Sendable, Hashable {
-  /// The client identity calls with this token act as (their ScopedStore); nil ("*" in
-  /// the file) = the whole store, and the caller may name a client in `cairn-client`.
+  /// The client identity calls with this grant act as (their ScopedStore); nil ("*" in
+  /// the file) = the whole store, and the caller may narrow it with `cairn-client`. For a
+  /// `peer` grant: the node id.
   public var client: ClientID?
   public var permissions: Set<Permission>
 
@@ -38,7 +101,15 @@ public struct Grant: Sendable, Hashable {
     self.permissions = permissions
   }
 
-  public func allows(_ p: Permission) -> Bool { permissions.contains(.admin) || permissions.contains(p) }
+  /// `admin` includes what clients and monitors may do; `peer` is only itself.
+  public func allows(_ p: Permission) -> Bool {
+    permissions.contains(p) || (permissions.contains(.admin) && p != .peer)
+  }
+
+  public func allowsAny(of ps: Set<Permission>) -> Bool { ps.contains(where: allows) }
+
+  /// The node this grant authenticates, if it is a peer's.
+  public var peer: String? { permissions.contains(.peer) ? client?.name : nil }
 
   public var name: String { client?.name ?? "*" }
 }
@@ -66,7 +137,7 @@ public struct TokenTable: Sendable, Hashable {
       var permissions: Set<Permission> = []
       for p in fields[1].split(separator: ",") {
         guard let perm = Permission(rawValue: String(p)) else {
-          throw .invalidArgument("\(at): unknown permission \(quoted(String(p))); known: read, write, delete, admin")
+          throw .invalidArgument("\(at): unknown permission \(quoted(String(p))); known: \(Permission.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         permissions.insert(perm)
       }
@@ -75,6 +146,10 @@ public struct TokenTable: Sendable, Hashable {
         throw .invalidArgument("\(at): token hash must be sha256: and 64 lowercase hex digits, got \(quoted(hash))")
       }
       guard grants[hash] == nil else { throw .invalidArgument("\(at): the same token hash appears twice") }
+      // A peer token names its node and grants nothing else: peers are not clients.
+      if permissions.contains(.peer) && (permissions.count > 1 || client == nil) {
+        throw .invalidArgument("\(at): a peer token names its node (NODE peer sha256:HEX) and has no other permission")
+      }
       grants[hash] = Grant(client: client, permissions: permissions)
     }
   }

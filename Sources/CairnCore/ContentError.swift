@@ -64,6 +64,7 @@ public struct ContentError: Error, Hashable, Sendable, CustomStringConvertible {
   public static func dataLoss(_ m: String) -> Self { .init(.dataLoss, m) }
   public static func unimplemented(_ m: String) -> Self { .init(.unimplemented, m) }
   public static func cancelled(_ m: String) -> Self { .init(.cancelled, m) }
+  public static func permissionDenied(_ m: String) -> Self { .init(.permissionDenied, m) }
 }
 
 extension ContentError {

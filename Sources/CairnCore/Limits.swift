@@ -31,11 +31,18 @@ public struct Limits: Sendable, Hashable {
   public var commitWaitSeconds: Double = 30
   /// Clients (ScopedStore) that may hold one blob at once.
   public var maxHoldersPerBlob: Int = 4096
+  /// A blob's stored metadata (labels, holds, client-scoped labels; JSON), at most: every
+  /// update and commit that would pass it is INVALID_ARGUMENT, so metadata always reads
+  /// back. 4096 holds take about 0.5 MiB of it.
+  public var maxMetadataBytes: Int = 4 << 20
   /// How long an Update waits for another Update of the same blob's labels to finish.
   public var metadataLockWaitSeconds: Double = 30
   /// Blob infos per List response message (a few hundred bytes each: far below
   /// maxMessageBytes).
   public var listBatchSize: Int = 100
+  /// ... and label bytes per List response message, about (one blob's labels may take
+  /// maxMetadataBytes; a message must stay far below maxMessageBytes).
+  public var listBatchBytes: Int = 4 << 20
   /// Concurrent HTTP/2 streams per client connection.
   public var maxConcurrentStreams: Int = 1024
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Who is asking: one containerd host (one `cairn agent`), one build runner. Carried in the
 /// `cairn-client` gRPC header; requests without it see the unscoped store (operators).
@@ -25,60 +26,76 @@ public struct ClientID: Hashable, Sendable, CustomStringConvertible {
 /// Deletes every blob its host does not know, so hosts sharing a store would delete each
 /// other's blobs. Here each client sees and deletes only blobs it holds: it holds a blob
 /// once it committed it, was told it already exists (at open or commit), or found it with
-/// Info (containerd's proxy client claims a blob exactly that way). A client's Delete
-/// drops its hold; the blob goes away when the last holder lets go. Holds are labels on the
-/// blob (`cairn.io/holder.<client>`), so they are stored and replicated with it and one
+/// Info (containerd's proxy client claims a blob exactly that way) — if it may write: a
+/// read-only caller never takes a hold by looking. A client's Delete drops its hold; the
+/// blob goes away when the last holder lets go. Holds are labels on the blob
+/// (`cairn.io/holder.<client>`), so they are stored and replicated with it and one
 /// physical copy serves every client. Refs are prefixed with the client, so two hosts'
 /// identical ingest names (`default/1/tar-blobs/...`) never collide or lock each other.
+///
+/// A client's labels are its own: stored as `cairn.io/label/<client>/<key>`, shown to it
+/// without the prefix, invisible to every other client. So one client's labels never
+/// change what another sees of a blob, and the store's bound on a blob's metadata
+/// (`max_metadata_bytes`) keeps any client from making it unreadable.
 ///
 /// The last release deletes only where no hold exists, decided under each copy's
 /// metadata lock (`delete(_:unlessLabeled:)`), so a claim racing it keeps the blob.
 public struct ScopedStore: ContentStore {
   public let base: any ContentStore
   public let client: ClientID
+  /// Whether Info and ALREADY_EXISTS take a hold (callers with the write permission).
+  public let mayClaim: Bool
 
   public static let holderPrefix = "cairn.io/holder."
-  public static let refPrefix = "cairn.io/client/"
+  public static let labelPrefix = "cairn.io/label/"
+  /// The longest scope prefix a stored label key carries.
+  public static let maxScopePrefixBytes = labelPrefix.utf8.count + ClientID.maxBytes + 1
 
-  public init(base: any ContentStore, client: ClientID) {
+  public init(base: any ContentStore, client: ClientID, mayClaim: Bool = true) {
     self.base = base
     self.client = client
+    self.mayClaim = mayClaim
   }
 
   public var limits: Limits { base.limits }
   var holderKey: String { Self.holderPrefix + client.name }
+  var labelScope: String { Self.labelPrefix + client.name + "/" }
   var scope: String { Self.refPrefix + client.name + "/" }
+  public static let refPrefix = "cairn.io/client/"
 
-  public static func isReservedLabel(_ key: String) -> Bool { key.hasPrefix(holderPrefix) }
+  public static func isReservedLabel(_ key: String) -> Bool { LabelRules.isReserved(key) }
 
   /// The clients holding a blob, from its labels.
   public static func holders(_ info: BlobInfo) -> [String] {
-    info.labels.keys.filter(isReservedLabel).map { String($0.dropFirst(holderPrefix.count)) }.sorted()
+    info.labels.keys.filter { $0.hasPrefix(holderPrefix) }.map { String($0.dropFirst(holderPrefix.count)) }.sorted()
   }
 
   // MARK: Blobs
 
   public func info(_ digest: Digest) async throws -> BlobInfo {
     let found = try await base.info(digest)
-    if found.labels[holderKey] != nil { return visible(found) }
+    if found.labels[holderKey] != nil || !mayClaim { return visible(found) }
     return visible(try await claim(digest, holders: Self.holders(found).count))
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
     let current = try await held(digest)
-    if let bad = labels.keys.first(where: Self.isReservedLabel) ?? fieldPaths.first(where: { Self.isReservedLabel(String($0.dropFirst("labels.".count))) }) {
-      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
+    try LabelRules.validateRequest(labels, limits: limits)
+    for path in fieldPaths where path != "labels" && !path.hasPrefix("labels.") {
+      throw ContentError.invalidArgument("cannot update \(quoted(path)) field on content info")
     }
-    try LabelRules.validate(labels, limits: limits)
-    // Always keyed paths: a whole-map replace would race with another client's claim.
-    var paths = fieldPaths
-    if paths.isEmpty || paths.contains("labels") {
-      paths = paths.filter { $0 != "labels" }
-      let replaced = current.labels.keys.filter { !Self.isReservedLabel($0) } + labels.keys
-      paths += Set(replaced).map { "labels." + $0 }
+    // Always keyed paths in the client's own label scope: a whole-map replace would race
+    // with another client's claim and touch what is not this client's.
+    let own = visible(current).labels
+    var keys = Set(fieldPaths.filter { $0.hasPrefix("labels.") }.map { String($0.dropFirst("labels.".count)) })
+    if fieldPaths.isEmpty || fieldPaths.contains("labels") { keys.formUnion(own.keys.filter { labels[$0] == nil } + labels.keys) }
+    let after = try LabelRules.applyUpdate(current: own, requested: labels, fieldPaths: keys.map { "labels." + $0 })
+    if after.count > limits.maxLabelsPerBlob {
+      throw ContentError.invalidArgument("\(after.count) labels, over the limit max_labels_per_blob = \(limits.maxLabelsPerBlob)")
     }
-    if paths.isEmpty { return visible(current) }
-    return visible(try await base.update(digest, labels: labels, fieldPaths: paths))
+    if keys.isEmpty { return visible(current) }
+    let stored = Dictionary(uniqueKeysWithValues: keys.map { (labelScope + $0, labels[$0] ?? "") })
+    return visible(try await base.update(digest, labels: stored, fieldPaths: keys.map { "labels." + labelScope + $0 }))
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {
@@ -89,8 +106,10 @@ public struct ScopedStore: ContentStore {
   }
 
   public func delete(_ digest: Digest) async throws {
-    _ = try await held(digest)
-    let after = try await base.update(digest, labels: [:], fieldPaths: ["labels." + holderKey])
+    let current = try await held(digest)
+    // The hold goes, and with it this client's labels: nobody else could remove them.
+    let mine = current.labels.keys.filter { $0 == holderKey || $0.hasPrefix(labelScope) }
+    let after = try await base.update(digest, labels: [:], fieldPaths: mine.map { "labels." + $0 })
     if Self.holders(after).isEmpty {
       do {
         // Conditional: a claim that lands between the release and here keeps the blob.
@@ -132,7 +151,9 @@ public struct ScopedStore: ContentStore {
   }
 
   public func ingestEvents() -> AsyncStream<IngestEvent> {
-    let (stream, continuation) = AsyncStream.makeStream(of: IngestEvent.self, bufferingPolicy: .bufferingNewest(4096))
+    let hub = EventHub<IngestEvent>()
+    let cancel = Mutex<Task<Void, Never>?>(nil)
+    let stream = hub.subscribe(onCancel: { cancel.withLock { $0?.cancel() } })
     // Subscribe now, not inside the task: events emitted before the task first runs must not be lost.
     let upstream = base.ingestEvents()
     let task = Task { [scope] in
@@ -142,14 +163,14 @@ public struct ScopedStore: ContentStore {
         switch e {
         case .progress(var s):
           s.ref = ref
-          continuation.yield(.progress(s))
-        case .committed(_, let d, let size): continuation.yield(.committed(ref: ref, digest: d, size: size))
-        case .aborted: continuation.yield(.aborted(ref: ref))
+          hub.publish(.progress(s))
+        case .committed(_, let d, let size): hub.publish(.committed(ref: ref, digest: d, size: size))
+        case .aborted: hub.publish(.aborted(ref: ref))
         }
       }
-      continuation.finish()
+      hub.finish()
     }
-    continuation.onTermination = { _ in task.cancel() }
+    cancel.withLock { $0 = task }
     return stream
   }
 
@@ -157,10 +178,8 @@ public struct ScopedStore: ContentStore {
 
   /// COMMIT with this client's hold among the labels; ALREADY_EXISTS holds the blob too.
   private func commitHolding(_ inner: any IngestWriter, _ c: DelegatingWriter.Commit) async throws -> WriterState {
-    if let bad = c.labels.keys.first(where: Self.isReservedLabel) {
-      throw ContentError.invalidArgument("label \(quoted(bad, limit: 80)) is reserved for Cairn")
-    }
-    var all = c.labels
+    try LabelRules.validateRequest(c.labels, limits: limits)
+    var all = Dictionary(uniqueKeysWithValues: c.labels.filter { !$0.value.isEmpty }.map { (labelScope + $0.key, $0.value) })
     all[holderKey] = Timestamp.now().description
     do {
       return try await inner.commit(size: c.size, expected: c.expected, labels: all, createdAt: c.createdAt)
@@ -172,7 +191,7 @@ public struct ScopedStore: ContentStore {
 
   func claimIfMissing(_ digest: Digest) async throws -> BlobInfo {
     let found = try await base.info(digest)
-    if found.labels[holderKey] != nil { return found }
+    if found.labels[holderKey] != nil || !mayClaim { return found }
     return try await claim(digest, holders: Self.holders(found).count)
   }
 
@@ -191,9 +210,11 @@ public struct ScopedStore: ContentStore {
     return found
   }
 
+  /// The blob as this client sees it: its own labels, without their scope prefix.
   private func visible(_ info: BlobInfo) -> BlobInfo {
     var out = info
-    out.labels = info.labels.filter { !Self.isReservedLabel($0.key) }
+    out.labels = Dictionary(
+      uniqueKeysWithValues: info.labels.compactMap { k, v in k.hasPrefix(labelScope) ? (String(k.dropFirst(labelScope.count)), v) : nil })
     return out
   }
 

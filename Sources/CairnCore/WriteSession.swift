@@ -55,8 +55,15 @@ public struct WriteSession: Sendable {
   public private(set) var total: Int64 = 0
   public private(set) var expected: Digest?
   private let limits: Limits
+  /// A peer's stream (a forwarded upload) carries the labels a scoped client's commit
+  /// stores (its hold, its scoped labels): checked as a store keeps them, not as a client
+  /// may ask for them.
+  private let fromPeer: Bool
 
-  public init(limits: Limits = .default) { self.limits = limits }
+  public init(limits: Limits = .default, fromPeer: Bool = false) {
+    self.limits = limits
+    self.fromPeer = fromPeer
+  }
 
   /// The first message names the ref; returns what to open the writer with.
   public mutating func start(_ first: WriteStep) throws(ContentError) -> (ref: String, total: Int64, expected: Digest?) {
@@ -121,7 +128,11 @@ public struct WriteSession: Sendable {
         throw .outOfRange("commit @\(offset) must occur at current offset \(currentOffset)")
       }
       if step.action == .commit {
-        try LabelRules.validate(step.labels, limits: limits)
+        if fromPeer {
+          try LabelRules.validateStored(step.labels, limits: limits)
+        } else {
+          try LabelRules.validateRequest(step.labels, limits: limits)
+        }
         commands.append(.commit(size: total, expected: expected, labels: step.labels))
         phase = .finished
       }

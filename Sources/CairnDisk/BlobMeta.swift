@@ -8,11 +8,13 @@ struct BlobMeta: Codable, Sendable, Equatable {
   var labels: [String: String]
   var updatedAt: String
 
-  static func read(_ path: String) throws(ContentError) -> BlobMeta? {
+  /// Reads what `encoded` wrote: never more than `max_metadata_bytes`, which every update
+  /// and commit checked (LabelRules.validateStored) before writing.
+  static func read(_ path: String, limits: Limits) throws(ContentError) -> BlobMeta? {
     guard POSIX.exists(path) else { return nil }
     let data: Data
     do throws(ContentError) {
-      data = try POSIX.readFile(path)
+      data = try POSIX.readFile(path, limit: limits.maxMetadataBytes)
     } catch {
       if error.code == .notFound { return nil }
       throw error
@@ -24,10 +26,10 @@ struct BlobMeta: Codable, Sendable, Equatable {
     }
   }
 
-  func encoded() -> Data {
+  func encoded() throws(ContentError) -> Data {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
-    return (try? encoder.encode(self)) ?? Data("{}".utf8)
+    do { return try encoder.encode(self) } catch { throw .internalError("metadata cannot be encoded: \(error)") }
   }
 
   /// Info from the blob's file (size; mtime = commit time, set exactly at commit) and

@@ -101,6 +101,7 @@ extension DiskStore {
     labels: [String: String], createdAt: Timestamp?
   ) async throws -> CommitOutcome {
     let (layout, now, groupSync) = (self.layout, createdAt ?? clock(), self.groupSync)
+    try LabelRules.validateStored(labels, limits: limits)
     let outcome: CommitOutcome = try await io.run {
       if size > 0 && size != written {
         throw ContentError.failedPrecondition("unexpected commit size \(written), expected \(size)")
@@ -120,7 +121,7 @@ extension DiskStore {
       var metaTemp: String?
       if !labels.isEmpty {
         let tmp = layout.metaPath(actual) + ".commit.tmp"
-        try POSIX.writeFile(tmp, BlobMeta(labels: labels, updatedAt: now.rfc3339).encoded(), durable: true)
+        try POSIX.writeFile(tmp, try BlobMeta(labels: labels, updatedAt: now.rfc3339).encoded(), durable: true)
         metaTemp = tmp
       }
       guard try POSIX.linkNoReplace(fd: fd, target) else {

@@ -35,14 +35,20 @@ public final class DiskStore: ContentStore {
   ) async throws -> DiskStore {
     let io = BlockingIO(threads: ioThreads)
     let layout = DiskLayout(root: root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root)
-    try await io.run {
+    let lock = try await io.run {
       try layout.create()
+      let lock = try DataDirectoryLock(root: layout.root)
       try DiskStore.recover(layout)
+      return lock
     }
-    return DiskStore(layout: layout, io: io, limits: limits, clock: clock)
+    return DiskStore(layout: layout, io: io, limits: limits, clock: clock, lock: lock)
   }
 
-  private init(layout: DiskLayout, io: BlockingIO, limits: Limits, clock: @escaping WallClock) {
+  /// Held while the store is open (one process per data directory).
+  private let lock: DataDirectoryLock
+
+  private init(layout: DiskLayout, io: BlockingIO, limits: Limits, clock: @escaping WallClock, lock: DataDirectoryLock) {
+    self.lock = lock
     self.layout = layout
     self.io = io
     self.limits = limits
@@ -52,6 +58,7 @@ public final class DiskStore: ContentStore {
 
   public func shutdown() async {
     await io.shutdown()
+    lock.release()
   }
 
   private static func recover(_ layout: DiskLayout) throws(ContentError) {
@@ -69,7 +76,7 @@ public final class DiskStore: ContentStore {
   // MARK: Committed blobs
 
   public func info(_ digest: Digest) async throws -> BlobInfo {
-    let layout = self.layout
+    let (layout, limits) = (self.layout, self.limits)
     return try await io.run {
       let st: POSIX.FileStat
       do throws(ContentError) {
@@ -78,12 +85,11 @@ public final class DiskStore: ContentStore {
         if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
         throw error
       }
-      return BlobMeta.info(digest, blob: st, meta: try BlobMeta.read(layout.metaPath(digest)))
+      return BlobMeta.info(digest, blob: st, meta: try BlobMeta.read(layout.metaPath(digest), limits: limits))
     }
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
-    try LabelRules.validate(labels, limits: limits)
     let key = digest.description
     guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
       throw ContentError.unavailable("metadata of \(digest) is busy (limit metadata_lock_wait)")
@@ -98,12 +104,12 @@ public final class DiskStore: ContentStore {
         if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
         throw error
       }
-      let current = try BlobMeta.read(layout.metaPath(digest))
+      let current = try BlobMeta.read(layout.metaPath(digest), limits: limits)
       let merged = try LabelRules.applyUpdate(
         current: current?.labels ?? [:], requested: labels, fieldPaths: fieldPaths)
-      try LabelRules.validate(merged, limits: limits)
+      try LabelRules.validateStored(merged, limits: limits)
       let meta = BlobMeta(labels: merged, updatedAt: now.rfc3339)
-      try POSIX.writeFile(layout.metaPath(digest), meta.encoded(), durable: true)
+      try POSIX.writeFile(layout.metaPath(digest), try meta.encoded(), durable: true)
       let pending = try groupSync.enterAll([layout.metaDir(digest.algorithm)])
       return (BlobMeta.info(digest, blob: st, meta: meta), pending)
     }
@@ -112,14 +118,14 @@ public final class DiskStore: ContentStore {
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {
-    let layout = self.layout
+    let (layout, limits) = (self.layout, self.limits)
     return try await io.run {
       var out: [BlobInfo] = []
       for alg in DigestAlgorithm.allCases {
         for name in try POSIX.listDirectory(layout.blobDir(alg)) {
           guard let digest = try? Digest(parsing: alg.rawValue + ":" + name) else { continue }
           guard let st = try? POSIX.stat(layout.blobPath(digest)) else { continue }  // deleted meanwhile
-          let info = BlobMeta.info(digest, blob: st, meta: try? BlobMeta.read(layout.metaPath(digest)))
+          let info = BlobMeta.info(digest, blob: st, meta: try? BlobMeta.read(layout.metaPath(digest), limits: limits))
           if filter.matches(info) { out.append(info) }
         }
       }

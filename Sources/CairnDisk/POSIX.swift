@@ -197,10 +197,13 @@ enum POSIX {
     return true
   }
 
+  /// A small file whole; one larger than `limit` is DATA_LOSS (nothing Cairn writes is).
   static func readFile(_ path: String, limit: Int = 1 << 20) throws(ContentError) -> Data {
     let fd = try open(path, O_RDONLY)
     defer { close(fd) }
-    return try pread(fd, count: limit, at: 0, path: path)
+    let size = try fstat(fd, path: path).size
+    guard size <= Int64(limit) else { throw .dataLoss("\(path) is \(size) bytes, more than the \(limit) it may hold") }
+    return try pread(fd, count: Int(size), at: 0, path: path)
   }
 
   static func readString(_ path: String) throws(ContentError) -> String {

@@ -24,7 +24,9 @@ public final class ClusterNode: Sendable {
   /// Blob fetches from other nodes started by reads (coalesced reads share one).
   let remoteFetches = Atomic<UInt64>(0)
   /// Ingest events of the whole cluster (Events.swift).
-  let events = EventHub<IngestEvent>(bufferLimit: 65536)
+  /// Ingest events of the whole cluster (relayed from every peer), for seed Status
+  /// watches: coalesced per ref, so a subscriber holds about one event per ingest.
+  let events = EventHub<IngestEvent>(bufferLimit: 16384)
   let relaying = Mutex<Set<NodeID>>([])
   let tombstones: Tombstones
   let repairConfig: RepairConfig

@@ -1,6 +1,7 @@
 import CairnCluster
 import CairnCore
 import CairnProto
+import CairnServer
 import Foundation
 import GRPCCore
 import Synchronization
@@ -155,6 +156,7 @@ extension ClusterNode {
       throw ContentError.invalidArgument("a mirror stream starts with a header")
     }
     let h = first.header
+    try CallContext.requireSender(h.owner, in: "a mirror of \(quoted(h.ref, limit: 80))")
     guard h.clusterFingerprint == config.fingerprint else {
       throw ContentError.failedPrecondition("cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s")
     }

@@ -12,7 +12,7 @@ import SwiftProtobuf
 struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   let node: ClusterNode
   let watches: WatchRegistry
-  private var local: ModernContentService { ModernContentService(store: node.local) }
+  private var local: ModernContentService { ModernContentService(store: node.local, forPeers: true) }
 
   init(node: ClusterNode, watches: WatchRegistry) {
     self.node = node
@@ -79,7 +79,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     request: RPCAsyncSequence<Containerd_Services_Content_V1_WriteContentRequest, any Error>,
     response: RPCWriter<Containerd_Services_Content_V1_WriteContentResponse>, context: ServerContext
   ) async throws {
-    try await ModernContentService(store: ClusterStore(node: node, servesOwnerWrites: true))
+    try await ModernContentService(store: ClusterStore(node: node, servesOwnerWrites: true), forPeers: true)
       .write(request: request, response: response, context: context)
   }
 
@@ -100,6 +100,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     guard let first = try await messages.next(), first.hasHeader else {
       throw ContentError.invalidArgument("a replication stream starts with a header")
     }
+    try CallContext.requireSender(first.header.owner, in: "a replica of \(quoted(first.header.digest, limit: 80))")
     var pending: Data? = first.data
     let existed = try await node.acceptReplica(first.header) {
       if let p = pending {
@@ -113,6 +114,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
 
   func gossip(request: Cairn_Peer_V1_GossipRequest, context: ServerContext) async throws -> Cairn_Peer_V1_GossipResponse {
     do {
+      try CallContext.requireSender(request.from, in: "gossip")
       return try await node.membership.receive(request)
     } catch {
       throw RPCError(error)
@@ -136,6 +138,15 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
       var add: [NodeID: String] = [:]
       for (id, address) in request.add { add[NodeID(id)] = address }
       let remove = Set(request.remove.map { NodeID($0) })
+      // An operator changes anything; a peer only itself (a node joining through
+      // `cairn serve --join`, or leaving).
+      if let caller = CallContext.current, !caller.trusted, !caller.grant.allows(.admin) {
+        let me = caller.peer.map { NodeID($0) }
+        guard let me, Set(add.keys).union(remove).allSatisfy({ $0 == me }) else {
+          throw ContentError.permissionDenied(
+            "\(caller.key) may add or remove only itself; membership changes need an operator credential (cairn certs issue --role operator, or a token with admin)")
+        }
+      }
       let next: ClusterConfig = try await node.changeMembership(add: add, remove: remove)
       return Cairn_Peer_V1_ClusterConfigMessage(next)
     }
@@ -145,6 +156,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     -> Cairn_Peer_V1_RepairSummaryResponse
   {
     try await rpc {
+      try CallContext.requireSender(request.from, in: "a repair request")
       try checkFingerprint(request.clusterFingerprint)
       let peer = NodeID(request.from)
       let view = node.view
@@ -157,6 +169,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     -> Cairn_Peer_V1_RepairEntriesResponse
   {
     try await rpc {
+      try CallContext.requireSender(request.from, in: "a repair request")
       try checkFingerprint(request.clusterFingerprint)
       guard request.digests.count <= ClusterNode.maxRepairEntriesPerCall else {
         throw ContentError.invalidArgument("at most \(ClusterNode.maxRepairEntriesPerCall) digests per RepairEntries call")

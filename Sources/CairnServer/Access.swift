@@ -3,40 +3,89 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Synchronization
+import X509
 
-/// Which client a call comes from, handed to the handlers (and every task they start) as
-/// a task-local. Calls with a client see their ScopedStore; calls without one see the
-/// whole store (operators, and clients that share everything on purpose).
+/// The authenticated caller of the call being served, handed to the handlers (and every
+/// task they start) as a task-local by `AccessInterceptor`.
+public struct CallContext: Sendable {
+  /// What the caller's credential grants.
+  public var grant: Grant
+  /// The client view the call sees (ScopedStore); nil = the whole store. A client grant's
+  /// own client, else what the `cairn-client` header narrowed an unscoped grant to.
+  public var scope: ClientID?
+  /// The identity the caller's limits count under: its token, its certificate, else its
+  /// remote address. Never the `cairn-client` header, which the caller chooses.
+  public var key: String
+  /// Peers and the unix socket are not rate limited: the cluster must not throttle itself.
+  public var limited: Bool
+  /// The node a peer credential authenticated (nil in open mode, where nobody is
+  /// authenticated and every caller is trusted).
+  public var peer: String? { grant.peer }
+  /// Open mode (loopback without credentials, or `--insecure`): every caller is trusted.
+  public var trusted: Bool
+
+  @TaskLocal public static var current: CallContext?
+
+  /// A peer message names its sender (gossip's `from`, a replica's `owner`); unless the
+  /// node runs open, that name must be the peer the credential authenticated.
+  public static func requireSender(_ claimed: String, in what: String) throws(ContentError) {
+    guard let c = current, !c.trusted else { return }
+    guard let peer = c.peer, peer == claimed else {
+      throw .permissionDenied(
+        "\(what) claims to come from \(quoted(claimed, limit: 80)), but the caller authenticated as \(c.peer.map { "peer \($0)" } ?? c.key)")
+    }
+  }
+}
+
+/// Which client a call comes from: calls with a client see their ScopedStore; calls
+/// without one see the whole store (operators, and clients that share everything on
+/// purpose). A caller without the write permission never takes a hold by looking.
 public enum ClientScope {
   public static let header = "cairn-client"
-  @TaskLocal static var current: ClientID?
 
   static func store(_ base: any ContentStore) -> any ContentStore {
-    guard let client = current else { return base }
-    return ScopedStore(base: base, client: client)
+    guard let c = CallContext.current, let client = c.scope else { return base }
+    return ScopedStore(base: base, client: client, mayClaim: c.grant.allows(.write))
   }
 }
 
 /// Who may call, and how much. Shared by every listener of a node; the token table is
 /// replaced when its file changes.
 public final class AccessControl: Sendable {
+  /// How callers are told apart.
+  public enum Mode: Sendable, Hashable {
+    /// No credentials exist: every caller is trusted with everything, the peer protocol
+    /// included. Only on loopback, or when the operator says `--insecure`.
+    case open
+    /// Credentials (cluster certificates, tokens) decide; a caller without one gets
+    /// `anonymousPermissions`.
+    case secured
+  }
+
   public struct Settings: Sendable {
-    /// Requests per second one client may make (0 = no limit), and its burst.
+    public var mode: Mode = .open
+    /// What a TCP caller without a credential may do in secured mode (default: nothing
+    /// but health checks).
+    public var anonymousPermissions: Set<Permission> = []
+    /// Requests per second one identity may make (0 = no limit), and its burst.
     public var requestsPerSecondPerClient: Double = 10000
     public var requestBurstPerClient: Double = 20000
-    /// Write streams one client may have open at once (0 = no limit).
+    /// Write streams one identity may have open at once (0 = no limit).
     public var maxActiveIngestsPerClient: Int = 256
-    /// TCP callers presenting no certificate may not use the peer protocol (set when TLS
-    /// with a cluster CA is on: peers prove membership with a certificate).
-    public var peersNeedCertificates = false
+    /// Watches (seed Status, health Watch) one identity may have open at once.
+    public var maxWatchesPerClient: Int = 64
+    /// A Write stream whose client sends nothing for this long ends (its ingest stays,
+    /// resumable); a watch with nothing to say for this long ends.
+    public var writeIdleSeconds: Double = 120
+    public var watchIdleSeconds: Double = 600
     public init() {}
   }
 
   public let settings: Settings
-  /// nil: no tokens are required.
+  /// nil: no tokens are accepted.
   private let tokens: Mutex<TokenTable?>
   private let buckets: Mutex<RateBuckets>
-  private let writers = Mutex<[String: Int]>([:])
+  private let open = Mutex<[String: Int]>([:])
   let metrics: NodeMetrics?
 
   public init(settings: Settings = Settings(), tokens: TokenTable? = nil, metrics: NodeMetrics? = nil) {
@@ -48,17 +97,14 @@ public final class AccessControl: Sendable {
 
   public func replaceTokens(_ table: TokenTable) { tokens.withLock { $0 = table } }
 
-  /// Who the caller is: its grant, its client scope and the key its limits count under.
-  struct Caller {
-    var grant: Grant
-    var client: ClientID?
-    var key: String
-    /// Peers and local sockets are not rate limited: the cluster must not throttle itself.
-    var limited: Bool
-  }
+  /// The grant of a bearer token, if it is valid here.
+  public func grant(forToken token: String) -> Grant? { tokens.withLock { $0 }?.grant(forToken: token) }
 
-  func authenticate(metadata: Metadata, context: ServerContext, socketClient: ClientID?, isUnixSocket: Bool) throws -> Caller {
-    let hasCertificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate != nil
+  /// Who the caller is. Credentials, strongest first: the unix socket (its file
+  /// permissions), a cluster certificate with a Cairn role, a bearer token; else the caller
+  /// is anonymous, keyed by its address. Nothing here fails for a missing credential:
+  /// `authorize` says UNAUTHENTICATED when the method needs one.
+  func authenticate(metadata: Metadata, context: ServerContext, socketClient: ClientID?, isUnixSocket: Bool) throws -> CallContext {
     let named: ClientID?
     if let value = metadata[stringValues: ClientScope.header].first(where: { _ in true }) {
       do { named = try ClientID(value) } catch {
@@ -67,114 +113,111 @@ public final class AccessControl: Sendable {
     } else {
       named = isUnixSocket ? socketClient : nil
     }
-    let everything = Grant(client: nil, permissions: [.admin])
-    // The unix socket's file permissions and a cluster CA's certificate are credentials.
-    if isUnixSocket || hasCertificate {
-      return Caller(grant: everything, client: named, key: named?.name ?? (isUnixSocket ? "unix" : "certificate"), limited: false)
+    let address = Self.address(of: context.remotePeer)
+    if settings.mode == .open {
+      return CallContext(
+        grant: Grant(client: nil, permissions: [.admin, .peer]), scope: named, key: isUnixSocket ? "unix" : "address:\(address)",
+        limited: !isUnixSocket, trusted: true)
     }
-    let remote = "anonymous@" + (context.remotePeer.split(separator: ":").dropFirst().dropLast().joined(separator: ":"))
-    guard let table = tokens.withLock({ $0 }) else {
-      let grant = settings.peersNeedCertificates ? Grant(client: nil, permissions: [.read, .write, .delete]) : everything
-      return Caller(grant: grant, client: named, key: named?.name ?? remote, limited: true)
+    if isUnixSocket {
+      return CallContext(grant: Grant(client: nil, permissions: [.admin]), scope: named, key: "unix", limited: false, trusted: false)
     }
-    guard let auth = metadata[stringValues: "authorization"].first(where: { _ in true }) else {
-      throw RPCError(code: .unauthenticated, message: "this node requires a bearer token: send the header authorization: Bearer TOKEN")
+    var grant: Grant?
+    var key = ""
+    if let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate,
+      let role = CertificateRole.from(uris: Self.uris(of: certificate))
+    {
+      grant = role.grant
+      key = "certificate:\(role.uri)"
+    } else if let auth = metadata[stringValues: "authorization"].first(where: { _ in true }) {
+      let parts = auth.split(separator: " ", maxSplits: 1)
+      guard parts.count == 2, parts[0].lowercased() == "bearer", let g = self.grant(forToken: String(parts[1])) else {
+        throw RPCError(code: .unauthenticated, message: "the bearer token is not valid on this node")
+      }
+      grant = g
+      key = "token:\(g.permissions.contains(.peer) ? "peer/" : "")\(g.name)"
     }
-    let parts = auth.split(separator: " ", maxSplits: 1)
-    guard parts.count == 2, parts[0].lowercased() == "bearer", let grant = table.grant(forToken: String(parts[1])) else {
-      throw RPCError(code: .unauthenticated, message: "the bearer token is not valid on this node")
+    guard let grant else {
+      return CallContext(
+        grant: Grant(client: nil, permissions: settings.anonymousPermissions), scope: named, key: "anonymous@\(address)",
+        limited: true, trusted: false)
+    }
+    if grant.peer != nil {
+      return CallContext(grant: grant, scope: nil, key: key, limited: false, trusted: false)
     }
     if let own = grant.client, let named, named != own {
       throw RPCError(
-        code: .permissionDenied, message: "token of client \(own) may not act as client \(named) (\(ClientScope.header) header)")
+        code: .permissionDenied, message: "client \(own) may not act as client \(named) (\(ClientScope.header) header)")
     }
-    let client = grant.client ?? named
-    return Caller(grant: grant, client: client, key: client?.name ?? "token:\(grant.name)", limited: true)
+    return CallContext(grant: grant, scope: grant.client ?? named, key: key, limited: true, trusted: false)
   }
 
-  func authorize(_ caller: Caller, method: String) throws {
-    guard let needed = Permission.required(forMethod: method), !caller.grant.allows(needed) else { return }
+  /// The host part of gRPC's `ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` peer description.
+  static func address(of remotePeer: String) -> String {
+    remotePeer.split(separator: ":").dropFirst().dropLast().joined(separator: ":")
+  }
+
+  static func uris(of certificate: Certificate) -> [String] {
+    guard let names = try? certificate.extensions.subjectAlternativeNames else { return [] }
+    return names.compactMap { if case .uniformResourceIdentifier(let u) = $0 { u } else { nil } }
+  }
+
+  func authorize(_ caller: CallContext, method: String) throws {
+    guard let needed = Permission.required(forMethod: method), !caller.grant.allowsAny(of: needed) else { return }
+    let want = needed.sorted().map(\.rawValue).joined(separator: " or ")
+    if caller.grant.permissions.isEmpty && caller.key.hasPrefix("anonymous@") {
+      throw RPCError(
+        code: .unauthenticated,
+        message: "\(method) needs \(want): send a bearer token (authorization: Bearer TOKEN) or present a cluster certificate with a Cairn role")
+    }
     let granted = caller.grant.permissions.sorted().map(\.rawValue).joined(separator: ",")
     throw RPCError(
       code: .permissionDenied,
-      message: "client \(caller.grant.name) may not call \(method): it needs \(needed.rawValue), granted \(granted.isEmpty ? "nothing" : granted)")
+      message: "\(caller.key) may not call \(method): it needs \(want), granted \(granted.isEmpty ? "nothing" : granted)")
   }
 
-  func admitRequest(_ caller: Caller) throws {
+  func admitRequest(_ caller: CallContext) throws {
     guard caller.limited, settings.requestsPerSecondPerClient > 0 else { return }
     let now = Date().timeIntervalSinceReferenceDate
     guard buckets.withLock({ $0.take(caller.key, now: now) }) else {
       metrics?.recordLimitHit("max_requests_per_second_per_client")
       throw RPCError(
         code: .resourceExhausted,
-        message: "client \(caller.key) is over its request rate (limit max_requests_per_second_per_client = \(settings.requestsPerSecondPerClient), burst \(settings.requestBurstPerClient)); retry with backoff")
+        message: "\(caller.key) is over its request rate (limit max_requests_per_second_per_client = \(settings.requestsPerSecondPerClient), burst \(settings.requestBurstPerClient)); retry with backoff")
     }
   }
 
-  /// Counts one more open Write stream of `key`; the caller must call `endWrite`.
-  func beginWrite(_ key: String) throws {
-    let limit = settings.maxActiveIngestsPerClient
-    let admitted = writers.withLock { w -> Bool in
-      let n = w[key, default: 0]
+  /// A kind of long-lived stream counted per identity.
+  enum Held: String {
+    case upload = "max_active_ingests_per_client"
+    case watch = "max_watches_per_client"
+  }
+
+  /// Counts one more open stream of `kind` for the caller; the caller must call `end`.
+  func begin(_ kind: Held, _ caller: CallContext) throws {
+    guard caller.limited else { return }
+    let limit = kind == .upload ? settings.maxActiveIngestsPerClient : settings.maxWatchesPerClient
+    let slot = "\(kind.rawValue) \(caller.key)"
+    let admitted = open.withLock { w -> Bool in
+      let n = w[slot, default: 0]
       guard limit == 0 || n < limit else { return false }
-      w[key] = n + 1
+      w[slot] = n + 1
       return true
     }
     guard admitted else {
-      metrics?.recordLimitHit("max_active_ingests_per_client")
+      metrics?.recordLimitHit(kind.rawValue)
       throw RPCError(
         code: .resourceExhausted,
-        message: "client \(key) has \(limit) uploads open (limit max_active_ingests_per_client = \(limit)); finish or abort one first")
+        message: "\(caller.key) has \(limit) \(kind == .upload ? "uploads" : "watches") open (limit \(kind.rawValue) = \(limit)); finish one first")
     }
   }
 
-  func endWrite(_ key: String) {
-    writers.withLock { w in
-      let n = w[key, default: 1] - 1
-      w[key] = n > 0 ? n : nil
+  func end(_ kind: Held, _ caller: CallContext) {
+    guard caller.limited else { return }
+    let slot = "\(kind.rawValue) \(caller.key)"
+    open.withLock { w in
+      let n = w[slot, default: 1] - 1
+      w[slot] = n > 0 ? n : nil
     }
-  }
-}
-
-/// Authenticates, authorizes and rate-limits every call, then runs it as its client.
-struct AccessInterceptor: ServerInterceptor {
-  let access: AccessControl
-  /// The identity of calls without the header on this listener (a per-host socket).
-  let socketClient: ClientID?
-  let isUnixSocket: Bool
-
-  func intercept<Input: Sendable, Output: Sendable>(
-    request: StreamingServerRequest<Input>, context: ServerContext,
-    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
-  ) async throws -> StreamingServerResponse<Output> {
-    let method = context.descriptor.fullyQualifiedMethod
-    let caller = try access.authenticate(
-      metadata: request.metadata, context: context, socketClient: socketClient, isUnixSocket: isUnixSocket)
-    try access.authorize(caller, method: method)
-    if Permission.required(forMethod: method) != nil { try access.admitRequest(caller) }
-    let isWrite = context.descriptor.method == "Write"
-    if isWrite { try access.beginWrite(caller.key) }
-    let client = caller.client
-    // Streaming handlers run in the response's producer, after `next` returns.
-    var response: StreamingServerResponse<Output>
-    do {
-      response = try await ClientScope.$current.withValue(client) { try await next(request, context) }
-    } catch {
-      if isWrite { access.endWrite(caller.key) }
-      throw error
-    }
-    switch response.accepted {
-    case .success(var contents):
-      let producer = contents.producer
-      let access = self.access
-      contents.producer = { writer in
-        defer { if isWrite { access.endWrite(caller.key) } }
-        return try await ClientScope.$current.withValue(client) { try await producer(writer) }
-      }
-      response.accepted = .success(contents)
-    case .failure:
-      if isWrite { access.endWrite(caller.key) }
-    }
-    return response
   }
 }

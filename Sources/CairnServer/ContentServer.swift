@@ -25,13 +25,19 @@ public struct ListenConfig: Sendable {
   public var unixMode: mode_t = 0o660
   /// TLS on the TCP listener.
   public var tls: ServerTLS?
+  /// Bounds on connections and on buffered request bytes.
+  public var connections = ConnectionLimits()
 
-  public init(tcp: (host: String, port: Int)?, unixPath: String?, unixClient: ClientID? = nil, unixMode: mode_t = 0o660, tls: ServerTLS? = nil) {
+  public init(
+    tcp: (host: String, port: Int)?, unixPath: String?, unixClient: ClientID? = nil, unixMode: mode_t = 0o660, tls: ServerTLS? = nil,
+    connections: ConnectionLimits = ConnectionLimits()
+  ) {
     self.tcp = tcp
     self.unixPath = unixPath
     self.unixClient = unixClient
     self.unixMode = unixMode
     self.tls = tls
+    self.connections = connections
   }
 }
 
@@ -51,6 +57,9 @@ public final class ContentServer: Service, Sendable {
   private let logger: Logger
   private let maintenance: [@Sendable () async -> Void]
   private let runningJobs = Mutex(Jobs())
+  /// Request bytes held in memory, node-wide (`max_buffered_bytes`).
+  public let budget: InboundBudget
+  public let admission: ConnectionAdmission
 
   /// Maintenance jobs end when the server stops, however it is stopped.
   private struct Jobs {
@@ -81,8 +90,14 @@ public final class ContentServer: Service, Sendable {
     self.health = health
     let access = access ?? AccessControl(metrics: metrics)
     self.access = access
+    let limits = listen.connections
+    let budget = InboundBudget(total: limits.maxBufferedBytes, perAddress: limits.maxBufferedBytesPerAddress)
+    let admission = ConnectionAdmission(limits: limits) { metrics.recordLimitHit($0) }
+    self.budget = budget
+    self.admission = admission
     let services: [any RegistrableRPCService] = [
-      ModernContentService(store: store), SeedContentService(unscoped: store, watches: watches),
+      ModernContentService(store: store),
+      SeedContentService(unscoped: store, watches: watches, idleSeconds: access.settings.watchIdleSeconds),
       HealthService(state: health, watches: watches),
     ] + extraServices(watches)
     var addresses: [(GRPCNIOTransportCore.SocketAddress, ClientID?, ServerTLS?)] = []
@@ -97,11 +112,12 @@ public final class ContentServer: Service, Sendable {
     servers = addresses.map { address, client, tls in
       GRPCServer(
         transport: HTTP2ServerTransport.Posix(
-          address: address, transportSecurity: .plaintext, config: Self.transportConfig(store.limits, tls: tls)),
+          address: address, transportSecurity: .plaintext,
+          config: Self.transportConfig(store.limits, connections: limits, tls: tls, admission: admission, budget: budget)),
         services: services,
         interceptors: [
           MetricsInterceptor(metrics: metrics, maxMessageBytes: store.limits.maxMessageBytes),
-          AccessInterceptor(access: access, socketClient: client, isUnixSocket: address.unixDomainSocket != nil),
+          AccessInterceptor(access: access, socketClient: client, isUnixSocket: address.unixDomainSocket != nil, budget: budget),
         ])
     }
   }
@@ -110,7 +126,9 @@ public final class ContentServer: Service, Sendable {
   /// require client certificates or not ask for them, and a node must ask (peers prove
   /// membership with one) without requiring them (clients may use tokens instead). It is
   /// also what makes the certificate reloadable.
-  static func transportConfig(_ limits: Limits, tls: ServerTLS? = nil) -> HTTP2ServerTransport.Posix.Config {
+  static func transportConfig(
+    _ limits: Limits, connections: ConnectionLimits, tls: ServerTLS?, admission: ConnectionAdmission, budget: InboundBudget
+  ) -> HTTP2ServerTransport.Posix.Config {
     .defaults { config in
       // The default 64 KiB window caps one upload near 125 MB/s; 8 MiB keeps the pipe full.
       config.http2.targetWindowSize = 8 << 20
@@ -125,10 +143,22 @@ public final class ContentServer: Service, Sendable {
       config.connection.flushCoalescing = nil
       // grpc-go clients (containerd) ping whenever data arrives and reset every stream the
       // server ends first; NIOHTTP2 would close their connections (see the guard).
+      // Every accepted connection: counted (max_connections, per address), given a
+      // deadline for its handshake and preface, then TLS (first in the pipeline).
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-        HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond).flatMapThrowing {
+        admission.guardConnection(channel).flatMap {
+          HandshakeDeadline.install(on: channel, seconds: connections.handshakeTimeoutSeconds)
+        }.flatMap {
+          HTTP2ConnectionGuard.install(on: channel, role: .server, maxPingsPerSecond: limits.maxAbsorbedPingsPerSecond)
+        }.flatMapThrowing {
           try tls?.install(on: channel)
         }
+      }
+      config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in BudgetedStreamHandler.install(on: stream, budget: budget) }
+      if connections.idleSeconds > 0 { config.connection.maxIdleTime = .milliseconds(Int64(connections.idleSeconds * 1000)) }
+      if connections.maxAgeSeconds > 0 {
+        config.connection.maxAge = .milliseconds(Int64(connections.maxAgeSeconds * 1000))
+        config.connection.maxGraceTime = .milliseconds(Int64(connections.maxAgeGraceSeconds * 1000))
       }
       // Pings past the guard's budget reach gRPC's keepalive policing; its default (one
       // ping per 5 minutes, two strikes) would close a busy containerd connection too.

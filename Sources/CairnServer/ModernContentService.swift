@@ -11,7 +11,14 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
   /// The calling client's view (ClientScope).
   var store: any ContentStore { ClientScope.store(unscoped) }
 
-  public init(store: any ContentStore) { unscoped = store }
+  /// Served to peers (the peer protocol's Local* calls and OwnerWrite): their requests may
+  /// carry the reserved labels ScopedStore writes; a client's may not.
+  let forPeers: Bool
+
+  public init(store: any ContentStore, forPeers: Bool = false) {
+    unscoped = store
+    self.forPeers = forPeers
+  }
 
   public func info(request: Containerd_Services_Content_V1_InfoRequest, context: ServerContext) async throws
     -> Containerd_Services_Content_V1_InfoResponse
@@ -28,6 +35,7 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
     try await rpc {
       let d = try Digest(parsing: request.info.digest)
       let paths = request.hasUpdateMask ? request.updateMask.paths : []
+      if !forPeers { try LabelRules.validateRequest(request.info.labels, limits: store.limits) }
       let info = try await store.update(d, labels: request.info.labels, fieldPaths: paths)
       return .with { $0.info = .init(info) }
     }
@@ -39,11 +47,20 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
   ) async throws {
     try await rpc {
       let infos = try await store.list(try Filter.parse(request.filters, limits: store.limits))
-      let batchSize = store.limits.listBatchSize
-      for start in stride(from: 0, to: infos.count, by: batchSize) {
-        let batch = infos[start..<min(start + batchSize, infos.count)]
-        try await response.write(.with { $0.info = batch.map { .init($0) } })
+      // Batches bounded in count and in bytes: one blob's labels may take up to
+      // max_metadata_bytes, and a message must stay under max_message_bytes.
+      var batch: [Containerd_Services_Content_V1_Info] = []
+      var bytes = 0
+      for info in infos {
+        let size = info.labels.reduce(128) { $0 + $1.key.utf8.count + $1.value.utf8.count + 8 }
+        if !batch.isEmpty && (batch.count >= store.limits.listBatchSize || bytes + size > store.limits.listBatchBytes) {
+          try await response.write(.with { $0.info = batch })
+          (batch, bytes) = ([], 0)
+        }
+        batch.append(.init(info))
+        bytes += size
       }
+      if !batch.isEmpty { try await response.write(.with { $0.info = batch }) }
     }
   }
 
@@ -93,7 +110,7 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
     response: RPCWriter<Containerd_Services_Content_V1_WriteContentResponse>, context: ServerContext
   ) async throws {
     try await rpc {
-      try await WriteStreamDriver(store: store).run(request) { m in
+      try await WriteStreamDriver(store: store, fromPeer: forPeers).run(request) { m in
         WriteStep(
           action: m.action == .commit ? .commit : m.action == .write ? .write : .stat,
           ref: m.ref, total: m.total, expected: m.expected, offset: m.offset, data: m.data, labels: m.labels)

@@ -11,6 +11,8 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
   /// The calling client's view (ClientScope).
   var store: any ContentStore { ClientScope.store(unscoped) }
   let watches: WatchRegistry
+  /// A watch with nothing to send for this long ends (limit watch_idle_timeout).
+  var idleSeconds: Double = 0
 
   func info(request: Containerd_V1_InfoRequest, context: ServerContext) async throws -> Containerd_V1_InfoResponse {
     try await rpc {
@@ -43,7 +45,8 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     request: Containerd_V1_StatusRequest, response: RPCWriter<Containerd_V1_StatusResponse>,
     context: ServerContext
   ) async throws {
-    try await watchRPC(watches: watches) {
+    let idleSeconds = self.idleSeconds
+    try await watchRPC(watches: watches) { try await withIdleLimitIfSet(idleSeconds, limit: "watch_idle_timeout") { clock in
       let query = try StatusWatchQuery(refs: request.refs, prefixes: request.prefix, limits: store.limits)
       // Subscribe before the snapshot so that nothing between the two is missed.
       let events = store.ingestEvents()
@@ -52,11 +55,18 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
         if let update = try watch.onSnapshot(s) { try await response.write(.init(update)) }
       }
       if watch.isDone { return }
+      clock.set(idle: true)
       for await event in events {
-        if let update = try watch.onEvent(event) { try await response.write(.init(update)) }
+        if let update = try watch.onEvent(event) {
+          try await response.write(.init(update))
+          clock.set(idle: true)
+        }
         if watch.isDone { return }
       }
-    }
+      // The events end before the watch only when this watcher fell too far behind (its
+      // queue of pending events filled up) or the node is shutting down.
+      throw RPCError(code: .unavailable, message: "the watch fell behind the node's events (or the node is stopping); watch again")
+    } }
   }
 
   func write(

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOSSL
 import Synchronization
+import X509
 
 /// TLS on a node's TCP listener. The context is rebuilt when the files change
 /// (`reloadIfChanged`, run periodically), so a renewed certificate is served to new
@@ -51,6 +52,20 @@ public final class ServerTLS: Sendable {
   /// Adds the TLS handler in front of gRPC's HTTP/2 handlers of an accepted connection.
   func install(on channel: any Channel) throws {
     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+  }
+
+  /// The Cairn role of the (first) certificate in a PEM file: what its holder is.
+  public static func role(ofCertificateAt path: String) throws(ContentError) -> CertificateRole? {
+    let text = String(decoding: try read(path, "certificate"), as: UTF8.self)
+    guard let end = text.range(of: "-----END CERTIFICATE-----") else {
+      throw .invalidArgument("\(path): no PEM certificate in it")
+    }
+    do {
+      let certificate = try Certificate(pemEncoded: String(text[..<end.upperBound]))
+      return CertificateRole.from(uris: AccessControl.uris(of: certificate))
+    } catch {
+      throw .invalidArgument("\(path): not a certificate (\(error))")
+    }
   }
 
   private static func read(_ path: String, _ what: String) throws(ContentError) -> Data {

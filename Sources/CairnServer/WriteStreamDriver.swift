@@ -6,6 +6,8 @@ import Foundation
 /// the store, and answers each message. Both adapters are this plus message mapping.
 struct WriteStreamDriver {
   let store: any ContentStore
+  /// A peer's forwarded stream (see WriteSession.fromPeer).
+  var fromPeer = false
 
   /// `respond` receives the state after a message and the action that produced it.
   func run<Requests: AsyncSequence & Sendable>(
@@ -16,7 +18,7 @@ struct WriteStreamDriver {
     var iterator = requests.makeAsyncIterator()
     guard let firstMessage = try await iterator.next() else { return }
     let first = toStep(firstMessage)
-    var session = WriteSession(limits: store.limits)
+    var session = WriteSession(limits: store.limits, fromPeer: fromPeer)
     let opening = try session.start(first)
     let writer = try await store.openWriter(ref: opening.ref, total: opening.total, expected: opening.expected)
     do {

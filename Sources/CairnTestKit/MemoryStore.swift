@@ -37,12 +37,11 @@ public final class MemoryStore: ContentStore {
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
-    try LabelRules.validate(labels, limits: limits)
     let now = clock()
     return try state.withLock { s throws(ContentError) -> BlobInfo in
       guard var b = s.blobs[digest] else { throw ContentError.notFound("content \(digest): not found") }
       let merged = try LabelRules.applyUpdate(current: b.info.labels, requested: labels, fieldPaths: fieldPaths)
-      try LabelRules.validate(merged, limits: limits)
+      try LabelRules.validateStored(merged, limits: limits)
       b.info.labels = merged
       b.info.updatedAt = now
       s.blobs[digest] = b
@@ -203,6 +202,7 @@ final class MemoryIngestWriter: IngestWriter {
       throw ContentError.failedPrecondition("unexpected commit digest \(actual), expected \(expected)")
     }
     let now = createdAt ?? store.clock()
+    try LabelRules.validateStored(labels, limits: store.limits)
     let exists = store.state.withLock { s -> Bool in
       s.ingests[ref] = nil
       if s.blobs[actual] != nil { return true }

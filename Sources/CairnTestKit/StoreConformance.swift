@@ -317,7 +317,9 @@ public enum StoreConformance {
       if case .committed = e { break }
     }
     try expect(seen.contains(.committed(ref: ref, digest: d, size: 10)), "committed event: \(seen)")
-    try expect(seen.contains { if case .progress(let s) = $0 { return s.offset == 5 }; return false }, "progress event at 5: \(seen)")
+    // This reader is slow on purpose (it starts reading after the upload): a slow reader
+    // sees an ingest's latest progress, not every step (EventHub coalesces).
+    try expect(seen.contains { if case .progress(let s) = $0 { return s.offset >= 5 }; return false }, "a progress event: \(seen)")
     try await store.delete(d)
   }
 

@@ -16,7 +16,7 @@ struct Cairn: AsyncParsableCommand {
     subcommands: [
       Serve.self, Put.self, Get.self, Info.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
       Bench.self, Herd.self, ClusterCommand.self, Demo.self, Agent.self, ChaosCommand.self, ConfigCommand.self,
-      TokenCommand.self,
+      TokenCommand.self, CertsCommand.self,
     ])
 }
 

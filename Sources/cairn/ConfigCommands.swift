@@ -61,16 +61,22 @@ struct TokenNew: AsyncParsableCommand {
 
   @Argument(help: "The client identity calls with this token act as (their own view of the store); * = the whole store.")
   var client: String
-  @Option(help: "Comma-separated: read, write, delete, admin.") var permissions = "read,write"
+  @Option(help: "Comma-separated: read, write, delete (a client's); admin, monitor (an operator's); peer (a node's, alone, CLIENT = its node id).")
+  var permissions = "read,write"
 
   func run() async throws {
     var perms: [Permission] = []
     for p in permissions.split(separator: ",") {
-      guard let perm = Permission(rawValue: String(p)) else { throw ValidationError("unknown permission \(p); known: read, write, delete, admin") }
+      guard let perm = Permission(rawValue: String(p)) else {
+        throw ValidationError("unknown permission \(p); known: \(Permission.allCases.map(\.rawValue).joined(separator: ", "))")
+      }
       perms.append(perm)
     }
     if client != "*" {
       do { _ = try ClientID(client) } catch { throw ValidationError(error.message) }
+    }
+    if perms.contains(.peer) && (perms.count > 1 || client == "*") {
+      throw ValidationError("a peer token names its node (cairn token new NODE --permissions peer) and has no other permission")
     }
     let (token, line) = TokenTable.newToken(client: client, permissions: perms)
     print("token: \(token)")

@@ -4,6 +4,7 @@ import CairnCluster
 import CairnCore
 import CairnNode
 import CairnServer
+import CairnTransport
 import Foundation
 import Logging
 
@@ -35,6 +36,9 @@ struct NodePlan {
   var tokensFile: String?
   var tokens: TokenTable?
   var peerToken: String?
+  /// Open off loopback on purpose (`--insecure`).
+  var insecure: Bool
+  var connections = ConnectionLimits()
   var cluster: ClusterSource
   var vnodes: Int
   var replicas: Int?
@@ -56,7 +60,9 @@ struct NodePlan {
     let modeText = s.string("unix_mode") ?? "0660"
     guard let mode = mode_t(modeText, radix: 8), mode <= 0o777 else { throw s.invalid("unix_mode", "not an octal file mode like 0660") }
     unixMode = mode
-    admin = try s.string("admin_listen").map { try Self.ipPort(s, "admin_listen", $0) }
+    admin = try s.string("admin_listen").map { text in
+      try Self.ipPort(s, "admin_listen", Int(text) != nil ? "127.0.0.1:\(text)" : text)
+    }
 
     let levelText = s.string("log_level") ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else {
@@ -86,6 +92,21 @@ struct NodePlan {
     access.maxActiveIngestsPerClient = try s.int("max_active_ingests_per_client", min: 0) ?? access.maxActiveIngestsPerClient
     access.requestsPerSecondPerClient = try s.double("max_requests_per_second_per_client", min: 0) ?? access.requestsPerSecondPerClient
     access.requestBurstPerClient = try s.double("request_burst_per_client", min: 1) ?? access.requestBurstPerClient
+    access.maxWatchesPerClient = try s.int("max_watches_per_client", min: 0) ?? access.maxWatchesPerClient
+    access.writeIdleSeconds = try s.double("write_idle_timeout", min: 0) ?? access.writeIdleSeconds
+    access.watchIdleSeconds = try s.double("watch_idle_timeout", min: 0) ?? access.watchIdleSeconds
+    connections.maxConnections = try s.int("max_connections", min: 1) ?? connections.maxConnections
+    connections.maxConnectionsPerAddress = try s.int("max_connections_per_address", min: 1) ?? connections.maxConnectionsPerAddress
+    connections.handshakeTimeoutSeconds = try s.double("handshake_timeout", above: 0) ?? connections.handshakeTimeoutSeconds
+    connections.idleSeconds = try s.double("connection_idle_timeout", min: 0) ?? connections.idleSeconds
+    connections.maxAgeSeconds = try s.double("connection_max_age", min: 0) ?? connections.maxAgeSeconds
+    connections.maxAgeGraceSeconds = try s.double("connection_max_age_grace", min: 0) ?? connections.maxAgeGraceSeconds
+    // A message is admitted whole, so a share must hold the largest one gRPC accepts.
+    let largest = 2 * limits.maxMessageBytes + 5
+    connections.maxBufferedBytesPerAddress =
+      try s.int("max_buffered_bytes_per_address", min: largest) ?? max(largest, connections.maxBufferedBytesPerAddress)
+    connections.maxBufferedBytes =
+      try s.int("max_buffered_bytes", min: connections.maxBufferedBytesPerAddress) ?? max(connections.maxBufferedBytesPerAddress, connections.maxBufferedBytes)
 
     let cert = try s.readableFile("tls_cert")
     let key = try s.readableFile("tls_key")
@@ -105,7 +126,6 @@ struct NodePlan {
     case (_, nil): throw s.invalid("tls_cert", "needs tls_key too")
     }
     if requireCert && ca == nil { throw s.invalid("tls_require_client_cert", "needs tls_ca (the CA client certificates chain to)") }
-    access.peersNeedCertificates = ca != nil
     tokensFile = try s.readableFile("tokens_file")
     if let path = tokensFile {
       do { tokens = try TokenTable(parsing: String(contentsOfFile: path, encoding: .utf8), source: path) } catch {
@@ -113,6 +133,14 @@ struct NodePlan {
       }
     }
     peerToken = s.string("peer_token")
+    insecure = try s.bool("insecure") ?? false
+    access.anonymousPermissions = try Self.anonymousPermissions(s)
+    // Open: nothing could authenticate a caller, so every caller is trusted (loopback, or
+    // off loopback only when said out loud). Secured: credentials decide.
+    access.mode = ca == nil && tokensFile == nil ? .open : .secured
+    if insecure && access.mode == .secured {
+      throw s.invalid("insecure", "contradicts tls_ca and tokens_file, which authenticate callers: drop one or the other")
+    }
 
     vnodes = try s.int("vnodes", min: 1, max: 65536) ?? Ring.defaultVnodesPerNode
     replicas = try s.int("replicas", min: 1)
@@ -151,6 +179,78 @@ struct NodePlan {
     if case .single = cluster {} else if tls != nil && ca == nil {
       throw s.invalid("tls_cert", "a cluster with TLS needs tls_ca: peers verify each other with the cluster CA")
     }
+    if let id = clusterNodeID { try checkPeerCredential(s, for: id) }
+    try checkClosedOffLoopback(s)
+  }
+
+  /// This node's id, when known before the network is (not with DNS discovery by host name).
+  var clusterNodeID: String? {
+    switch cluster {
+    case .single: nil
+    case .peers(let c): c.me.name
+    case .dns(_, _, let id): id
+    case .join(_, let id): id.name
+    }
+  }
+
+  var isCluster: Bool { if case .single = cluster { false } else { true } }
+
+  /// Secured peers authenticate each other: this node must hold a peer credential for its
+  /// own id (a certificate whose role is cairn://peer/ID, or a peer token the tokens file
+  /// grants to ID), else its peers would refuse it.
+  func checkPeerCredential(_ s: Settings, for id: String) throws {
+    guard access.mode == .secured else { return }
+    var problems: [String] = []
+    if let tls, tls.clientCAPath != nil {
+      switch try ServerTLS.role(ofCertificateAt: tls.certificatePath) {
+      case .peer(let name) where name == id: return
+      case .peer(let name): problems.append("tls_cert is peer \(name)'s certificate, and this node is \(id)")
+      case let role?: problems.append("tls_cert's role is \(role.uri), not \(CertificateRole.peer(id).uri)")
+      case nil: problems.append("tls_cert has no Cairn role (a SAN URI \(CertificateRole.peer(id).uri); `cairn certs issue --role peer \(id)`)")
+      }
+    }
+    if let peerToken {
+      let grant = tokens?.grant(forToken: peerToken)
+      if grant?.peer == id { return }
+      problems.append("peer_token is not granted to peer \(id) in tokens_file (a line `\(id) peer sha256:...`, from `cairn token new \(id) --permissions peer`)")
+    } else if tokensFile != nil && (tls?.clientCAPath == nil) {
+      problems.append("tokens_file is set, so peers authenticate by token: give peer_token")
+    }
+    throw ValidationError(
+      "this cluster node has no credential its peers accept: \(problems.joined(separator: "; ")). Peers are authenticated as peers (docs/operations.md, Security).")
+  }
+
+  /// Closed by default: a node reachable from other hosts must authenticate its callers,
+  /// unless the operator runs it open on purpose.
+  func checkClosedOffLoopback(_ s: Settings) throws {
+    guard !insecure else { return }
+    if let tcp, !Self.isLoopback(tcp.host), access.mode == .open {
+      throw s.invalid(
+        "listen",
+        "\(tcp.host) is reachable from other hosts and nothing authenticates callers: anyone who reaches it could read, write and delete blobs\(isCluster ? " and join the cluster as a peer" : ""). Secure it: `cairn certs init --dir certs --nodes \(clusterNodeID ?? "n1")` makes a CA and certificates; set tls_cert, tls_key and tls_ca (and tokens_file for token clients). Or run it open on purpose with --insecure (docs/operations.md, Security)."
+      )
+    }
+    if let admin, !Self.isLoopback(admin.host), tokens == nil {
+      throw s.invalid(
+        "admin_listen",
+        "\(admin.host) is reachable from other hosts: /metrics, /api/status and the dashboard then need a bearer token (monitor or admin) from tokens_file, which is not set. Bind it to loopback, set tokens_file, or say --insecure.")
+    }
+  }
+
+  static func isLoopback(_ host: String) -> Bool {
+    host == "::1" || host == "localhost" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
+  }
+
+  static func anonymousPermissions(_ s: Settings) throws -> Set<Permission> {
+    guard let text = s.string("anonymous_permissions"), text != "none", !text.isEmpty else { return [] }
+    var out: Set<Permission> = []
+    for p in text.split(separator: ",") {
+      guard let perm = Permission(rawValue: String(p)), [.read, .write, .delete].contains(perm) else {
+        throw s.invalid("anonymous_permissions", "none, or a comma list of read, write, delete (got \(quoted(String(p))))")
+      }
+      out.insert(perm)
+    }
+    return out
   }
 
   /// The node's credentials towards its peers: its own certificate and the cluster CA

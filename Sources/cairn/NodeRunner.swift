@@ -66,7 +66,9 @@ struct NodeRunner {
     }
     let server = ContentServer(
       store: node?.store ?? store,
-      listen: ListenConfig(tcp: plan.tcp, unixPath: plan.unixPath, unixClient: plan.unixClient, unixMode: plan.unixMode, tls: tls),
+      listen: ListenConfig(
+        tcp: plan.tcp, unixPath: plan.unixPath, unixClient: plan.unixClient, unixMode: plan.unixMode, tls: tls,
+        connections: plan.connections),
       logger: logger, metrics: metrics, access: access, health: health,
       maintenance: [expireJob(store, logger), reloadJob(tls, access, metrics, logger), readinessJob, sampler] + (node?.maintenance ?? []),
       extraServices: { watches in node?.services(watches: watches) ?? [] })
@@ -94,9 +96,17 @@ struct NodeRunner {
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
     var adminServer: AdminServer?
     if let admin = plan.admin {
+      // One status document a second, however many ask: each one asks every peer.
+      let statusCache = Coalesced<[UInt8]>(seconds: 1) {
+        await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil).json()
+      }
+      let requireToken = plan.tokens != nil
       let routes = AdminRoutes(
-        metrics: metrics, notReadyReason: notReady,
-        status: { await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil).json() })
+        metrics: metrics, notReadyReason: notReady, status: { await statusCache.value() },
+        authorized: { header in
+          guard requireToken else { return true }
+          return bearerOrBasicToken(header).flatMap(access.grant(forToken:))?.allows(.monitor) ?? false
+        })
       let a = AdminServer(host: admin.host, port: admin.port, routes: routes, logger: logger)
       adminServer = a
       services.append(.init(service: a))
@@ -104,6 +114,10 @@ struct NodeRunner {
     var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(plan.grace * 1000))
     let group = ServiceGroup(configuration: groupConfig)
+    if plan.insecure {
+      logger.warning(
+        "INSECURE: every caller is trusted with everything, the peer protocol included, on \(plan.listenText) (--insecure). Anyone who reaches the port can read, write and delete blobs and change the cluster's membership.")
+    }
     let announce = Task {
       guard let addresses = try? await server.listeningAddresses() else { return }
       listening.store(true, ordering: .relaxed)
@@ -178,7 +192,8 @@ struct NodeRunner {
   }
 
   /// The cluster configuration, or nil for a single node; DNS discovery and joining
-  /// happen here.
+  /// happen here. A node learns its id from DNS only here, so its peer credential is
+  /// checked here too.
   func clusterConfig() async throws -> ClusterConfig? {
     switch plan.cluster {
     case .single: return nil
@@ -187,6 +202,7 @@ struct NodeRunner {
       // In a StatefulSet the pod's hostname is its DNS name's first label.
       let id = givenID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
       do {
+        try plan.checkPeerCredential(settings, for: id)
         let peerList = try await discoverPeers(service: service, size: size, timeout: 300)
         return try ClusterConfig(
           me: NodeID(id), peers: peerList, replicas: plan.replicas, writeQuorum: plan.writeQuorum, vnodesPerNode: plan.vnodes)
@@ -217,5 +233,47 @@ struct NodeRunner {
         throw fail(error)
       }
     }
+  }
+}
+
+/// The token in an `authorization` header: `Bearer TOKEN`, or `Basic` with the token as
+/// the password (what a browser sends after its login prompt).
+func bearerOrBasicToken(_ header: String?) -> String? {
+  guard let header else { return nil }
+  let parts = header.split(separator: " ", maxSplits: 1)
+  guard parts.count == 2 else { return nil }
+  switch parts[0].lowercased() {
+  case "bearer": return String(parts[1])
+  case "basic":
+    guard let data = Data(base64Encoded: String(parts[1])), let text = String(data: data, encoding: .utf8),
+      let colon = text.firstIndex(of: ":")
+    else { return nil }
+    return String(text[text.index(after: colon)...])
+  default: return nil
+  }
+}
+
+/// A value computed at most once per `seconds`; callers meanwhile share the last one, and
+/// concurrent callers share one computation.
+actor Coalesced<Value: Sendable> {
+  private let seconds: Double
+  private let compute: @Sendable () async -> Value
+  private var last: (value: Value, at: ContinuousClock.Instant)?
+  private var running: Task<Value, Never>?
+
+  init(seconds: Double, compute: @escaping @Sendable () async -> Value) {
+    self.seconds = seconds
+    self.compute = compute
+  }
+
+  func value() async -> Value {
+    if let last, ContinuousClock.now - last.at < .milliseconds(Int64(seconds * 1000)) { return last.value }
+    if let running { return await running.value }
+    let task = Task { await compute() }
+    running = task
+    let value = await task.value
+    last = (value, .now)
+    running = nil
+    return value
   }
 }

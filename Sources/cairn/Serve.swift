@@ -42,7 +42,10 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Refuse TLS clients without a certificate from --tls-ca (default false).") var tlsRequireClientCert: String?
   @Option(help: "Seconds between checks for changed TLS files and tokens file (default 30).") var tlsReloadInterval: String?
   @Option(help: "Bearer tokens file (`cairn token new`): TCP calls then need a token or a cluster certificate.") var tokensFile: String?
-  @Option(help: "Token sent to peers that require tokens (prefer $CAIRN_PEER_TOKEN).") var peerToken: String?
+  @Option(help: "This node's peer token, sent to peers that authenticate peers by token (prefer $CAIRN_PEER_TOKEN).") var peerToken: String?
+  @Flag(help: "Run open off loopback: every caller, the peer protocol included, is trusted without credentials.") var insecure = false
+  @Option(help: "What a caller without a credential may do when credentials are configured: none or read,write,delete (default none).")
+  var anonymousPermissions: String?
 
   @Option(help: "Largest gRPC message (default 16842752).") var maxMessageBytes: String?
   @Option(help: "Concurrent calls per client connection (default 1024).") var maxConcurrentStreams: String?
@@ -50,6 +53,17 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Uploads one client may have open (default 256; 0 = no limit).") var maxActiveIngestsPerClient: String?
   @Option(help: "Requests per second per client (default 10000; 0 = no limit).") var maxRequestsPerSecondPerClient: String?
   @Option(help: "Burst of the per-client request rate (default 20000).") var requestBurstPerClient: String?
+  @Option(help: "Watches one identity may have open (default 64).") var maxWatchesPerClient: String?
+  @Option(help: "Seconds an upload may wait for its client's next message (default 120; 0 = never).") var writeIdleTimeout: String?
+  @Option(help: "Seconds a seed Status watch may have nothing to send (default 600; 0 = never).") var watchIdleTimeout: String?
+  @Option(help: "TCP connections open at once (default 4096).") var maxConnections: String?
+  @Option(help: "TCP connections from one address (default 128).") var maxConnectionsPerAddress: String?
+  @Option(help: "Seconds for a new connection's TLS handshake and HTTP/2 preface (default 10).") var handshakeTimeout: String?
+  @Option(help: "Seconds a connection without calls stays open (default 300; 0 = forever).") var connectionIdleTimeout: String?
+  @Option(help: "Seconds before a connection is asked to go away (default 86400; 0 = forever).") var connectionMaxAge: String?
+  @Option(help: "Seconds calls get to finish on a connection past its age (default 3600).") var connectionMaxAgeGrace: String?
+  @Option(help: "Bytes of received request messages not yet taken by their calls, node-wide (default 1 GiB).") var maxBufferedBytes: String?
+  @Option(help: "The same per remote address (default 256 MiB).") var maxBufferedBytesPerAddress: String?
   @Option(help: "Largest blob (default 1 TiB).") var maxBlobBytes: String?
   @Option(help: "Largest label key + value (default 4096).") var maxLabelBytes: String?
   @Option(help: "Labels per blob (default 256).") var maxLabelsPerBlob: String?
@@ -82,7 +96,13 @@ struct Serve: AsyncParsableCommand {
       "admin_listen": adminListen, "log_level": logLevel, "log_format": logFormat, "ingest_expiry": ingestExpiry,
       "shutdown_grace": shutdownGrace, "io_threads": ioThreads, "tls_cert": tlsCert, "tls_key": tlsKey, "tls_ca": tlsCa,
       "tls_require_client_cert": tlsRequireClientCert, "tls_reload_interval": tlsReloadInterval, "tokens_file": tokensFile,
-      "peer_token": peerToken, "max_message_bytes": maxMessageBytes, "max_concurrent_streams": maxConcurrentStreams,
+      "peer_token": peerToken, "insecure": insecure ? "true" : nil, "anonymous_permissions": anonymousPermissions,
+      "max_watches_per_client": maxWatchesPerClient, "write_idle_timeout": writeIdleTimeout,
+      "watch_idle_timeout": watchIdleTimeout, "max_connections": maxConnections,
+      "max_connections_per_address": maxConnectionsPerAddress, "handshake_timeout": handshakeTimeout,
+      "connection_idle_timeout": connectionIdleTimeout, "connection_max_age": connectionMaxAge,
+      "connection_max_age_grace": connectionMaxAgeGrace, "max_buffered_bytes": maxBufferedBytes,
+      "max_buffered_bytes_per_address": maxBufferedBytesPerAddress, "max_message_bytes": maxMessageBytes, "max_concurrent_streams": maxConcurrentStreams,
       "max_active_ingests": maxActiveIngests, "max_active_ingests_per_client": maxActiveIngestsPerClient,
       "max_requests_per_second_per_client": maxRequestsPerSecondPerClient, "request_burst_per_client": requestBurstPerClient,
       "max_blob_bytes": maxBlobBytes, "max_label_bytes": maxLabelBytes, "max_labels_per_blob": maxLabelsPerBlob,

@@ -59,9 +59,42 @@ import Testing
   }
 
   @Test func sizeLimit() throws {
-    try LabelRules.validate(["k": String(repeating: "v", count: 4095)])
-    #expect(throws: ContentError.self) { try LabelRules.validate(["k": String(repeating: "v", count: 4096)]) }
-    #expect(throws: ContentError.self) { try LabelRules.validate(["": "v"]) }
+    try LabelRules.validateRequest(["k": String(repeating: "v", count: 4095)])
+    #expect(throws: ContentError.self) { try LabelRules.validateRequest(["k": String(repeating: "v", count: 4096)]) }
+    #expect(throws: ContentError.self) { try LabelRules.validateRequest(["": "v"]) }
+  }
+
+  @Test func reservedLabelsAreCairnsAlone() throws {
+    let cur = ["a": "1", "cairn.io/holder.h1": "t", "cairn.io/label/h1/x": "y"]
+    // A caller may not set a reserved key, only clear one (an operator dropping a stale hold).
+    #expect(throws: ContentError.self) { try LabelRules.validateRequest(["cairn.io/holder.me": "t"]) }
+    #expect(throws: ContentError.self) { try LabelRules.validateRequest(["cairn.io/label/other/k": "v"]) }
+    try LabelRules.validateRequest(["cairn.io/holder.stale": ""])
+    // Replacing every label keeps what belongs to clients.
+    #expect(try LabelRules.applyUpdate(current: cur, requested: ["q": "1"], fieldPaths: []) == ["q": "1", "cairn.io/holder.h1": "t", "cairn.io/label/h1/x": "y"])
+  }
+
+  /// A blob's stored metadata always reads back: holds are capped apart from labels, and
+  /// the whole encoded form (JSON escapes a control character as six bytes) is bounded.
+  @Test func storedMetadataIsBoundedByConstruction() throws {
+    var limits = Limits()
+    limits.maxMetadataBytes = 64 << 10
+    limits.maxHoldersPerBlob = 3
+    // 16 labels of 4 KiB of control characters: within containerd's rules, 6x that encoded.
+    let inflated = Dictionary(uniqueKeysWithValues: (0..<16).map { ("k\($0)", String(repeating: "\u{1}", count: 4000)) })
+    try LabelRules.validateRequest(inflated, limits: limits)
+    do {
+      try LabelRules.validateStored(inflated, limits: limits)
+      Issue.record("accepted \(try LabelRules.metadataBytes(inflated)) bytes of metadata")
+    } catch {
+      #expect(error.code == .invalidArgument && error.message.contains("max_metadata_bytes"), "\(error)")
+    }
+    let holds = Dictionary(uniqueKeysWithValues: (0..<4).map { ("cairn.io/holder.c\($0)", "t") })
+    #expect(throws: ContentError.self) { try LabelRules.validateStored(holds, limits: limits) }
+    try LabelRules.validateStored(holds.filter { $0.key != "cairn.io/holder.c0" }, limits: limits)
+    // A client's label may carry its scope prefix on top of containerd's 4096 bytes.
+    let scoped = "cairn.io/label/\(String(repeating: "c", count: 64))/k"
+    try LabelRules.validateStored([scoped: String(repeating: "v", count: 4095)], limits: limits)
   }
 }
 

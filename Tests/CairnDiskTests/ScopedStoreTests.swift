@@ -57,17 +57,40 @@ import Testing
     #expect(ScopedStore.holders(try await base.info(d)) == ["host-a", "host-b", "host-c"])
   }
 
-  @Test func labelsAreSharedButHoldsAreHiddenAndProtected() async throws {
+  /// A client's labels are its own: another client holding the same blob neither sees nor
+  /// changes them, and cannot touch its hold.
+  @Test func labelsAreEachClientsOwnAndHoldsAreProtected() async throws {
     let d = try await StoreConformance.put(a, StoreConformance.bytes(10, seed: 3), ref: "r", labels: ["k": "v"])
-    _ = try await b.info(d)
-    // A full-map replace by A keeps B's hold.
+    #expect(try await a.info(d).labels == ["k": "v"])
+    #expect(try await b.info(d).labels == [:], "B holds the blob now, but A's labels are A's")
+    // A full-map replace by A keeps B's hold; B's own label is untouched by it.
+    _ = try await b.update(d, labels: ["z": "1"], fieldPaths: ["labels.z"])
     let updated = try await a.update(d, labels: ["x": "y"], fieldPaths: [])
     #expect(updated.labels == ["x": "y"])
+    #expect(try await b.info(d).labels == ["z": "1"])
+    #expect(ScopedStore.holders(try await base.info(d)) == ["host-a", "host-b"])
+    // Clearing "B's hold" from A only touches A's own label space; setting a reserved key
+    // is refused.
+    _ = try await a.update(d, labels: [:], fieldPaths: ["labels.\(ScopedStore.holderPrefix)host-b"])
     #expect(ScopedStore.holders(try await base.info(d)) == ["host-a", "host-b"])
     await #expect(throws: ContentError.self) {
-      try await a.update(d, labels: [ScopedStore.holderPrefix + "host-b": ""], fieldPaths: ["labels.\(ScopedStore.holderPrefix)host-b"])
+      try await a.update(d, labels: [ScopedStore.holderPrefix + "host-c": "t"], fieldPaths: ["labels.\(ScopedStore.holderPrefix)host-c"])
     }
     #expect(try await a.list(try Filter.parse(["labels.x==y"])).count == 1)
+    #expect(try await b.list(try Filter.parse(["labels.x==y"])).isEmpty)
+    // A's release takes its labels with its hold.
+    try await a.delete(d)
+    #expect(try await base.info(d).labels.keys.sorted() == [ScopedStore.holderPrefix + "host-b", ScopedStore.labelPrefix + "host-b/z"])
+  }
+
+  /// Looking is not holding: a caller that may not write never pins a blob with Info.
+  @Test func readOnlyCallersTakeNoHold() async throws {
+    let d = try await StoreConformance.put(a, StoreConformance.bytes(10, seed: 4), ref: "r")
+    let reader = ScopedStore(base: base, client: try ClientID("dash"), mayClaim: false)
+    _ = try await reader.info(d)
+    #expect(ScopedStore.holders(try await base.info(d)) == ["host-a"])
+    try await a.delete(d)
+    await #expect(throws: ContentError.self) { try await base.info(d) }
   }
 
   @Test func clientIDsAreValidated() {

@@ -57,10 +57,15 @@ import Glibc
     #expect(status == 0, "reader reads: \(err)")
     (status, _, err) = try await runCairn(["info", digest, "--token", writer, "--client", "dash"] + tls)
     #expect(status == 107, "a token may not act as another client: \(status) \(err)")
-    // A certificate from the cluster CA is a credential of its own; one from another CA
-    // fails the handshake.
+    // A certificate from the cluster CA is a credential by its role: an operator's sees the
+    // whole store, a client's what its client holds; one without a role is no credential;
+    // one from another CA fails the handshake.
+    (status, out, err) = try await runCairn(["ls", "-q", "--tls-cert", pki.operatorCert, "--tls-key", pki.operatorKey] + tls)
+    #expect(status == 0 && out.contains(digest), "cluster-CA operator certificate: \(status) \(err)")
     (status, out, err) = try await runCairn(["ls", "-q", "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey] + tls)
-    #expect(status == 0 && out.contains(digest), "cluster-CA client certificate: \(status) \(err)")
+    #expect(status == 0 && !out.contains(digest), "client ci holds nothing of farm's: \(status) \(err) \(out)")
+    (status, _, err) = try await runCairn(["ls", "--tls-cert", pki.noRoleCert, "--tls-key", pki.noRoleKey] + tls)
+    #expect(status == 116, "a certificate without a Cairn role is no credential: \(status) \(err)")
     (status, _, err) = try await runCairn(["ls", "--tls-cert", pki.rogueCert, "--tls-key", pki.rogueKey] + tls)
     #expect(status == 114, "certificate from another CA is refused: \(status) \(err)")
     // The unix socket is created owner and group only.
@@ -134,18 +139,17 @@ import Glibc
 
   @Test func peerWithAnotherCAsCertificateCannotJoin() async throws {
     let dir = try TemporaryDirectory("cairn-mtls")
-    let pki = try await TestPKI(in: dir.path + "/pki")
-    let tlsArgs = ["--tls-cert", pki.nodeCert, "--tls-key", pki.nodeKey, "--tls-ca", pki.ca]
-    let cluster = try await ClusterProcesses.start(count: 2, extraArgs: tlsArgs)
+    let pki = try await TestPKI(in: dir.path + "/pki", nodes: ["n1", "n2"])
+    let cluster = try await ClusterProcesses.start(count: 2, perNodeArgs: [0: pki.nodeArgs("n1"), 1: pki.nodeArgs("n2")])
     defer { Task { await cluster.stopAll() } }
-    let admin = ["--address", cluster.address(0), "--tls-ca", pki.ca, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey]
+    let admin = ["--address", cluster.address(0), "--tls-ca", pki.ca, "--tls-cert", pki.operatorCert, "--tls-key", pki.operatorKey]
     try await waitUntil("the TLS cluster converges") {
       let (status, out, _) = try await runCairn(["cluster", "status", "--json"] + admin)
       return status == 0 && out.components(separatedBy: "\"connected\":true").count == 3
     }
     // Without a certificate, the peer protocol is closed (the content API is not).
     var (status, _, err) = try await runCairn(["cluster", "status", "--address", cluster.address(0), "--tls-ca", pki.ca])
-    #expect(status == 107 && err.contains("needs admin"), "peer protocol needs a cluster certificate: \(status) \(err)")
+    #expect(status == 116 && err.contains("needs admin"), "peer protocol needs a cluster certificate: \(status) \(err)")
     // A node with a certificate from another CA asks to join: the handshake fails.
     (status, _, err) = try await runCairn(
       ["cluster", "join", "rogue=127.0.0.1:1", "--address", cluster.address(0), "--tls-ca", pki.ca, "--tls-cert", pki.rogueCert, "--tls-key", pki.rogueKey])
