@@ -68,7 +68,8 @@ function sumSeries(members, key) {
 function render(s) {
   let ing = 0, rep = 0;
   for (const m of s.members) { if (m.usage) ing += m.usage.activeIngests; rep += m.repairBacklog || 0; }
-  document.getElementById("summary").textContent = `node ${s.node} · ${s.members.length} member${s.members.length === 1 ? "" : "s"}` + (s.cluster ? ` · replicas ${s.replicas}, write quorum ${s.writeQuorum}` : " · single node") + (s.ready ? "" : " · NOT READY");
+  document.getElementById("summary").textContent = `node ${s.node} · ${s.members.length} member${s.members.length === 1 ? "" : "s"}` + (s.cluster ? ` · replicas ${s.replicas}, write quorum ${s.writeQuorum}` : " · single node") + (s.ready ? "" : " · NOT READY") + (s.security ? ` · ${s.security}` : "");
+  document.getElementById("error").textContent = (s.security || "").startsWith("INSECURE") ? "INSECURE: every caller is trusted" : "";
   document.getElementById("updated").textContent = "updated " + new Date(s.time * 1000).toLocaleTimeString();
   const body = document.querySelector("#members tbody");
   body.replaceChildren(...s.members.map(m => {

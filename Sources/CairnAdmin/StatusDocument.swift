@@ -66,6 +66,8 @@ public struct StatusDocument: Codable, Sendable {
   /// Seconds since 1970 (the page computes rates from successive documents).
   public var time: Double
   public var members: [Member]
+  /// How the node tells callers apart ("INSECURE ..." when it trusts everyone on purpose).
+  public var security: String = ""
 
   public init(node: String, cluster: Bool, replicas: Int, writeQuorum: Int, ready: Bool, time: Double, members: [Member]) {
     self.node = node

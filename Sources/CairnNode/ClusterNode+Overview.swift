@@ -9,6 +9,11 @@ extension ClusterNode {
     usageProvider.withLock { $0 = provider }
   }
 
+  /// How this node tells callers apart, for `cairn cluster status` and the dashboard.
+  public func setSecurity(_ description: String) {
+    security.withLock { $0 = description }
+  }
+
   /// The status report with this node's usage.
   public func fullStatus() async -> Cairn_Peer_V1_ClusterStatusResponse {
     var r = statusReport()

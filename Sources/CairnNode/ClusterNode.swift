@@ -41,6 +41,7 @@ public final class ClusterNode: Sendable {
   let repairing = Mutex<Set<Digest>>([])
   /// What this node stores and served, for status reports (set by whoever runs the node).
   let usageProvider = Mutex<(@Sendable () async -> Cairn_Peer_V1_NodeUsage)?>(nil)
+  let security = Mutex("")
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
@@ -195,7 +196,9 @@ public final class ClusterNode: Sendable {
     let ownership = view.ring.ownership()
     let replicaShare = replicaShares(view)
     let connected = relayedPeers
+    let security = self.security.withLock { $0 }
     return .with {
+      $0.security = security
       $0.nodeID = config.me.name
       $0.replicas = UInt32(config.replicas)
       $0.writeQuorum = UInt32(config.writeQuorum)

@@ -13,6 +13,8 @@ public final class ServerProcess: @unchecked Sendable {
   public private(set) var tcpAddress = ""
   public private(set) var process: Process
   private let extraArgs: [String]
+  /// Environment variables of this process on top of the test's own.
+  private let env: [String: String]
   private let output = LineLog()
 
   /// The `cairn` binary: $CAIRN_BIN, else next to the running test bundle.
@@ -31,10 +33,11 @@ public final class ServerProcess: @unchecked Sendable {
   private var readyPrefix = "cairn: data in"
 
   /// `listen` is the TCP address (port 0: any free port).
-  public init(dataDir: String, listen: String = "127.0.0.1:0", extraArgs: [String] = []) {
+  public init(dataDir: String, listen: String = "127.0.0.1:0", extraArgs: [String] = [], env: [String: String] = [:]) {
     self.dataDir = dataDir
     self.listen = listen
     self.extraArgs = extraArgs
+    self.env = env
     unixPath = dataDir + ".sock"
     process = Process()
   }
@@ -51,7 +54,7 @@ public final class ServerProcess: @unchecked Sendable {
   public func start(timeout: Double = 60) async throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: Self.binary)
-    p.environment = ProcessInfo.processInfo.environment.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }
+    p.environment = ProcessInfo.processInfo.environment.merging(env.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }) { $1 }
     // A generous lock wait: these tests never contend for a ref on purpose, and a released
     // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
     p.arguments = command ?? ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs

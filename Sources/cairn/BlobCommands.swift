@@ -192,3 +192,16 @@ struct Label: AsyncParsableCommand {
     for (k, v) in info.labels.sorted(by: { $0.key < $1.key }) { print("\(k)=\(v)") }
   }
 }
+
+struct Health: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Ask a node whether it serves (gRPC health Check, which needs no credential): for probes and health checks.",
+    discussion: "Prints SERVING or NOT_SERVING; exit 0 when serving, 1 when not, 100+N when the node could not be asked.")
+  @OptionGroup var client: ClientOptions
+
+  func run() async throws {
+    let serving = try await client.run { try await $0.isServing() }
+    print(serving ? "SERVING" : "NOT_SERVING")
+    if !serving { throw ExitCode(1) }
+  }
+}

@@ -14,7 +14,7 @@ struct Cairn: AsyncParsableCommand {
       114 UNAVAILABLE, 115 DATA_LOSS, ...).
       """,
     subcommands: [
-      Serve.self, Put.self, Get.self, Info.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
+      Serve.self, Put.self, Get.self, Info.self, Health.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
       Bench.self, Herd.self, ClusterCommand.self, Demo.self, Agent.self, ChaosCommand.self, ConfigCommand.self,
       TokenCommand.self, CertsCommand.self,
     ])

@@ -25,7 +25,10 @@ struct CertsInit: AsyncParsableCommand {
     abstract: "A new cluster CA, a peer certificate per node, an operator certificate and client certificates.",
     discussion: """
       Writes DIR/ca.pem and DIR/ca.key (keep the key offline; `cairn certs issue` needs it to add nodes and clients),
-      and ROLE-NAME.pem / ROLE-NAME.key for each certificate. Keys are P-256, files mode 0600.
+      ROLE-NAME.pem / ROLE-NAME.key for each certificate (keys P-256, mode 0600), and DIR/tokens, a tokens_file
+      granting the token in DIR/monitor.token the monitor permission (Prometheus, the dashboard). With
+      --kubernetes NAMESPACE it also writes DIR/kubernetes-secrets.yaml: the Secrets deploy/kubernetes mounts
+      (cairn-tls: ca.pem and the peer files, never ca.key; cairn-tokens; cairn-monitor-token).
       """)
 
   @Option(help: "Directory to write into (created; existing files are not overwritten).") var dir = "cairn-certs"
@@ -36,6 +39,7 @@ struct CertsInit: AsyncParsableCommand {
   @Option(help: "Client certificate names, comma separated (each a client identity: a containerd host's agent, a build runner).")
   var clients = ""
   @Option(help: "Days the certificates are valid.") var days = 365
+  @Option(help: "Also write the Kubernetes Secrets of deploy/kubernetes for this namespace.") var kubernetes: String?
 
   func run() async throws {
     let pki = try PKIDirectory(dir)
@@ -45,7 +49,20 @@ struct CertsInit: AsyncParsableCommand {
     for node in split(nodes) { made.append(try pki.issue(.peer(node), hosts: hostList, days: days, ca: ca)) }
     for name in split(operators) { made.append(try pki.issue(.operatorRole(name), hosts: [], days: days, ca: ca)) }
     for name in split(clients) { made.append(try pki.issue(.client(try ClientID(name)), hosts: [], days: days, ca: ca)) }
-    print(textTable([["ROLE", "CERTIFICATE", "KEY"]] + made.map { [$0.0, "\(dir)/\($0.1)", "\(dir)/\($0.2)"] }))
+    let (monitorToken, monitorLine) = TokenTable.newToken(client: "*", permissions: [.monitor])
+    try pki.write("tokens", "# tokens_file (cairn token new ... appends more): who may call this cluster with a bearer token\n\(monitorLine)\n")
+    try pki.write("monitor.token", monitorToken + "\n")
+    made.append(("monitor token", "tokens", "monitor.token"))
+    if let namespace = kubernetes {
+      let peers = split(nodes).flatMap { ["peer-\($0).pem", "peer-\($0).key"] }
+      try pki.write(
+        "kubernetes-secrets.yaml",
+        try pki.secret("cairn-tls", namespace: namespace, files: ["ca.pem"] + peers)
+          + "---\n" + (try pki.secret("cairn-tokens", namespace: namespace, files: ["tokens"]))
+          + "---\n" + (try pki.secret("cairn-monitor-token", namespace: namespace, files: ["monitor.token"])))
+      made.append(("Kubernetes Secrets", "kubernetes-secrets.yaml", "-"))
+    }
+    print(textTable([["WHAT", "FILE", "KEY / SECRET"]] + made.map { [$0.0, "\(dir)/\($0.1)", $0.2 == "-" ? "" : "\(dir)/\($0.2)"] }))
     let first = split(nodes).first ?? "n1"
     print(
       """
@@ -54,6 +71,7 @@ struct CertsInit: AsyncParsableCommand {
                    (e.g. cairn serve --node-id \(first) --tls-cert \(dir)/peer-\(first).pem --tls-key \(dir)/peer-\(first).key --tls-ca \(dir)/ca.pem ...)
       Operators:   CAIRN_TLS_CA=\(dir)/ca.pem CAIRN_TLS_CERT=\(dir)/operator-\(split(operators).first ?? "admin").pem CAIRN_TLS_KEY=... cairn cluster status
       Clients:     --tls-ca, --tls-cert client-NAME.pem, --tls-key client-NAME.key (or a token: cairn token new)
+      Tokens:      tokens_file = \(dir)/tokens; Prometheus and the dashboard use the token in \(dir)/monitor.token
       Keep \(dir)/ca.key away from the nodes; `cairn certs issue --dir \(dir)` uses it to add more.
       """)
   }
@@ -180,10 +198,21 @@ struct PKIDirectory {
     return nil
   }
 
+  /// A Kubernetes Secret holding `files` of this directory (by their names).
+  func secret(_ name: String, namespace: String, files: [String]) throws -> String {
+    var out = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: \(name)\n  namespace: \(namespace)\ntype: Opaque\nstringData:\n"
+    for file in files {
+      guard let data = FileManager.default.contents(atPath: "\(dir)/\(file)") else { throw ValidationError("\(dir)/\(file) cannot be read") }
+      out += "  \(file): |\n" + String(decoding: data, as: UTF8.self).split(separator: "\n").map { "    \($0)\n" }.joined()
+    }
+    return out
+  }
+
   /// Creates the file owner-only; an existing file is an error (never overwrite keys).
-  private func write(_ name: String, _ text: String) throws {
+  func write(_ name: String, _ text: String) throws {
     let path = "\(dir)/\(name)"
-    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, name.hasSuffix(".key") ? 0o600 : 0o644)
+    let secret = name.hasSuffix(".key") || name.hasSuffix(".token") || name.hasSuffix("secrets.yaml")
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, secret ? 0o600 : 0o644)
     guard fd >= 0 else {
       throw ValidationError(errno == EEXIST ? "\(path) exists already; remove it or choose another --dir" : "cannot create \(path): errno \(errno)")
     }

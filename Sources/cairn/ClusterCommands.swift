@@ -24,6 +24,7 @@ struct ClusterStatus: AsyncParsableCommand {
       return
     }
     print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint) (epoch \(s.configEpoch)), view version \(s.viewVersion)")
+    if !s.security.isEmpty { print("security: \(s.security)") }
     if !s.member {
       print("REMOVED from the cluster: handing off its blobs (handoff pending \(s.repair.handoffPending)); stop it once that is 0")
     }

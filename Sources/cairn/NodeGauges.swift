@@ -41,6 +41,12 @@ enum NodeGauges {
 
 /// /api/status: this node's view of every member, each member's own report of its usage.
 enum StatusPage {
+  static func document(node: ClusterNode?, usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage, ready: Bool, security: String) async -> StatusDocument {
+    var doc = await document(node: node, usage: usage, ready: ready)
+    doc.security = security
+    return doc
+  }
+
   static func document(node: ClusterNode?, usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage, ready: Bool) async -> StatusDocument {
     let now = Date().timeIntervalSince1970
     guard let node else {

@@ -195,6 +195,15 @@ struct NodePlan {
 
   var isCluster: Bool { if case .single = cluster { false } else { true } }
 
+  /// How this node tells its callers apart, as `cairn cluster status` shows it.
+  var securityDescription: String {
+    if access.mode == .open { return insecure ? "INSECURE (--insecure: every caller trusted)" : "open (loopback only)" }
+    var ways: [String] = []
+    if tls?.clientCAPath != nil { ways.append("mTLS") }
+    if tokens != nil { ways.append(peerToken != nil ? "peer tokens, client tokens" : "client tokens") }
+    return ways.joined(separator: " + ")
+  }
+
   /// Secured peers authenticate each other: this node must hold a peer credential for its
   /// own id (a certificate whose role is cairn://peer/ID, or a peer token the tokens file
   /// grants to ID), else its peers would refuse it.

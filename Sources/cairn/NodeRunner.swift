@@ -91,6 +91,7 @@ struct NodeRunner {
       }
     }
     node?.setUsageProvider(usage)
+    node?.setSecurity(plan.securityDescription)
     NodeGauges.install(metrics: metrics, store: store, node: node, notReady: notReady)
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
@@ -98,7 +99,7 @@ struct NodeRunner {
     if let admin = plan.admin {
       // One status document a second, however many ask: each one asks every peer.
       let statusCache = Coalesced<[UInt8]>(seconds: 1) {
-        await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil).json()
+        await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil, security: plan.securityDescription).json()
       }
       let requireToken = plan.tokens != nil
       let routes = AdminRoutes(

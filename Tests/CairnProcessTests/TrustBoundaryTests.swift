@@ -37,6 +37,42 @@ import Glibc
     #expect(log.contains("INSECURE"), "\(log)")
   }
 
+  /// The secure path in one go: `cairn certs init`, then deploy/systemd/cairn.toml as is
+  /// (each node's own certificate, listening beyond loopback), three nodes: they converge
+  /// over mTLS, a client certificate writes, an operator's sees the cluster.
+  @Test func secureSetupBringsUpAThreeNodeClusterInOneGo() async throws {
+    let dir = try TemporaryDirectory("cairn-secure")
+    let certs = dir.path + "/certs"
+    let (status, _, err) = try await runCairn(["certs", "init", "--dir", certs, "--nodes", "n1,n2,n3", "--clients", "ci"])
+    #expect(status == 0, "\(err)")
+    let ports = try freeLoopbackPorts(6)
+    let peers = (0..<3).map { "n\($0 + 1)=127.0.0.1:\(ports[$0])" }.joined(separator: ",")
+    let nodes = (0..<3).map { i in
+      let id = "n\(i + 1)"
+      return ServerProcess(
+        dataDir: "\(dir.path)/\(id)", listen: "0.0.0.0:\(ports[i])", extraArgs: ["--config", packageRoot() + "/deploy/systemd/cairn.toml"],
+        env: [
+          "CAIRN_NODE_ID": id, "CAIRN_PEERS": peers, "CAIRN_ADMIN_LISTEN": "127.0.0.1:\(ports[3 + i])",
+          "CAIRN_TLS_CERT": "\(certs)/peer-\(id).pem", "CAIRN_TLS_KEY": "\(certs)/peer-\(id).key", "CAIRN_TLS_CA": "\(certs)/ca.pem",
+          "CAIRN_TOKENS_FILE": "\(certs)/tokens", "CAIRN_LOG_FORMAT": "text",
+        ])
+    }
+    for n in nodes { try await n.start() }
+    defer { for n in nodes { n.signal(SIGKILL) } }
+    let op = ClientSecurity(caPath: certs + "/ca.pem", certificatePath: certs + "/operator-admin.pem", keyPath: certs + "/operator-admin.key")
+    let ci = ClientSecurity(caPath: certs + "/ca.pem", certificatePath: certs + "/client-ci.pem", keyPath: certs + "/client-ci.key")
+    let n1 = "127.0.0.1:\(ports[0])"
+    try await waitUntil("the three nodes converge over mTLS") {
+      let s = try await ContentClient.with(address: n1, security: op) { try await $0.clusterStatus() }
+      return s.members.filter { $0.state.status == .alive && $0.connected }.count == 3 && s.security == "mTLS + client tokens"
+    }
+    try await waitUntil("the cluster is ready") { try await ContentClient.with(address: n1, security: ci) { try await $0.isServing() } }
+    let data = Data("written over mTLS".utf8)
+    let d = try await ContentClient.with(address: n1, security: ci) { try await $0.write(ref: "secure", source: DataSource(data), size: Int64(data.count)) }.digest
+    let back = try await ContentClient.with(address: "127.0.0.1:\(ports[2])", security: ci) { try await $0.readAll(d.description) }
+    #expect(back == data)
+  }
+
   /// With peer authentication on, nothing but a peer's credential reaches the peer
   /// protocol: a client certificate, an operator certificate (except the cluster views and
   /// membership changes), a client token and an unauthenticated caller are each refused by

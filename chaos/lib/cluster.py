@@ -31,8 +31,11 @@ class Node:
     def argv(self):
         c = self.cluster
         peers = ",".join(f"{n}={c.topology.address(n)}" for n in c.ids)
+        # --insecure: the nodes listen on the private bridge this harness made (no other host
+        # can reach it) and the subject here is faults, not credentials.
         return [c.cairn, "serve", "--node-id", self.id, "--peers", peers, "--data", self.data,
-                "--listen", self.address, "--replicas", str(c.replicas), "--write-quorum", str(c.write_quorum)] + c.node_args
+                "--listen", self.address, "--replicas", str(c.replicas), "--write-quorum", str(c.write_quorum),
+                "--insecure"] + c.node_args
 
     def env(self):
         env = dict(os.environ)

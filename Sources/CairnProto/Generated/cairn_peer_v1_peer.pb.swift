@@ -489,6 +489,13 @@ public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: @unchecked Sendab
   /// Clears the value of `usage`. Subsequent reads from it will return its default value.
   public mutating func clearUsage() {_uniqueStorage()._usage = nil}
 
+  /// How this node tells its callers apart: "mTLS", "peer tokens", "open (loopback)", or
+  /// "INSECURE (--insecure)" when it trusts every caller off loopback on purpose.
+  public var security: String {
+    get {_storage._security}
+    set {_uniqueStorage()._security = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1425,7 +1432,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0\u{1}usage\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0\u{1}usage\0\u{1}security\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -1442,6 +1449,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
     var _configEpoch: UInt64 = 0
     var _member: Bool = false
     var _usage: Cairn_Peer_V1_NodeUsage? = nil
+    var _security: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1466,6 +1474,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       _configEpoch = source._configEpoch
       _member = source._member
       _usage = source._usage
+      _security = source._security
     }
   }
 
@@ -1498,6 +1507,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._configEpoch) }()
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._member) }()
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._security) }()
         default: break
         }
       }
@@ -1552,6 +1562,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       try { if let v = _storage._usage {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
       } }()
+      if !_storage._security.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._security, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1575,6 +1588,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         if _storage._configEpoch != rhs_storage._configEpoch {return false}
         if _storage._member != rhs_storage._member {return false}
         if _storage._usage != rhs_storage._usage {return false}
+        if _storage._security != rhs_storage._security {return false}
         return true
       }
       if !storagesAreEqual {return false}
