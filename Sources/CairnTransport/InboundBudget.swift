@@ -10,10 +10,16 @@ import Synchronization
 /// of every connection: thousands of streams × 33 MiB.
 ///
 /// A stream whose next message does not fit waits *before* reading it: it stops reading,
-/// so HTTP/2 flow control holds the sender. Nothing fails and nothing is dropped. A
-/// message is reserved whole at its start, so once admitted it always completes (no
-/// deadlock between half-received messages). Per-address shares keep one host from
-/// taking the whole budget. Waiters are served in arrival order.
+/// so HTTP/2 flow control holds the sender. A message is reserved whole at its start, so
+/// once admitted it always completes (no deadlock between half-received messages).
+/// Per-address shares keep one host from taking the whole budget. Waiters are served in
+/// arrival order.
+///
+/// A waiting stream still has its HTTP/2 window open: the sender may have up to one window
+/// (8 MiB) in flight, which NIOHTTP2 holds until the stream reads again. So the number of
+/// waiting streams is bounded too (`maxWaiting`, `maxWaitingPerAddress`); a stream that
+/// would pass it is refused (RESOURCE_EXHAUSTED naming the limit) instead of waiting. The
+/// node then holds at most `total` + `maxWaiting` × window of request bytes.
 public final class InboundBudget: Sendable {
   /// The metadata key by which a call finds its stream's account (set by the transport,
   /// never by the client: any such header a client sends is removed).
@@ -21,6 +27,17 @@ public final class InboundBudget: Sendable {
 
   public let total: Int
   public let perAddress: Int
+  public let maxWaiting: Int
+  public let maxWaitingPerAddress: Int
+
+  /// What `reserve` decided.
+  public enum Admission: Equatable, Sendable {
+    case admitted
+    /// `resume` runs once the bytes are reserved.
+    case waiting
+    /// Too many streams wait already: the stream must fail, naming this limit.
+    case refused(String)
+  }
 
   private struct Account {
     let address: String
@@ -39,9 +56,11 @@ public final class InboundBudget: Sendable {
 
   private let state = Mutex(State())
 
-  public init(total: Int, perAddress: Int) {
+  public init(total: Int, perAddress: Int, maxWaiting: Int = 64, maxWaitingPerAddress: Int = 16) {
     self.total = total
     self.perAddress = min(perAddress, total)
+    self.maxWaiting = maxWaiting
+    self.maxWaitingPerAddress = min(maxWaitingPerAddress, maxWaiting)
   }
 
   /// Bytes reserved now (all streams), and streams waiting for room.
@@ -61,19 +80,29 @@ public final class InboundBudget: Sendable {
   public func admissible(_ bytes: Int) -> Bool { bytes <= perAddress }
 
   /// Reserves a message's bytes; if they do not fit now, remembers `resume`, which runs
-  /// (on any thread) once they are reserved, and returns false.
-  public func reserve(_ id: UInt64, _ bytes: Int, resume: @escaping @Sendable () -> Void) -> Bool {
-    let (admitted, resumes) = state.withLock { s -> (Bool, [(UInt64, @Sendable () -> Void)]) in
-      guard var account = s.accounts[id] else { return (true, []) }
+  /// (on any thread) once they are reserved, and says `.waiting` (or `.refused` when too
+  /// many streams wait already).
+  public func reserve(_ id: UInt64, _ bytes: Int, resume: @escaping @Sendable () -> Void) -> Admission {
+    let (admission, resumes) = state.withLock { s -> (Admission, [(UInt64, @Sendable () -> Void)]) in
+      guard var account = s.accounts[id] else { return (.admitted, []) }
       // Behind earlier waiters, in order; whatever fits now goes at once.
       account.waiting = (bytes, resume)
       s.accounts[id] = account
       s.waiters.append(id)
       let granted = grant(&s)
-      return (!s.waiters.contains(id), granted)
+      guard s.waiters.contains(id) else { return (.admitted, granted) }
+      let sameAddress = s.waiters.count { s.accounts[$0]?.address == account.address }
+      let refusal =
+        s.waiters.count > maxWaiting ? "max_buffered_bytes" : sameAddress > maxWaitingPerAddress ? "max_buffered_bytes_per_address" : nil
+      if let refusal {
+        s.waiters.removeAll { $0 == id }
+        s.accounts[id]?.waiting = nil
+        return (.refused(refusal), granted)
+      }
+      return (.waiting, granted)
     }
     for (other, r) in resumes where other != id { r() }
-    return admitted
+    return admission
   }
 
   /// The call took its oldest message.
@@ -160,6 +189,9 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   private var waiting = false
   private var readPending = false
   private var tagged = false
+  /// Response headers went out (a refusal is then trailers, not a trailers-only answer).
+  private var answered = false
+  private var refused = false
 
   public init(budget: InboundBudget) { self.budget = budget }
 
@@ -189,6 +221,7 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   }
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if refused { return }
     let frame = unwrapInboundIn(data)
     if !tagged, case .headers(var h) = frame, let id {
       tagged = true
@@ -199,6 +232,11 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
     }
     held.append(frame)
     if !waiting { drain(context, resumed: false) }
+  }
+
+  public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    if case .headers = unwrapOutboundIn(data) { answered = true }
+    context.write(data, promise: promise)
   }
 
   public func read(context: ChannelHandlerContext) {
@@ -247,11 +285,13 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let ctx = NIOLoopBound(context, eventLoop: loop)
-        let admitted = budget.reserve(id, size) {
-          loop.execute { handler.value.resume(ctx.value) }
-        }
-        if !admitted {
+        switch budget.reserve(id, size, resume: { loop.execute { handler.value.resume(ctx.value) } }) {
+        case .admitted: break
+        case .waiting:
           waiting = true
+          return false
+        case .refused(let limit):
+          refuse(context, limit: limit)
           return false
         }
       }
@@ -259,6 +299,26 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
       remaining = length
     }
     return true
+  }
+
+  /// Ends the call with RESOURCE_EXHAUSTED naming the limit, as gRPC trailers, and drops
+  /// the rest of its request.
+  private func refuse(_ context: ChannelHandlerContext, limit: String) {
+    refused = true
+    held = []
+    var headers = HPACKHeaders()
+    if !answered {
+      headers.add(name: ":status", value: "200")
+      headers.add(name: "content-type", value: "application/grpc")
+    }
+    headers.add(name: "grpc-status", value: "8")
+    headers.add(
+      name: "grpc-message",
+      value: "too many streams wait for room to buffer their requests (limit \(limit)); retry with backoff")
+    let written = context.eventLoop.makePromise(of: Void.self)
+    context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: written)
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
   }
 
   /// Room was made for the message the stream waited on: carry on where it stopped.

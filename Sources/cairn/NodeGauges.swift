@@ -7,8 +7,14 @@ import Foundation
 
 /// The state gauges of /metrics, refreshed before each scrape.
 enum NodeGauges {
-  static func install(metrics: NodeMetrics, store: DiskStore, node: ClusterNode?, notReady: @escaping @Sendable () async -> String?) {
+  static func install(
+    metrics: NodeMetrics, store: DiskStore, node: ClusterNode?, server: ContentServer, notReady: @escaping @Sendable () async -> String?
+  ) {
     metrics.addCollector { m in
+      let (buffered, waiting) = server.budget.usage
+      m.gauge("cairn_buffered_request_bytes", "Request bytes received and not yet taken by their calls (max_buffered_bytes)").set(to: Double(buffered))
+      m.gauge("cairn_streams_waiting_for_buffer", "Streams holding back their next message until there is room").set(to: Double(waiting))
+      m.gauge("cairn_connections_open", "TCP connections open on the client port (max_connections)").set(to: Double(server.admission.openConnections))
       let u = await store.usage()
       m.gauge("cairn_ingests_active", "Uploads open for writing on this node").set(to: Double(u.activeIngests))
       m.gauge("cairn_blobs_stored", "Blobs in this node's store").set(to: Double(u.blobs))

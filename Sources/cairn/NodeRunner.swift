@@ -92,7 +92,7 @@ struct NodeRunner {
     }
     node?.setUsageProvider(usage)
     node?.setSecurity(plan.securityDescription)
-    NodeGauges.install(metrics: metrics, store: store, node: node, notReady: notReady)
+    NodeGauges.install(metrics: metrics, store: store, node: node, server: server, notReady: notReady)
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
     var adminServer: AdminServer?

@@ -12,16 +12,6 @@ import Glibc
 /// tokens refuse who they should, limits name themselves, /metrics moves, /readyz flips,
 /// configs fail precisely. Real processes, real sockets, real certificates (openssl).
 @Suite(.serialized) struct OperationsTests {
-  /// Makes a token with `cairn token new`; (token, tokens_file line).
-  func newToken(_ client: String, _ permissions: String) async throws -> (String, String) {
-    let (status, out, err) = try await runCairn(["token", "new", client, "--permissions", permissions])
-    #expect(status == 0, "\(err)")
-    let lines = out.split(separator: "\n")
-    let token = String(lines[0].dropFirst("token: ".count))
-    let line = String(lines[1].dropFirst("tokens_file line: ".count))
-    return (token, line)
-  }
-
   @Test func tlsCertificatesAndTokensRefuseWhoTheyShould() async throws {
     let dir = try TemporaryDirectory("cairn-tls")
     let pki = try await TestPKI(in: dir.path + "/pki")
@@ -283,10 +273,11 @@ import Glibc
     // good environment value and a bad environment value under a good flag still start.
     let port = try freeLoopbackPorts(1)[0]
     try "listen = \"nowhere\"\n".write(toFile: dir.path + "/serve.toml", atomically: true, encoding: .utf8)
+    // The bad environment value goes to this process only: a setenv here would reach every
+    // node that parallel suites start meanwhile (they failed with exit 64 on a CI run).
     let node = ServerProcess(
-      dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)", extraArgs: ["--config", dir.path + "/serve.toml", "--log-format", "json"])
-    setenv("CAIRN_LOG_FORMAT", "yaml", 1)
-    defer { unsetenv("CAIRN_LOG_FORMAT") }
+      dataDir: dir.path + "/data", listen: "127.0.0.1:\(port)", extraArgs: ["--config", dir.path + "/serve.toml", "--log-format", "json"],
+      env: ["CAIRN_LOG_FORMAT": "yaml"])
     try await node.start()
     defer { node.signal(SIGKILL) }
     #expect(node.tcpAddress == "127.0.0.1:\(port)")

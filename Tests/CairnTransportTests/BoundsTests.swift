@@ -79,9 +79,9 @@ import Testing
     let a2 = budget.open(address: "a")
     let b = budget.open(address: "b")
     let resumed = Box()
-    #expect(budget.reserve(a, 50) {})
-    #expect(!budget.reserve(a2, 20) { resumed.value += 1 }, "a is at its share")
-    #expect(budget.reserve(b, 40) {}, "b is not held up by a's waiter")
+    #expect(budget.reserve(a, 50) {} == .admitted)
+    #expect(budget.reserve(a2, 20) { resumed.value += 1 } == .waiting, "a is at its share")
+    #expect(budget.reserve(b, 40) {} == .admitted, "b is not held up by a's waiter")
     budget.consumed(a)
     #expect(resumed.value == 1 && budget.usage == (60, 0))
     budget.close(a2)
@@ -91,6 +91,37 @@ import Testing
   }
 
   final class Box: @unchecked Sendable { var value = 0 }
+
+  /// Waiting streams are bounded (each still has an HTTP/2 window open): past the bound a
+  /// stream is refused with RESOURCE_EXHAUSTED trailers naming the limit, and drops its request.
+  @Test func tooManyWaitingStreamsAreRefused() throws {
+    let budget = InboundBudget(total: 100, perAddress: 100, maxWaiting: 1, maxWaitingPerAddress: 1)
+    let holder = budget.open(address: "x")
+    #expect(budget.reserve(holder, 100) {} == .admitted)
+    let waiter = budget.open(address: "y")
+    #expect(budget.reserve(waiter, 10) {} == .waiting)
+    #expect(budget.reserve(budget.open(address: "z"), 10) {} == .refused("max_buffered_bytes"))
+
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(BudgetedStreamHandler(budget: budget))
+    try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+    try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: HPACKHeaders([(":path", "/x.Y/Z")]))))
+    _ = try channel.readInbound(as: HTTP2Frame.FramePayload.self)
+    try channel.writeInbound(Self.data(Self.message(10)))
+    #expect(try channel.readInbound(as: HTTP2Frame.FramePayload.self) == nil, "the request is dropped")
+    guard case .headers(let trailers) = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) else {
+      Issue.record("no trailers")
+      return
+    }
+    #expect(trailers.endStream && trailers.headers.first(name: "grpc-status") == "8")
+    #expect(trailers.headers.first(name: "grpc-message")?.contains("max_buffered_bytes") == true)
+    #expect(trailers.headers.first(name: ":status") == "200", "a trailers-only answer: nothing was sent before")
+    channel.embeddedEventLoop.run()
+    #expect(!channel.isActive, "the stream is closed")
+    budget.close(holder)
+    budget.close(waiter)
+    #expect(budget.usage == (0, 0))
+  }
 
   @Test func connectionsAreCountedPerAddress() {
     var limits = ConnectionLimits()
