@@ -1,8 +1,12 @@
 import CairnCore
+import CairnTransport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOSSL
 import Synchronization
+import X509
 
 /// How a client proves itself and checks the server: TLS trust, an optional client
 /// certificate (mTLS: peers present their node certificate), an optional bearer token.
@@ -17,6 +21,26 @@ public struct ClientSecurity: Sendable, Hashable {
   public var verifyHostname = true
   /// Sent as `authorization: Bearer TOKEN` on every call.
   public var token: String?
+  /// Who the server must be, by its certificate's role: a node calling a peer checks that
+  /// the server at the peer's address *is* that peer (`cairn://peer/ID`), not merely a
+  /// holder of some certificate from the cluster CA (which would let anyone who takes over
+  /// an address, with a client's or a role-less certificate, serve it a cluster config).
+  public var serverRole: ServerRole?
+
+  public enum ServerRole: Sendable, Hashable {
+    /// The node with this id.
+    case peer(String)
+    /// Some node of the cluster (a seed to join through).
+    case anyPeer
+
+    func admits(_ role: CertificateRole?) -> Bool {
+      guard case .peer(let name) = role else { return false }
+      switch self {
+      case .peer(let expected): return name == expected
+      case .anyPeer: return true
+      }
+    }
+  }
 
   public init(caPath: String? = nil, certificatePath: String? = nil, keyPath: String? = nil, verifyHostname: Bool = true, token: String? = nil) {
     self.caPath = caPath
@@ -62,10 +86,12 @@ public struct ClientSecurity: Sendable, Hashable {
     if let certificatePath {
       guard let keyPath else { throw .invalidArgument("a client certificate needs its key (--tls-key)") }
       let reloader = FileCertificateReloader(certificatePath: certificatePath, keyPath: keyPath)
+      let check = try serverRole.map { role throws(ContentError) in try Self.roleCheck(role, caPath: caPath) }
       do {
         return try .mTLS(certificateReloader: reloader) {
           $0.trustRoots = roots
           $0.serverCertificateVerification = verify
+          if let check { $0.customVerificationCallback = check }
         }
       } catch {
         throw .invalidArgument("client certificate \(certificatePath) or key \(keyPath) cannot be loaded: \(error)")
@@ -74,6 +100,34 @@ public struct ClientSecurity: Sendable, Hashable {
     return .tls {
       $0.trustRoots = roots
       $0.serverCertificateVerification = verify
+    }
+  }
+
+  /// Verifies the server's chain against the CA (as BoringSSL would; a custom callback
+  /// replaces its check) and then its role.
+  static func roleCheck(_ role: ServerRole, caPath: String) throws(ContentError)
+    -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void
+  {
+    let roots: [Certificate]
+    do {
+      roots = try NIOSSLCertificate.fromPEMFile(caPath).map { try Certificate(derEncoded: try $0.toDERBytes()) }
+    } catch {
+      throw .invalidArgument("the CA \(caPath) cannot be read as PEM certificates: \(error)")
+    }
+    return { presented, promise in
+      let chain: [Certificate]
+      do { chain = try presented.map { try Certificate(derEncoded: try $0.toDERBytes()) } } catch {
+        promise.succeed(.failed)
+        return
+      }
+      guard let leaf = chain.first else { return promise.succeed(.failed) }
+      promise.completeWithTask {
+        var verifier = Verifier(rootCertificates: CertificateStore(roots)) { RFC5280Policy(validationTime: Date()) }
+        guard case .validCertificate = await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst())) else {
+          return .failed
+        }
+        return role.admits(CertificateRole.from(uris: CertificateURIs.of(leaf))) ? .certificateVerified(VerificationMetadata(nil)) : .failed
+      }
     }
   }
 

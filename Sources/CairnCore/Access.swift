@@ -160,6 +160,12 @@ public struct TokenTable: Sendable, Hashable {
 
   public func grant(forToken token: String) -> Grant? { grants[Self.hash(of: token)] }
 
+  /// A token's grant and its hash (what identifies the token without revealing it).
+  public func entry(forToken token: String) -> (hash: String, grant: Grant)? {
+    let hash = Self.hash(of: token)
+    return grants[hash].map { (hash, $0) }
+  }
+
   /// A new random token (256 bits, URL-safe) and the file line that grants it.
   public static func newToken(client: String, permissions: [Permission]) -> (token: String, line: String) {
     var rng = SystemRandomNumberGenerator()

@@ -49,15 +49,25 @@ public enum LabelRules {
     if holders > limits.maxHoldersPerBlob {
       throw .resourceExhausted("\(holders) clients hold the blob, over the limit max_holders_per_blob = \(limits.maxHoldersPerBlob)")
     }
-    let bytes = try metadataBytes(labels)
+    // Labels may not take the room holds need: taking a hold (a client's Info, its upload
+    // of the same bytes) must never fail because of other clients' labels.
+    let reserve = limits.maxHoldersPerBlob * holdBytes
+    let labelBytes = try metadataBytes(holders == 0 ? labels : labels.filter { !$0.key.hasPrefix(ScopedStore.holderPrefix) })
+    if labelBytes > limits.maxMetadataBytes - metadataEnvelopeBytes - reserve {
+      throw .invalidArgument(
+        "the blob's labels would take \(labelBytes) bytes encoded, over the limit max_metadata_bytes = \(limits.maxMetadataBytes) (less \(reserve) kept for \(limits.maxHoldersPerBlob) holds and \(metadataEnvelopeBytes) for the rest)")
+    }
+    let bytes = holders == 0 ? labelBytes : try metadataBytes(labels)
     if bytes > limits.maxMetadataBytes - metadataEnvelopeBytes {
       throw .invalidArgument(
-        "the blob's labels would take \(bytes) bytes encoded, over the limit max_metadata_bytes = \(limits.maxMetadataBytes) (less \(metadataEnvelopeBytes) for the rest of its metadata)")
+        "the blob's metadata would take \(bytes) bytes encoded, over the limit max_metadata_bytes = \(limits.maxMetadataBytes)")
     }
   }
 
   /// Room in a metadata file for what is not a label (its update time, the JSON around).
   public static let metadataEnvelopeBytes = 128
+  /// One hold, encoded: `"cairn.io/holder.<64-byte client>":"<RFC 3339 time>",` is 116.
+  public static let holdBytes = 128
 
   /// The labels as stored: JSON with sorted keys (what `meta/` files hold). Escaping makes
   /// this up to six times the raw size, which is why the limit is on the encoded form.

@@ -57,6 +57,9 @@ final class PeerClients: Sendable {
     let entry = try entries.withLock { e throws(ContentError) -> Entry in
       if let existing = e[id] { return existing }
       let transport: HTTP2ClientTransport.Posix
+      // With TLS, the server at a peer's address must be that peer (its certificate's role).
+      var security = self.security
+      if security.caPath != nil { security.serverRole = .peer(id.name) }
       do {
         transport = try ContentClient.makeTransport(
           address, keepalive: Self.keepalive, keepaliveTimeout: Self.keepaliveTimeout, backoff: Self.backoff, security: security)

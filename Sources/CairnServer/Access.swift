@@ -2,8 +2,8 @@ import CairnCore
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import CairnTransport
 import Synchronization
-import X509
 
 /// The authenticated caller of the call being served, handed to the handlers (and every
 /// task they start) as a task-local by `AccessInterceptor`.
@@ -74,9 +74,9 @@ public final class AccessControl: Sendable {
     public var maxActiveIngestsPerClient: Int = 256
     /// Watches (seed Status, health Watch) one identity may have open at once.
     public var maxWatchesPerClient: Int = 64
-    /// A Write stream whose client sends nothing for this long ends (its ingest stays,
-    /// resumable); a watch with nothing to say for this long ends.
-    public var writeIdleSeconds: Double = 120
+    /// A call waiting this long for its client's next request message ends (an upload's
+    /// ingest stays, resumable); a watch with nothing to say for this long ends.
+    public var requestIdleSeconds: Double = 120
     public var watchIdleSeconds: Double = 600
     public init() {}
   }
@@ -125,19 +125,29 @@ public final class AccessControl: Sendable {
     var grant: Grant?
     var key = ""
     if let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate,
-      let role = CertificateRole.from(uris: Self.uris(of: certificate))
+      let role = CertificateRole.from(uris: CertificateURIs.of(certificate))
     {
       grant = role.grant
       key = "certificate:\(role.uri)"
     } else if let auth = metadata[stringValues: "authorization"].first(where: { _ in true }) {
       let parts = auth.split(separator: " ", maxSplits: 1)
-      guard parts.count == 2, parts[0].lowercased() == "bearer", let g = self.grant(forToken: String(parts[1])) else {
+      guard parts.count == 2, parts[0].lowercased() == "bearer", let (hash, g) = tokens.withLock({ $0 })?.entry(forToken: String(parts[1]))
+      else {
         throw RPCError(code: .unauthenticated, message: "the bearer token is not valid on this node")
       }
       grant = g
-      key = "token:\(g.permissions.contains(.peer) ? "peer/" : "")\(g.name)"
+      // Each token is an identity of its own (two `*` tokens are two callers), named by
+      // its grant and the start of its hash.
+      key = "token:\(g.permissions.contains(.peer) ? "peer/" : "")\(g.name)#\(hash.dropFirst("sha256:".count).prefix(12))"
     }
     guard let grant else {
+      // An anonymous caller is nobody in particular: it may not pick a client's view (and
+      // with it that client's labels and holds).
+      if let named {
+        throw RPCError(
+          code: .permissionDenied,
+          message: "a caller without a credential may not act as client \(named) (\(ClientScope.header) header): authenticate as that client")
+      }
       return CallContext(
         grant: Grant(client: nil, permissions: settings.anonymousPermissions), scope: named, key: "anonymous@\(address)",
         limited: true, trusted: false)
@@ -155,11 +165,6 @@ public final class AccessControl: Sendable {
   /// The host part of gRPC's `ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` peer description.
   static func address(of remotePeer: String) -> String {
     remotePeer.split(separator: ":").dropFirst().dropLast().joined(separator: ":")
-  }
-
-  static func uris(of certificate: Certificate) -> [String] {
-    guard let names = try? certificate.extensions.subjectAlternativeNames else { return [] }
-    return names.compactMap { if case .uniformResourceIdentifier(let u) = $0 { u } else { nil } }
   }
 
   func authorize(_ caller: CallContext, method: String) throws {
@@ -193,9 +198,29 @@ public final class AccessControl: Sendable {
     case watch = "max_watches_per_client"
   }
 
-  /// Counts one more open stream of `kind` for the caller; the caller must call `end`.
-  func begin(_ kind: Held, _ caller: CallContext) throws {
-    guard caller.limited else { return }
+  /// One open stream counted for its caller until the slot is gone: held by the call's
+  /// response producer, so a call cancelled before it ever ran (its producer dropped
+  /// unrun) gives its slot back too.
+  final class Slot: Sendable {
+    let access: AccessControl
+    let kind: Held
+    let caller: CallContext
+    init(_ access: AccessControl, _ kind: Held, _ caller: CallContext) {
+      self.access = access
+      self.kind = kind
+      self.caller = caller
+    }
+    deinit { access.end(kind, caller) }
+  }
+
+  /// Counts one more open stream of `kind` for the caller, for as long as the slot lives.
+  func slot(_ kind: Held, _ caller: CallContext) throws -> Slot? {
+    guard caller.limited else { return nil }
+    try begin(kind, caller)
+    return Slot(self, kind, caller)
+  }
+
+  private func begin(_ kind: Held, _ caller: CallContext) throws {
     let limit = kind == .upload ? settings.maxActiveIngestsPerClient : settings.maxWatchesPerClient
     let slot = "\(kind.rawValue) \(caller.key)"
     let admitted = open.withLock { w -> Bool in
@@ -212,8 +237,7 @@ public final class AccessControl: Sendable {
     }
   }
 
-  func end(_ kind: Held, _ caller: CallContext) {
-    guard caller.limited else { return }
+  private func end(_ kind: Held, _ caller: CallContext) {
     let slot = "\(kind.rawValue) \(caller.key)"
     open.withLock { w in
       let n = w[slot, default: 1] - 1

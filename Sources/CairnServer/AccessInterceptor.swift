@@ -15,15 +15,13 @@ struct AccessInterceptor: ServerInterceptor {
   /// The node's bound on buffered request bytes: each message the call takes is reported.
   let budget: InboundBudget?
 
-  /// Streams whose requests come from the caller bit by bit: idle while the handler waits
-  /// for the caller's next message.
-  static let uploads: Set<String> = ["Write", "OwnerWrite", "Replicate", "MirrorIngest"]
   static let watches: Set<String> = ["containerd.v1.Content/Status", "grpc.health.v1.Health/Watch"]
 
   func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>, context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
+    let access = self.access
     let method = context.descriptor.fullyQualifiedMethod
     let caller = try access.authenticate(
       metadata: request.metadata, context: context, socketClient: socketClient, isUnixSocket: isUnixSocket)
@@ -31,11 +29,12 @@ struct AccessInterceptor: ServerInterceptor {
     if Permission.required(forMethod: method) != nil { try access.admitRequest(caller) }
     let held: AccessControl.Held? =
       context.descriptor.method == "Write" ? .upload : Self.watches.contains(method) ? .watch : nil
-    if let held { try access.begin(held, caller) }
+    let slot = try held.flatMap { try access.slot($0, caller) }
     var request = request
-    let idle: (clock: IdleClock, seconds: Double, limit: String)? =
-      Self.uploads.contains(context.descriptor.method) && access.settings.writeIdleSeconds > 0
-      ? (IdleClock(idle: false), access.settings.writeIdleSeconds, "write_idle_timeout") : nil
+    // Every call is idle while it waits for its client's next request message: an upload
+    // between chunks, any call whose client announced a message and trickles it.
+    let idle: (clock: IdleClock, seconds: Double)? =
+      access.settings.requestIdleSeconds > 0 ? (IdleClock(idle: false), access.settings.requestIdleSeconds) : nil
     let account = request.metadata[stringValues: InboundBudget.header].first(where: { _ in true }).flatMap(UInt64.init)
     request.metadata.removeAllValues(forKey: InboundBudget.header)
     var taken: (@Sendable () -> Void)?
@@ -43,28 +42,29 @@ struct AccessInterceptor: ServerInterceptor {
     if idle != nil || taken != nil {
       request.messages = RPCAsyncSequence(wrapping: TrackedMessages(base: request.messages, clock: idle?.clock, taken: taken))
     }
-    let access = self.access
-    // Streaming handlers run in the response's producer, after `next` returns.
-    var response: StreamingServerResponse<Output>
-    do {
-      response = try await CallContext.$current.withValue(caller) { try await next(request, context) }
-    } catch {
-      if let held { access.end(held, caller) }
-      throw error
+    // Streaming handlers run in the response's producer, after `next` returns; the slot
+    // lives as long as that producer (or this call, if there is none).
+    var response = try await CallContext.$current.withValue(caller) { [request] in
+      guard let idle else { return try await next(request, context) }
+      // A unary call's request is read here, before the response exists. (The limit's
+      // task group ends before this returns, so `next` does not really escape.)
+      return try await withoutActuallyEscaping(next) { next in
+        try await withIdleLimit(idle.seconds, limit: "request_idle_timeout", clock: idle.clock) { try await next(request, context) }
+      }
     }
     switch response.accepted {
     case .success(var contents):
       let producer = contents.producer
       contents.producer = { writer in
-        defer { if let held { access.end(held, caller) } }
+        withExtendedLifetime(slot) {}
         return try await CallContext.$current.withValue(caller) {
           guard let idle else { return try await producer(writer) }
-          return try await withIdleLimit(idle.seconds, limit: idle.limit, clock: idle.clock) { try await producer(writer) }
+          return try await withIdleLimit(idle.seconds, limit: "request_idle_timeout", clock: idle.clock) { try await producer(writer) }
         }
       }
       response.accepted = .success(contents)
     case .failure:
-      if let held { access.end(held, caller) }
+      break
     }
     return response
   }

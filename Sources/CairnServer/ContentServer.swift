@@ -104,11 +104,7 @@ public final class ContentServer: Service, Sendable {
     if let tcp = listen.tcp {
       addresses.append((tcp.host.contains(":") ? .ipv6(host: tcp.host, port: tcp.port) : .ipv4(host: tcp.host, port: tcp.port), nil, listen.tls))
     }
-    if let path = listen.unixPath {
-      // A socket file left by a previous run would make bind fail.
-      unlink(path)
-      addresses.append((.unixDomainSocket(path: path), listen.unixClient, nil))
-    }
+    if let path = listen.unixPath { addresses.append((.unixDomainSocket(path: path), listen.unixClient, nil)) }
     servers = addresses.map { address, client, tls in
       GRPCServer(
         transport: HTTP2ServerTransport.Posix(
@@ -184,6 +180,14 @@ public final class ContentServer: Service, Sendable {
   }
 
   public func run() async throws {
+    if let unixPath {
+      // A socket another process listens on is not ours to take; one a previous run left
+      // behind would make bind fail.
+      if UnixSocket.accepts(unixPath) {
+        throw ContentError.failedPrecondition("the unix socket \(unixPath) is in use by another process (a node or an agent listening on it)")
+      }
+      unlink(unixPath)
+    }
     try await withGracefulShutdownHandler {
       try await withThrowingDiscardingTaskGroup { group in
         for server in servers {
@@ -218,5 +222,23 @@ public final class ContentServer: Service, Sendable {
     health.shutDown()
     watches.closeAll()
     for server in servers { server.beginGracefulShutdown() }
+  }
+}
+
+enum UnixSocket {
+  /// Whether something accepts connections on the socket at `path`.
+  static func accepts(_ path: String) -> Bool {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      for (i, b) in bytes.enumerated() { raw[i] = b }
+    }
+    let size = socklen_t(MemoryLayout<sockaddr_un>.size)
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) } } == 0
   }
 }

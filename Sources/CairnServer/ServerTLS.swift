@@ -2,6 +2,7 @@ import CairnCore
 import Crypto
 import Foundation
 import NIOCore
+import CairnTransport
 import NIOSSL
 import Synchronization
 import X509
@@ -62,7 +63,7 @@ public final class ServerTLS: Sendable {
     }
     do {
       let certificate = try Certificate(pemEncoded: String(text[..<end.upperBound]))
-      return CertificateRole.from(uris: AccessControl.uris(of: certificate))
+      return CertificateRole.from(uris: CertificateURIs.of(certificate))
     } catch {
       throw .invalidArgument("\(path): not a certificate (\(error))")
     }

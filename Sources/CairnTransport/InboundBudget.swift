@@ -56,7 +56,7 @@ public final class InboundBudget: Sendable {
 
   private let state = Mutex(State())
 
-  public init(total: Int, perAddress: Int, maxWaiting: Int = 64, maxWaitingPerAddress: Int = 16) {
+  public init(total: Int, perAddress: Int, maxWaiting: Int = 16, maxWaitingPerAddress: Int = 4) {
     self.total = total
     self.perAddress = min(perAddress, total)
     self.maxWaiting = maxWaiting
@@ -189,9 +189,10 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   private var waiting = false
   private var readPending = false
   private var tagged = false
-  /// Response headers went out (a refusal is then trailers, not a trailers-only answer).
+  /// Response headers went out (a refusal is then trailers, not a trailers-only answer);
+  /// the call is over (trailers sent): nothing more is read.
   private var answered = false
-  private var refused = false
+  private var over = false
 
   public init(budget: InboundBudget) { self.budget = budget }
 
@@ -221,7 +222,7 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   }
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if refused { return }
+    if over { return }
     let frame = unwrapInboundIn(data)
     if !tagged, case .headers(var h) = frame, let id {
       tagged = true
@@ -235,12 +236,33 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   }
 
   public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    if case .headers = unwrapOutboundIn(data) { answered = true }
+    guard case .headers(let h) = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+    answered = true
+    guard h.endStream else { return context.write(data, promise: promise) }
+    // The call's trailers: it is over. What its client still sends (a refused caller may go
+    // on sending) is dropped, neither buffered nor counted, and a stream its client keeps
+    // open is reset a moment later (at once, clients report the reset instead of the status).
+    finish(context)
     context.write(data, promise: promise)
   }
 
+  /// How long a stream whose call is over may stay open for its client to see the trailers.
+  static let lingerAfterTrailers: TimeAmount = .seconds(1)
+
+  private func finish(_ context: ChannelHandlerContext) {
+    over = true
+    waiting = false
+    release()
+    if readPending {
+      readPending = false
+      context.read()
+    }
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.eventLoop.scheduleTask(in: Self.lingerAfterTrailers) { bound.value.close(promise: nil) }
+  }
+
   public func read(context: ChannelHandlerContext) {
-    if waiting {
+    if waiting && !over {
       readPending = true
     } else {
       context.read()
@@ -304,7 +326,6 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
   /// Ends the call with RESOURCE_EXHAUSTED naming the limit, as gRPC trailers, and drops
   /// the rest of its request.
   private func refuse(_ context: ChannelHandlerContext, limit: String) {
-    refused = true
     held = []
     var headers = HPACKHeaders()
     if !answered {
@@ -315,10 +336,8 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
     headers.add(
       name: "grpc-message",
       value: "too many streams wait for room to buffer their requests (limit \(limit)); retry with backoff")
-    let written = context.eventLoop.makePromise(of: Void.self)
-    context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: written)
-    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-    written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+    context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+    finish(context)
   }
 
   /// Room was made for the message the stream waited on: carry on where it stopped.

@@ -93,7 +93,7 @@ struct NodePlan {
     access.requestsPerSecondPerClient = try s.double("max_requests_per_second_per_client", min: 0) ?? access.requestsPerSecondPerClient
     access.requestBurstPerClient = try s.double("request_burst_per_client", min: 1) ?? access.requestBurstPerClient
     access.maxWatchesPerClient = try s.int("max_watches_per_client", min: 0) ?? access.maxWatchesPerClient
-    access.writeIdleSeconds = try s.double("write_idle_timeout", min: 0) ?? access.writeIdleSeconds
+    access.requestIdleSeconds = try s.double("request_idle_timeout", min: 0) ?? access.requestIdleSeconds
     access.watchIdleSeconds = try s.double("watch_idle_timeout", min: 0) ?? access.watchIdleSeconds
     connections.maxConnections = try s.int("max_connections", min: 1) ?? connections.maxConnections
     connections.maxConnectionsPerAddress = try s.int("max_connections_per_address", min: 1) ?? connections.maxConnectionsPerAddress
@@ -218,7 +218,12 @@ struct NodePlan {
       case nil: problems.append("tls_cert has no Cairn role (a SAN URI \(CertificateRole.peer(id).uri); `cairn certs issue --role peer \(id)`)")
       }
     }
-    if let peerToken {
+    if let tcp, !Self.isLoopback(tcp.host), !insecure {
+      // A token alone would travel to whoever answers at a peer's address (in clear
+      // without TLS): beyond loopback, nodes prove themselves with certificates.
+      problems.append(
+        "beyond loopback peers authenticate with certificates whose role is \(CertificateRole.peer(id).uri) (`cairn certs init`; tls_cert, tls_key, tls_ca)")
+    } else if let peerToken {
       let grant = tokens?.grant(forToken: peerToken)
       if grant?.peer == id { return }
       problems.append("peer_token is not granted to peer \(id) in tokens_file (a line `\(id) peer sha256:...`, from `cairn token new \(id) --permissions peer`)")

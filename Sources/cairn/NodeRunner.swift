@@ -221,7 +221,9 @@ struct NodeRunner {
     let deadline = Date().addingTimeInterval(60)
     while true {
       do {
-        let m = try await ContentClient.with(address: seed, security: plan.peerSecurity) {
+        var security = plan.peerSecurity
+        if security.caPath != nil { security.serverRole = .anyPeer }
+        let m = try await ContentClient.with(address: seed, security: security) {
           try await $0.changeMembership(add: [id.name: address], remove: [])
         }
         print("cairn: joined the cluster through \(seed): config epoch \(m.epoch), \(m.peers.count) nodes")

@@ -54,7 +54,7 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Requests per second per client (default 10000; 0 = no limit).") var maxRequestsPerSecondPerClient: String?
   @Option(help: "Burst of the per-client request rate (default 20000).") var requestBurstPerClient: String?
   @Option(help: "Watches one identity may have open (default 64).") var maxWatchesPerClient: String?
-  @Option(help: "Seconds an upload may wait for its client's next message (default 120; 0 = never).") var writeIdleTimeout: String?
+  @Option(help: "Seconds a call may wait for its client's next request message (default 120; 0 = never).") var requestIdleTimeout: String?
   @Option(help: "Seconds a seed Status watch may have nothing to send (default 600; 0 = never).") var watchIdleTimeout: String?
   @Option(help: "TCP connections open at once (default 4096).") var maxConnections: String?
   @Option(help: "TCP connections from one address (default 128).") var maxConnectionsPerAddress: String?
@@ -97,7 +97,7 @@ struct Serve: AsyncParsableCommand {
       "shutdown_grace": shutdownGrace, "io_threads": ioThreads, "tls_cert": tlsCert, "tls_key": tlsKey, "tls_ca": tlsCa,
       "tls_require_client_cert": tlsRequireClientCert, "tls_reload_interval": tlsReloadInterval, "tokens_file": tokensFile,
       "peer_token": peerToken, "insecure": insecure ? "true" : nil, "anonymous_permissions": anonymousPermissions,
-      "max_watches_per_client": maxWatchesPerClient, "write_idle_timeout": writeIdleTimeout,
+      "max_watches_per_client": maxWatchesPerClient, "request_idle_timeout": requestIdleTimeout,
       "watch_idle_timeout": watchIdleTimeout, "max_connections": maxConnections,
       "max_connections_per_address": maxConnectionsPerAddress, "handshake_timeout": handshakeTimeout,
       "connection_idle_timeout": connectionIdleTimeout, "connection_max_age": connectionMaxAge,

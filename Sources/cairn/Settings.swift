@@ -48,7 +48,7 @@ enum OptionCatalog {
     .init(key: "max_requests_per_second_per_client", kind: .number, defaultText: "10000", help: "Requests per second one identity may make (token bucket); 0 = no limit. Peers and the unix socket are exempt.", section: "Limits"),
     .init(key: "request_burst_per_client", kind: .number, defaultText: "20000", help: "Burst of the per-client request rate.", section: "Limits"),
     .init(key: "max_watches_per_client", kind: .int, defaultText: "64", help: "Watches (seed Status, health Watch) one identity may have open at once; 0 = no limit.", section: "Limits"),
-    .init(key: "write_idle_timeout", kind: .number, defaultText: "120", help: "Seconds an upload stream may wait for its client's next message before it is ended (UNAVAILABLE; the ingest stays, resumable); 0 = never.", section: "Limits"),
+    .init(key: "request_idle_timeout", kind: .number, defaultText: "120", help: "Seconds a call may wait for its client's next request message (an upload's next chunk, a call's request) before it is ended (UNAVAILABLE; an upload's ingest stays, resumable); 0 = never.", section: "Limits"),
     .init(key: "watch_idle_timeout", kind: .number, defaultText: "600", help: "Seconds a seed Status watch may have nothing to send before it is ended; 0 = never.", section: "Limits"),
     .init(key: "max_connections", kind: .int, defaultText: "4096", help: "TCP connections open at once on the client port; more are closed at once.", section: "Limits"),
     .init(key: "max_connections_per_address", kind: .int, defaultText: "128", help: "TCP connections open at once from one remote address.", section: "Limits"),

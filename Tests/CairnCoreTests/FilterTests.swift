@@ -92,6 +92,13 @@ import Testing
     let holds = Dictionary(uniqueKeysWithValues: (0..<4).map { ("cairn.io/holder.c\($0)", "t") })
     #expect(throws: ContentError.self) { try LabelRules.validateStored(holds, limits: limits) }
     try LabelRules.validateStored(holds.filter { $0.key != "cairn.io/holder.c0" }, limits: limits)
+    // Labels never take the room holds need: labels up to their share, then every hold fits.
+    let room = limits.maxMetadataBytes - LabelRules.metadataEnvelopeBytes - limits.maxHoldersPerBlob * LabelRules.holdBytes
+    var filling = Dictionary(uniqueKeysWithValues: (0..<(room / 4020)).map { ("f\($0)", String(repeating: "x", count: 4000)) })
+    #expect(try LabelRules.metadataBytes(filling) > room - 4100, "the labels fill their share")
+    try LabelRules.validateStored(filling, limits: limits)
+    for i in 0..<3 { filling["cairn.io/holder.\(String(repeating: "c", count: 63))\(i)"] = Timestamp.now().description }
+    try LabelRules.validateStored(filling, limits: limits)
     // A client's label may carry its scope prefix on top of containerd's 4096 bytes.
     let scoped = "cairn.io/label/\(String(repeating: "c", count: 64))/k"
     try LabelRules.validateStored([scoped: String(repeating: "v", count: 4095)], limits: limits)

@@ -171,7 +171,7 @@ import Glibc
 
   /// 1,000 idle Write streams, each under another `cairn-client` header, count as one
   /// identity (their token); a normal client's upload on the same node goes through, and
-  /// an idle stream ends after write_idle_timeout, freeing its ref.
+  /// an idle stream ends after request_idle_timeout, freeing its ref.
   @Test func idleStreamsWithRotatingHeadersDoNotStarveOthers() async throws {
     let dir = try TemporaryDirectory("cairn-idle")
     let (attackerToken, attackerLine) = try await newToken("*", "read,write")
@@ -181,7 +181,7 @@ import Glibc
     let node = ServerProcess(
       dataDir: dir.path + "/data",
       extraArgs: [
-        "--tokens-file", tokens, "--max-active-ingests", "64", "--max-active-ingests-per-client", "16", "--write-idle-timeout", "3",
+        "--tokens-file", tokens, "--max-active-ingests", "64", "--max-active-ingests-per-client", "16", "--request-idle-timeout", "3",
       ])
     try await node.start()
     defer { node.signal(SIGKILL) }
@@ -216,11 +216,11 @@ import Glibc
       try await group.waitForAll()
     }
     // Each stream ended one of two ways: refused by the attacker's own share, or ended
-    // after write_idle_timeout once it fell silent (streams that reached the node after
+    // after request_idle_timeout once it fell silent (streams that reached the node after
     // earlier ones timed out got their turn, then timed out too).
     let refused = outcomes.errors.filter { $0.code == .resourceExhausted && $0.message.contains("max_active_ingests_per_client") }
-    let idle = outcomes.errors.filter { $0.code == .unavailable && $0.message.contains("write_idle_timeout") }
-    #expect(refused.count + idle.count == 1000, "others: \(outcomes.errors.filter { !$0.message.contains("max_active_ingests_per_client") && !$0.message.contains("write_idle_timeout") }.prefix(3))")
+    let idle = outcomes.errors.filter { $0.code == .unavailable && $0.message.contains("request_idle_timeout") }
+    #expect(refused.count + idle.count == 1000, "others: \(outcomes.errors.filter { !$0.message.contains("max_active_ingests_per_client") && !$0.message.contains("request_idle_timeout") }.prefix(3))")
     #expect(refused.count >= 900 && idle.count >= 16, "refused \(refused.count), idle \(idle.count)")
   }
 
@@ -312,11 +312,63 @@ import Glibc
     defer { node.signal(SIGKILL) }
     let (status, _, err) = try await runCairn(["serve", "--data", dir.path + "/data", "--listen", "127.0.0.1:0"])
     #expect(status != 0 && err.contains("in use by process \(node.process.processIdentifier)"), "\(status) \(err)")
+    // Nor may another node take its unix socket: it exits, and the first keeps serving there.
+    let (s2, _, e2) = try await runCairn(["serve", "--data", dir.path + "/other", "--listen", "none", "--unix", node.unixPath])
+    #expect(s2 != 0 && e2.contains("in use by another process"), "\(s2) \(e2)")
+    try await waitUntil("the first node still serves on its socket") {
+      try await ContentClient.with(address: node.unixAddress) { try await $0.isServing() }
+    }
     // Once the first is gone (even killed), the directory is free.
     await node.stop(SIGKILL)
     let again = ServerProcess(dataDir: dir.path + "/data")
     try await again.start()
     again.signal(SIGKILL)
+  }
+
+  /// Limits count per credential: two `*` tokens are two callers; an anonymous caller (where
+  /// anonymous reads are allowed) may not borrow a client's view by naming it.
+  @Test func limitsCountPerCredentialAndAnonymousIsNobody() async throws {
+    let dir = try TemporaryDirectory("cairn-keys")
+    let (first, firstLine) = try await newToken("*", "read")
+    let (second, secondLine) = try await newToken("*", "read")
+    let tokens = dir.path + "/tokens"
+    try "\(firstLine)\n\(secondLine)\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+    let node = ServerProcess(
+      dataDir: dir.path + "/data",
+      extraArgs: [
+        "--tokens-file", tokens, "--anonymous-permissions", "read", "--max-requests-per-second-per-client", "0.001",
+        "--request-burst-per-client", "3",
+      ])
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    func calls(_ security: ClientSecurity, _ n: Int) async -> [ContentError.Code?] {
+      var out: [ContentError.Code?] = []
+      for _ in 0..<n { out.append(await code { _ = try await ContentClient.with(address: node.tcpAddress, security: security) { try await $0.listStatuses() } }) }
+      return out
+    }
+    #expect(await calls(ClientSecurity(token: first), 4) == [nil, nil, nil, .resourceExhausted], "the first token's burst, then its rate")
+    #expect(await calls(ClientSecurity(token: second), 3) == [nil, nil, nil], "the second token is another caller")
+    let named = await code { _ = try await ContentClient.with(address: node.tcpAddress, client: "alice", security: .none) { try await $0.listStatuses() } }
+    #expect(named == .permissionDenied, "an anonymous caller may not act as client alice")
+    #expect(await calls(.none, 1) == [nil], "anonymous reads as itself")
+  }
+
+  /// A node calling a peer checks the server is that peer (its certificate's role), not
+  /// merely a holder of a certificate from the cluster CA.
+  @Test func aNodeKnowsWhomItCalls() async throws {
+    let dir = try TemporaryDirectory("cairn-server-role")
+    let pki = try await TestPKI(in: dir.path + "/pki", nodes: ["n1", "n2"])
+    let node = ServerProcess(dataDir: dir.path + "/data", extraArgs: pki.nodeArgs("n1"))
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    func asPeer(_ expected: ClientSecurity.ServerRole) async -> ContentError.Code? {
+      var s = ClientSecurity(caPath: pki.ca, certificatePath: pki.peerCert("n2"), keyPath: pki.peerKey("n2"), verifyHostname: false)
+      s.serverRole = expected
+      return await code { _ = try await ContentClient.with(address: node.tcpAddress, security: s) { try await $0.isServing() } }
+    }
+    #expect(await asPeer(.peer("n1")) == nil, "n1 is n1")
+    #expect(await asPeer(.anyPeer) == nil)
+    #expect(await asPeer(.peer("n2")) == .unavailable, "the server at n2's address must be n2: the handshake fails")
   }
 
   // MARK: Finding 7: the admin port

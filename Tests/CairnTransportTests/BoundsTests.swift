@@ -72,6 +72,27 @@ import Testing
     #expect(budget.usage == (0, 0), "the stream's reservations are released at its end")
   }
 
+  /// A call that is over (its trailers went out: a refused caller, an error) releases what
+  /// its stream reserved and closes the stream, whatever its client goes on sending.
+  @Test func aFinishedCallReleasesAndClosesItsStream() throws {
+    let budget = InboundBudget(total: 100, perAddress: 100)
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(BudgetedStreamHandler(budget: budget))
+    try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+    try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: HPACKHeaders([(":path", "/x.Y/Z")]))))
+    _ = try channel.readInbound(as: HTTP2Frame.FramePayload.self)
+    // A length prefix announcing 90 bytes, then nothing: reserved, never taken.
+    try channel.writeInbound(Self.data(Array(Self.message(90)[0..<7])))
+    #expect(try channel.readInbound(as: HTTP2Frame.FramePayload.self) != nil)
+    #expect(budget.usage.bytes == 95)
+    try channel.writeOutbound(HTTP2Frame.FramePayload.headers(.init(headers: HPACKHeaders([("grpc-status", "16")]), endStream: true)))
+    #expect(budget.usage == (0, 0), "released when the call ended")
+    try channel.writeInbound(Self.data(Self.message(50)))
+    #expect(try channel.readInbound(as: HTTP2Frame.FramePayload.self) == nil && budget.usage == (0, 0), "what the client still sends is dropped")
+    channel.embeddedEventLoop.advanceTime(by: BudgetedStreamHandler.lingerAfterTrailers)
+    #expect(!channel.isActive, "and the stream is closed")
+  }
+
   /// Shares per address: one address at its share waits while another is admitted.
   @Test func oneAddressCannotTakeEveryoneElsesRoom() {
     let budget = InboundBudget(total: 100, perAddress: 60)
@@ -116,8 +137,9 @@ import Testing
     #expect(trailers.endStream && trailers.headers.first(name: "grpc-status") == "8")
     #expect(trailers.headers.first(name: "grpc-message")?.contains("max_buffered_bytes") == true)
     #expect(trailers.headers.first(name: ":status") == "200", "a trailers-only answer: nothing was sent before")
-    channel.embeddedEventLoop.run()
-    #expect(!channel.isActive, "the stream is closed")
+    #expect(channel.isActive, "open a moment, for the client to take its status")
+    channel.embeddedEventLoop.advanceTime(by: BudgetedStreamHandler.lingerAfterTrailers)
+    #expect(!channel.isActive, "then the stream is closed")
     budget.close(holder)
     budget.close(waiter)
     #expect(budget.usage == (0, 0))
