@@ -65,6 +65,7 @@ public struct ContentError: Error, Hashable, Sendable, CustomStringConvertible {
   public static func unimplemented(_ m: String) -> Self { .init(.unimplemented, m) }
   public static func cancelled(_ m: String) -> Self { .init(.cancelled, m) }
   public static func permissionDenied(_ m: String) -> Self { .init(.permissionDenied, m) }
+  public static func deadlineExceeded(_ m: String) -> Self { .init(.deadlineExceeded, m) }
 }
 
 extension ContentError {

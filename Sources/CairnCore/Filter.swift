@@ -1,6 +1,12 @@
+import Synchronization
+
 /// containerd's filter language (filters.ParseAll): each string is a conjunction of
 /// comma-separated selectors `fieldpath[(==|!=|~=)value]`; several strings are OR-ed.
 /// Field paths are dot-separated fields, each a plain name or a quoted string.
+///
+/// `~=` patterns run in linear time (LinearRegex, Go's RE2 semantics), and all the matching
+/// one parsed filter does shares `Limits.maxFilterWork`: past it every further match is
+/// false and `exhausted` says so, which the List adapters turn into DEADLINE_EXCEEDED.
 public struct Filter: Sendable {
   public enum Operator: Sendable, Hashable { case present, equal, notEqual, matches }
 
@@ -8,19 +14,50 @@ public struct Filter: Sendable {
     public var fieldPath: [String]
     public var op: Operator
     public var value: String
-    let regex: RegexBox?
+    let regex: LinearRegex?
   }
 
   /// OR of ANDs. Empty means "match everything".
   public let alternatives: [[Selector]]
   /// The filter strings this was parsed from (the cluster passes them on to peers).
   public let sources: [String]
+  /// What its patterns may still spend (nil: it has none).
+  private let work: Work?
 
-  public static let always = Filter(alternatives: [], sources: [])
+  public static let always = Filter(alternatives: [], sources: [], work: nil)
 
-  init(alternatives: [[Selector]], sources: [String]) {
+  init(alternatives: [[Selector]], sources: [String], work: Work?) {
     self.alternatives = alternatives
     self.sources = sources
+    self.work = work
+  }
+
+  /// Whether its patterns ran out of work: what it matched since is not to be trusted.
+  public var exhausted: Bool { work?.exhausted ?? false }
+
+  /// The error a List whose filter ran out of work answers.
+  public var exhaustedError: ContentError {
+    .init(.deadlineExceeded, "the filter's regular expressions did more than max_filter_work = \(work?.limit ?? 0) steps; narrow the filter")
+  }
+
+  final class Work: Sendable {
+    let limit: Int
+    private let left: Mutex<Int>
+    init(_ limit: Int) {
+      self.limit = limit
+      left = Mutex(limit)
+    }
+    var exhausted: Bool { left.withLock { $0 < 0 } }
+
+    func match(_ regex: LinearRegex, _ text: String) -> Bool {
+      var budget = left.withLock { $0 }
+      guard budget >= 0 else { return false }
+      let start = budget
+      let result = regex.matches(text, budget: &budget)
+      left.withLock { $0 -= start - budget }
+      if result == nil { left.withLock { $0 = -1 } }
+      return result ?? false
+    }
   }
 
   public static func parse(_ filters: [String], limits: Limits = .default) throws(ContentError) -> Filter {
@@ -36,13 +73,14 @@ public struct Filter: Sendable {
       var p = FilterParser(Array(f.unicodeScalars), source: f)
       alts.append(try p.selectors())
     }
-    return Filter(alternatives: alts, sources: filters)
+    let anyPattern = alts.contains { $0.contains { $0.regex != nil } }
+    return Filter(alternatives: alts, sources: filters, work: anyPattern ? Work(limits.maxFilterWork) : nil)
   }
 
   /// `lookup` resolves a field path on the object: nil when the object has no such field.
   public func matches(_ lookup: ([String]) -> String?) -> Bool {
     if alternatives.isEmpty { return true }
-    return alternatives.contains { all in all.allSatisfy { $0.matches(lookup) } }
+    return alternatives.contains { all in all.allSatisfy { $0.matches(lookup, work) } }
   }
 
   public func matches(_ info: BlobInfo) -> Bool {
@@ -63,24 +101,17 @@ public struct Filter: Sendable {
 }
 
 extension Filter.Selector {
-  func matches(_ lookup: ([String]) -> String?) -> Bool {
+  func matches(_ lookup: ([String]) -> String?, _ work: Filter.Work?) -> Bool {
     let v = lookup(fieldPath)
     switch op {
     case .present: return v != nil
     case .equal: return v == value
     case .notEqual: return v != value
     case .matches:
-      guard let v, let regex else { return false }
-      return regex.matches(v)
+      guard let v, let regex, let work else { return false }
+      return work.match(regex, v)
     }
   }
-}
-
-/// Regex is not Sendable; a compiled pattern is immutable and used read-only.
-final class RegexBox: @unchecked Sendable {
-  let regex: Regex<AnyRegexOutput>
-  init(_ pattern: String) throws { regex = try Regex(pattern) }
-  func matches(_ s: String) -> Bool { (try? regex.firstMatch(in: s)) != nil }
 }
 
 /// A direct port of the grammar in containerd's filters/parser.go and scanner.go.
@@ -140,9 +171,9 @@ struct FilterParser {
       }
       value = v
     }
-    var regex: RegexBox?
+    var regex: LinearRegex?
     if op == .matches {
-      do { regex = try RegexBox(value) } catch { throw self.error("invalid regular expression \(quoted(value))") }
+      do { regex = try LinearRegex(value) } catch { throw self.error(error.message) }
     }
     return .init(fieldPath: path, op: op, value: value, regex: regex)
   }

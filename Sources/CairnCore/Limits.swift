@@ -13,6 +13,9 @@ public struct Limits: Sendable, Hashable {
   /// Filters per List/ListStatuses request, and bytes per filter string.
   public var maxFilters: Int = 64
   public var maxFilterBytes: Int = 4096
+  /// Steps (Pike VM threads) all the regular expressions of one List or ListStatuses may
+  /// take; past it the call is DEADLINE_EXCEEDED. About a second of one core at worst.
+  public var maxFilterWork: Int = 50_000_000
   /// Ingests that may be open for writing at once on one node.
   public var maxActiveIngests: Int = 4096
   /// Refs one seed Status watch may follow.

@@ -127,6 +127,7 @@ public final class DiskStore: ContentStore {
           guard let st = try? POSIX.stat(layout.blobPath(digest)) else { continue }  // deleted meanwhile
           let info = BlobMeta.info(digest, blob: st, meta: try? BlobMeta.read(layout.metaPath(digest), limits: limits))
           if filter.matches(info) { out.append(info) }
+          if filter.exhausted { return out }
         }
       }
       return out.sorted { $0.digest < $1.digest }

@@ -46,7 +46,9 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
     response: RPCWriter<Containerd_Services_Content_V1_ListContentResponse>, context: ServerContext
   ) async throws {
     try await rpc {
-      let infos = try await store.list(try Filter.parse(request.filters, limits: store.limits))
+      let filter = try Filter.parse(request.filters, limits: store.limits)
+      let infos = try await store.list(filter)
+      if filter.exhausted { throw filter.exhaustedError }
       // Batches bounded in count and in bytes: one blob's labels may take up to
       // max_metadata_bytes, and a message must stay under max_message_bytes.
       var batch: [Containerd_Services_Content_V1_Info] = []
@@ -100,7 +102,9 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
     async throws -> Containerd_Services_Content_V1_ListStatusesResponse
   {
     try await rpc {
-      let all = try await store.listStatuses(try Filter.parse(request.filters, limits: store.limits))
+      let filter = try Filter.parse(request.filters, limits: store.limits)
+      let all = try await store.listStatuses(filter)
+      if filter.exhausted { throw filter.exhaustedError }
       return .with { $0.statuses = all.map { .init($0) } }
     }
   }
