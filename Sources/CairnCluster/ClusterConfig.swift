@@ -13,8 +13,13 @@ public struct ClusterConfig: Sendable, Hashable {
   public var vnodesPerNode: Int
   public var swim: SWIM.Config
   /// Raised by one with every membership change; the highest epoch wins across the
-  /// cluster (Membership adopts it).
+  /// cluster (Membership adopts it). At most `maxEpoch`.
   public var epoch: UInt64
+
+  /// A million membership changes a second for a thousand centuries stay below it; a
+  /// config beyond it (a peer's corruption or lie) is refused, and `epoch + 1` never
+  /// overflows.
+  public static let maxEpoch: UInt64 = 1 << 53
 
   /// R defaults to 3 (or the cluster size if smaller), W to 2 (or R if smaller).
   /// `departed`: a config adopted from the cluster after this node was removed from it
@@ -36,6 +41,7 @@ public struct ClusterConfig: Sendable, Hashable {
     guard vnodesPerNode >= 1, vnodesPerNode <= 65536 else {
       throw .invalidArgument("vnodes must be between 1 and 65536, got \(vnodesPerNode)")
     }
+    guard epoch <= Self.maxEpoch else { throw .invalidArgument("config epoch \(epoch) is beyond \(Self.maxEpoch)") }
     self.me = me
     self.peers = peers
     self.replicas = r
@@ -63,6 +69,7 @@ public struct ClusterConfig: Sendable, Hashable {
       guard next.removeValue(forKey: id) != nil else { throw .invalidArgument("\(id) is not a member") }
     }
     if next == peers { throw .invalidArgument("the change leaves the peer list as it is") }
+    guard epoch < Self.maxEpoch else { throw .failedPrecondition("config epoch \(epoch) is at its limit") }
     guard next.count >= replicas else {
       throw .invalidArgument("\(next.count) nodes would remain, fewer than the \(replicas) replicas each blob needs")
     }

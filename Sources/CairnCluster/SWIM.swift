@@ -15,6 +15,13 @@
 /// receiver's (push-pull anti-entropy), and dead members are probed too, at that pace,
 /// so that two sides of a healed partition that declared each other dead find out.
 public struct SWIM: Sendable {
+  /// The highest incarnation a member may claim. Incarnations start at a node's start time
+  /// in milliseconds (about 2^41 today) and rise by one per refutation, so anything above
+  /// 2^53 (the year 287 000) is a lie or a corruption: such updates are ignored, and a
+  /// refutation (`+ 1`) can never overflow. One gossip update at 2^64 − 1 used to crash
+  /// the node it named, and again after every restart.
+  public static let maxIncarnation: UInt64 = 1 << 53
+
   public struct Config: Sendable, Hashable {
     /// Nanoseconds.
     public var probeInterval: Int64 = 1_000_000_000
@@ -210,7 +217,7 @@ public struct SWIM: Sendable {
   /// Merges states learnt from others; refutes any claim that this node is not alive.
   private mutating func merge(_ updates: [Member], now: Int64) -> [Action] {
     var actions: [Action] = []
-    for u in updates {
+    for u in updates where u.incarnation <= Self.maxIncarnation {
       if u.id == me {
         let mine = myself
         if u.status != .alive && u.incarnation >= mine.incarnation {

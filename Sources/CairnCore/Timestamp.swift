@@ -10,13 +10,28 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
   public var seconds: Int64
   public var nanos: Int32
 
+  /// Normalises `nanos` into 0..<1e9; seconds saturate at Int64's ends (values that far
+  /// out only come from corrupt or hostile input, and must not trap).
   public init(seconds: Int64, nanos: Int32) {
-    self.seconds = seconds + Int64(nanos / 1_000_000_000)
-    self.nanos = nanos % 1_000_000_000
-    if self.nanos < 0 {
-      self.nanos += 1_000_000_000
-      self.seconds -= 1
+    var s = seconds.addingReportingOverflow(Int64(nanos / 1_000_000_000))
+    var n = nanos % 1_000_000_000
+    if n < 0 && !s.overflow {
+      n += 1_000_000_000
+      s = s.partialValue.subtractingReportingOverflow(1)
     }
+    self.seconds = s.overflow ? (seconds < 0 ? .min : .max) : s.partialValue
+    self.nanos = n
+  }
+
+  /// The range protobuf's Timestamp allows (0001-01-01 to 9999-12-31): what a peer or a
+  /// client may send. Outside it: INVALID_ARGUMENT naming `what`.
+  public static let validSeconds: ClosedRange<Int64> = -62_135_596_800...253_402_300_799
+
+  public init(validating seconds: Int64, nanos: Int32, _ what: String) throws(ContentError) {
+    guard Self.validSeconds.contains(seconds), (0..<1_000_000_000).contains(nanos) else {
+      throw .invalidArgument("\(what) \(seconds) s + \(nanos) ns is not a time between years 1 and 9999")
+    }
+    self.init(seconds: seconds, nanos: nanos)
   }
 
   public static func now() -> Timestamp {
@@ -31,15 +46,22 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     (a.seconds, a.nanos) < (b.seconds, b.nanos)
   }
 
-  /// Nanoseconds since the epoch (fits Int64 until 2262).
-  public var totalNanoseconds: Int64 { seconds * 1_000_000_000 + Int64(nanos) }
+  /// Nanoseconds since the epoch (fits Int64 from 1677 to 2262; saturates beyond).
+  public var totalNanoseconds: Int64 {
+    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+    if overflow { return seconds < 0 ? .min : .max }
+    let (sum, overflow2) = scaled.addingReportingOverflow(Int64(nanos))
+    return overflow2 ? .max : sum
+  }
 
   public init(totalNanoseconds n: Int64) {
     self.init(seconds: n / 1_000_000_000, nanos: Int32(n % 1_000_000_000))
   }
 
   public func adding(seconds s: Double) -> Timestamp {
-    Timestamp(totalNanoseconds: totalNanoseconds + Int64(s * 1e9))
+    let delta = (s * 1e9).isFinite ? Int64(max(-9e18, min(9e18, s * 1e9))) : 0
+    let (sum, overflow) = totalNanoseconds.addingReportingOverflow(delta)
+    return Timestamp(totalNanoseconds: overflow ? (delta < 0 ? .min : .max) : sum)
   }
 
   /// RFC 3339 in UTC with nine fractional digits: what Go's time.MarshalText reads back,
@@ -47,6 +69,8 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
   public var description: String { rfc3339 }
 
   public var rfc3339: String {
+    // Years 1 to 9999 (RFC 3339's); a saturated time prints at the end it is beyond.
+    let seconds = min(max(self.seconds, Self.validSeconds.lowerBound), Self.validSeconds.upperBound)
     let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
     let secOfDay = seconds - days * 86400
     let (y, m, d) = Timestamp.civil(fromDays: days)

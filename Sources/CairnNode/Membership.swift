@@ -30,7 +30,8 @@ actor Membership {
     self.seed = SplitMix64(seed: seed)
     // A restarted node must supersede what others remember of it: its incarnation starts
     // at its start time (milliseconds), which only grows.
-    incarnation = UInt64(max(1, Date().timeIntervalSince1970 * 1000))
+    // (A clock absurdly far ahead must not pass SWIM's bound: refutations add to it.)
+    incarnation = UInt64(min(max(1, Date().timeIntervalSince1970 * 1000), Double(SWIM.maxIncarnation / 2)))
     swim = Membership.makeSWIM(config, incarnation: incarnation, seed: self.seed.next())
     published = Mutex(ClusterView(config: config, members: swim.members, version: swim.version))
     // Two suspicion timeouts: the others declare this node dead one after suspecting it,
@@ -87,6 +88,9 @@ actor Membership {
   /// or vnodes, or two different peer lists of the same epoch).
   func receive(_ request: Cairn_Peer_V1_GossipRequest) async throws(ContentError) -> Cairn_Peer_V1_GossipResponse {
     let from = NodeID(request.from)
+    guard request.configEpoch <= ClusterConfig.maxEpoch, request.updates.allSatisfy({ $0.incarnation <= SWIM.maxIncarnation }) else {
+      throw .invalidArgument("gossip from \(from) carries an epoch or incarnation beyond its bound")
+    }
     if request.clusterFingerprint != config.fingerprint {
       if request.configEpoch > config.epoch {
         try await adopt(from: from, epoch: request.configEpoch)
@@ -144,7 +148,7 @@ actor Membership {
     peers.update(addresses: next.peers)
     // A fresh SWIM over the new peer list, with a higher incarnation than any this node
     // used, so that the others' knowledge of it is superseded at once.
-    incarnation += 1
+    incarnation = min(incarnation + 1, SWIM.maxIncarnation)
     swim = Membership.makeSWIM(next, incarnation: incarnation, seed: seed.next())
     let (members, version) = (swim.members, swim.version)
     published.withLock { $0 = ClusterView(config: next, members: members, version: $0.version + version + 1) }

@@ -37,7 +37,7 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   {
     try await rpc {
       let d = try Digest(parsing: request.digest)
-      let at = request.hasDeletedAt ? Timestamp(request.deletedAt) : .now()
+      let at = request.hasDeletedAt ? try Timestamp(validating: request.deletedAt.seconds, nanos: request.deletedAt.nanos, "deleted_at") : .now()
       if request.unlessLabelPrefix.isEmpty {
         try await node.deleteLocally(d, at: at)
         return Cairn_Peer_V1_LocalDeleteResponse()

@@ -135,7 +135,7 @@ extension ClusterNode {
     // Hints, handoffs and repairs carry no ref: the blob was acknowledged already.
     if !h.ref.isEmpty { try requireOwner(h.owner, of: h.ref, sending: "a replica of \(h.digest)") }
     let digest = try Digest(parsing: h.digest)
-    let createdAt = h.hasCreatedAt ? Timestamp(h.createdAt) : nil
+    let createdAt = h.hasCreatedAt ? try Timestamp(validating: h.createdAt.seconds, nanos: h.createdAt.nanos, "created_at") : nil
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
     // is gone too.
     try refuseIfDeleted(digest, createdAt: createdAt)

@@ -241,13 +241,14 @@ public final class BudgetedStreamHandler: ChannelDuplexHandler, RemovableChannel
     guard h.endStream else { return context.write(data, promise: promise) }
     // The call's trailers: it is over. What its client still sends (a refused caller may go
     // on sending) is dropped, neither buffered nor counted, and a stream its client keeps
-    // open is reset a moment later (at once, clients report the reset instead of the status).
+    // open is reset later: at once (or a second later, on a loaded machine), grpc-swift
+    // clients reported the reset instead of the status.
     finish(context)
     context.write(data, promise: promise)
   }
 
   /// How long a stream whose call is over may stay open for its client to see the trailers.
-  static let lingerAfterTrailers: TimeAmount = .seconds(1)
+  static let lingerAfterTrailers: TimeAmount = .seconds(10)
 
   private func finish(_ context: ChannelHandlerContext) {
     over = true

@@ -1,4 +1,5 @@
 import CairnCluster
+import CairnCore
 import CairnTestKit
 import Foundation
 import Testing
@@ -161,5 +162,37 @@ import Testing
     b.run(faultsUntil: 20_000_000_000, until: 30_000_000_000)
     #expect(a.timeline == b.timeline)
     for id in a.ids { #expect(a.view(of: id)?.members == b.view(of: id)?.members) }
+  }
+}
+
+/// Numbers a peer sends: out of range is ignored, never a trap (issue 15, finding 1).
+@Suite struct SWIMBoundsTests {
+  let peers: [NodeID: String] = ["a": "a:1", "b": "b:1", "c": "c:1"]
+
+  /// A PING reporting this node DEAD at incarnation 2^64 − 1 crashed it when it refuted
+  /// (`+ 1`), and again after every restart. Now such an update is no update.
+  @Test func anIncarnationBeyondTheBoundIsIgnored() {
+    var a = SWIM(me: "a", address: "a:1", incarnation: 5, peers: peers, seed: 1, now: 0)
+    for status in [Member.Status.dead, .suspect] {
+      let lie = Member(id: "a", address: "a:1", incarnation: .max, status: status)
+      let actions = a.receive(.ping(seq: 1, updates: [lie], fullSync: false), from: "b", now: 0)
+      #expect(!actions.contains { if case .changed = $0 { true } else { false } })
+      let aboutC = Member(id: "c", address: "c:1", incarnation: SWIM.maxIncarnation + 1, status: .dead)
+      _ = a.receive(.ping(seq: 2, updates: [aboutC], fullSync: false), from: "b", now: 0)
+      #expect(a.members["c"]?.status == .alive && a.members["a"]?.incarnation == 5)
+    }
+    // At the bound itself a refutation still fits.
+    let atBound = Member(id: "a", address: "a:1", incarnation: SWIM.maxIncarnation, status: .suspect)
+    _ = a.receive(.ping(seq: 3, updates: [atBound], fullSync: false), from: "b", now: 0)
+    #expect(a.members["a"]?.incarnation == SWIM.maxIncarnation + 1 && a.members["a"]?.status == .alive)
+  }
+}
+
+@Suite struct ClusterConfigBoundsTests {
+  @Test func anEpochBeyondTheBoundIsRefused() throws {
+    let c = try ClusterConfig(me: "a", peers: ["a": "a:1", "b": "b:1"])
+    #expect(throws: ContentError.self) { _ = try c.adopting(peers: c.peers, epoch: .max) }
+    let last = try c.adopting(peers: c.peers, epoch: ClusterConfig.maxEpoch)
+    #expect(throws: ContentError.self) { _ = try last.changing(add: ["c": "c:1"], remove: []) }
   }
 }

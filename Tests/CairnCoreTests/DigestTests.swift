@@ -73,3 +73,20 @@ import Testing
     #expect(a.adding(seconds: 1.5) > a)
   }
 }
+
+/// Times from the wire: conversions saturate instead of trapping, and peers' times are
+/// checked to be real dates (issue 15, finding 2: a LocalDelete at 10^10 s crashed a node).
+@Suite struct TimestampBoundsTests {
+  @Test func farTimesSaturate() throws {
+    let far = Timestamp(seconds: 10_000_000_000, nanos: 0)
+    #expect(far.totalNanoseconds == .max)
+    #expect(Timestamp(seconds: .min, nanos: -5).totalNanoseconds == .min)
+    #expect(Timestamp(seconds: .max, nanos: 999_999_999).seconds == .max)
+    #expect(far.adding(seconds: 1e300).totalNanoseconds == .max)
+    #expect(Timestamp(seconds: .max, nanos: 0).rfc3339.hasPrefix("9999-12-31"))
+    #expect(Timestamp(seconds: .min, nanos: 0).rfc3339.hasPrefix("0001-01-01"))
+    #expect(throws: ContentError.self) { _ = try Timestamp(validating: 300_000_000_000, nanos: 0, "deleted_at") }
+    #expect(throws: ContentError.self) { _ = try Timestamp(validating: 0, nanos: -1, "deleted_at") }
+    #expect(try Timestamp(validating: 10_000_000_000, nanos: 0, "deleted_at").seconds == 10_000_000_000)
+  }
+}
