@@ -42,6 +42,8 @@ public final class ClusterNode: Sendable {
   /// What this node stores and served, for status reports (set by whoever runs the node).
   let usageProvider = Mutex<(@Sendable () async -> Cairn_Peer_V1_NodeUsage)?>(nil)
   let security = Mutex("")
+  /// Orders commits and Deletes across nodes (its store should stamp with it too).
+  public let clock: ClusterClock
 
   /// Refs of the ingests a replica writes while receiving a blob: internal, hidden from
   /// clients' Status/ListStatuses/watches, and refused as client refs.
@@ -49,8 +51,9 @@ public final class ClusterNode: Sendable {
 
   public init(
     config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
-    seed: UInt64? = nil, peerSecurity: ClientSecurity = .none
+    seed: UInt64? = nil, peerSecurity: ClientSecurity = .none, clock: ClusterClock = ClusterClock(maxSkewSeconds: 5)
   ) throws {
+    self.clock = clock
     let configPath = dataDir + "/cluster-config.json"
     let config = Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
     repairConfig = repair
@@ -58,7 +61,7 @@ public final class ClusterNode: Sendable {
     tombstones = try Tombstones(root: dataDir)
     self.local = local
     self.logger = logger
-    peers = PeerClients(addresses: config.peers, security: peerSecurity)
+    peers = PeerClients(addresses: config.peers, security: peerSecurity, clock: clock, me: config.me)
     hints = try Hints(root: dataDir)
     fetches = FetchCoalescer(limits: local.limits)
     membership = Membership(
@@ -90,6 +93,9 @@ public final class ClusterNode: Sendable {
   public func services(watches: WatchRegistry) -> [any RegistrableRPCService] {
     [PeerService(node: self, watches: watches)]
   }
+
+  /// What the server must run on every call, after authentication: the clock readings.
+  public var interceptors: [any ServerInterceptor] { [clock.serverInterceptor()] }
 
   /// Jobs that run for the node's lifetime: the membership protocol, hint delivery,
   /// anti-entropy and the cluster-wide event relay.
@@ -197,8 +203,12 @@ public final class ClusterNode: Sendable {
     let replicaShare = replicaShares(view)
     let connected = relayedPeers
     let security = self.security.withLock { $0 }
+    let clockOffsets = clock.offsets()
     return .with {
       $0.security = security
+      $0.clockOffsetNanos = clockOffsets.wallFromMedian ?? 0
+      $0.maxClockSkewSeconds = clock.maxSkewSeconds
+      $0.clockReadingsRefused = clock.refusedReadings.load(ordering: .relaxed)
       $0.nodeID = config.me.name
       $0.replicas = UInt32(config.replicas)
       $0.writeQuorum = UInt32(config.writeQuorum)
@@ -211,6 +221,7 @@ public final class ClusterNode: Sendable {
           $0.ownership = ownership[m.id] ?? 0
           $0.replicaShare = replicaShare[m.id] ?? 0
           $0.connected = m.id == config.me || connected.contains(m.id)
+          $0.clockOffsetNanos = clockOffsets.peers[m.id.name] ?? 0
         }
       }
       $0.configProblems = membership.configProblems

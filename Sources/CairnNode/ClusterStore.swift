@@ -139,7 +139,7 @@ public struct ClusterStore: ContentStore {
   /// Deletes every copy on every live node and leaves a tombstone on each; a node that is
   /// down keeps its copy until anti-entropy brings it the tombstone.
   public func delete(_ digest: Digest) async throws {
-    let at = Timestamp.now()
+    let at = try node.clock.deletionStamp()
     let results = await everywhere(
       local: { try await node.deleteLocally(digest, at: at) },
       remote: {
@@ -156,7 +156,7 @@ public struct ClusterStore: ContentStore {
   /// that node keeps its copy and the nodes that deleted theirs forget their tombstones,
   /// so that repair copies the blob back to them rather than deleting it everywhere.
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
-    let at = Timestamp.now()
+    let at = try node.clock.deletionStamp()
     let results = await everywhere(
       local: { try await node.deleteLocally(digest, at: at, unlessLabeled: prefix) },
       remote: {

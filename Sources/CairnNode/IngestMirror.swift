@@ -210,6 +210,7 @@ extension ClusterNode {
       try requireOwner(h.owner, of: h.ref, sending: "the commit of a mirror")
       let digest = try Digest(parsing: c.digest)
       let createdAt = try Timestamp(validating: c.createdAt.seconds, nanos: c.createdAt.nanos, "created_at")
+      try clock.admit(createdAt, "created_at")
       try refuseIfDeleted(digest, createdAt: createdAt)
       do {
         let state = try await writer.commit(size: c.size, expected: digest, labels: c.labels, createdAt: createdAt)

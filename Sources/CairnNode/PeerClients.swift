@@ -32,10 +32,15 @@ final class PeerClients: Sendable {
 
   /// The node's credentials towards its peers (its certificate, the cluster CA).
   private let security: ClientSecurity
+  /// Every call carries this node's clock reading and takes the peer's (ClusterClock).
+  private let clock: ClusterClock
+  private let me: NodeID
 
-  init(addresses: [NodeID: String], security: ClientSecurity) {
+  init(addresses: [NodeID: String], security: ClientSecurity, clock: ClusterClock, me: NodeID) {
     addressBook = Mutex(addresses)
     self.security = security
+    self.clock = clock
+    self.me = me
   }
 
   /// A new peer list (a membership change): new peers become reachable; connections to
@@ -66,7 +71,8 @@ final class PeerClients: Sendable {
       } catch {
         throw ContentError.from(error)
       }
-      let client = GRPCClient(transport: transport, interceptors: security.interceptors)
+      let client = GRPCClient(
+        transport: transport, interceptors: security.interceptors + [clock.clientInterceptor(me: me.name, peer: id.name)])
       let runner = Task { _ = try? await client.runConnections() }
       let entry = Entry(client: client, runner: runner)
       e[id] = entry

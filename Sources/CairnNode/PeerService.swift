@@ -37,7 +37,13 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   {
     try await rpc {
       let d = try Digest(parsing: request.digest)
-      let at = request.hasDeletedAt ? try Timestamp(validating: request.deletedAt.seconds, nanos: request.deletedAt.nanos, "deleted_at") : .now()
+      var at = node.clock.stamp()
+      if request.hasDeletedAt {
+        // The coordinator's time; it may not run ahead of this node's clock (it would
+        // outrank commits that follow it here).
+        at = try Timestamp(validating: request.deletedAt.seconds, nanos: request.deletedAt.nanos, "deleted_at")
+        try node.clock.admit(at, "deleted_at")
+      }
       if request.unlessLabelPrefix.isEmpty {
         try await node.deleteLocally(d, at: at)
         return Cairn_Peer_V1_LocalDeleteResponse()

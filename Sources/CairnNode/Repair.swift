@@ -148,7 +148,12 @@ extension ClusterNode {
             $0.buckets = buckets
           }, options: PeerClients.options(timeout: .seconds(60)))
       }
-      for e in answer.entries { if let entry = RepairEntry(e) { theirs[entry.digest] = entry } }
+      for e in answer.entries {
+        // A time beyond this node's clock by more than the skew would outrank what
+        // happens here later (a far-future Delete would ban the digest): not taken.
+        guard let entry = RepairEntry(e), clock.admits(entry.at) else { continue }
+        theirs[entry.digest] = entry
+      }
     }
     let differ = Set(differing)
     let now = Timestamp.now().totalNanoseconds

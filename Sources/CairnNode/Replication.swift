@@ -136,6 +136,7 @@ extension ClusterNode {
     if !h.ref.isEmpty { try requireOwner(h.owner, of: h.ref, sending: "a replica of \(h.digest)") }
     let digest = try Digest(parsing: h.digest)
     let createdAt = h.hasCreatedAt ? try Timestamp(validating: h.createdAt.seconds, nanos: h.createdAt.nanos, "created_at") : nil
+    if let createdAt { try clock.admit(createdAt, "created_at") }
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
     // is gone too.
     try refuseIfDeleted(digest, createdAt: createdAt)

@@ -79,7 +79,8 @@ public final class ContentServer: Service, Sendable {
     store: any ContentStore, listen: ListenConfig, logger: Logger = Logger(label: "cairn"),
     metrics: NodeMetrics = NodeMetrics(), access: AccessControl? = nil, health: HealthState = HealthState(),
     maintenance: [@Sendable () async -> Void] = [],
-    extraServices: (WatchRegistry) -> [any RegistrableRPCService] = { _ in [] }
+    extraServices: (WatchRegistry) -> [any RegistrableRPCService] = { _ in [] },
+    extraInterceptors: [any ServerInterceptor] = []
   ) {
     self.store = store
     self.logger = logger
@@ -114,7 +115,7 @@ public final class ContentServer: Service, Sendable {
         interceptors: [
           MetricsInterceptor(metrics: metrics, maxMessageBytes: store.limits.maxMessageBytes),
           AccessInterceptor(access: access, socketClient: client, isUnixSocket: address.unixDomainSocket != nil, budget: budget),
-        ])
+        ] + extraInterceptors)
     }
   }
 

@@ -11,10 +11,11 @@ public final class ClusterProcesses: @unchecked Sendable {
   public let nodes: [ServerProcess]
   public let dir: TemporaryDirectory
 
-  /// Starts `count` nodes n1…nN; `perNodeArgs` adds arguments to one node (by index).
+  /// Starts `count` nodes n1…nN; `perNodeArgs` adds arguments to one node (by index),
+  /// `perNodeEnv` environment variables.
   public static func start(
     count: Int, replicas: Int? = nil, writeQuorum: Int? = nil, extraArgs: [String] = [],
-    perNodeArgs: [Int: [String]] = [:]
+    perNodeArgs: [Int: [String]] = [:], perNodeEnv: [Int: [String: String]] = [:]
   ) async throws -> ClusterProcesses {
     let ports = try freeLoopbackPorts(count)
     let ids = (1...count).map { "n\($0)" }
@@ -26,7 +27,7 @@ public final class ClusterProcesses: @unchecked Sendable {
       if let replicas { args += ["--replicas", String(replicas)] }
       if let writeQuorum { args += ["--write-quorum", String(writeQuorum)] }
       args += perNodeArgs[i] ?? []
-      nodes.append(ServerProcess(dataDir: "\(dir.path)/\(id)", listen: "127.0.0.1:\(ports[i])", extraArgs: args))
+      nodes.append(ServerProcess(dataDir: "\(dir.path)/\(id)", listen: "127.0.0.1:\(ports[i])", extraArgs: args, env: perNodeEnv[i] ?? [:]))
     }
     let cluster = ClusterProcesses(ids: ids, ports: ports, nodes: nodes, dir: dir)
     do {

@@ -53,11 +53,20 @@ public final class ServerProcess: @unchecked Sendable {
   /// Starts the node and waits until it listens. Throws if it exits first.
   public func start(timeout: Double = 60) async throws {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: Self.binary)
     p.environment = ProcessInfo.processInfo.environment.merging(env.merging(["CAIRN_EXIT_WITH_PARENT": "1"]) { $1 }) { $1 }
     // A generous lock wait: these tests never contend for a ref on purpose, and a released
     // lock is handed over at once, so the wait only bounds how late a disconnect is noticed.
-    p.arguments = command ?? ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
+    let arguments = command ?? ["serve", "--data", dataDir, "--listen", listen, "--unix", unixPath, "--lock-wait", "30"] + extraArgs
+    if env.isEmpty {
+      p.executableURL = URL(fileURLWithPath: Self.binary)
+      p.arguments = arguments
+    } else {
+      // Through a shell that execs it: libfaketime (LD_PRELOAD) calls setenv as it loads,
+      // which moves the environment and loses Swift's argv unless a process it was already
+      // loaded into (here the shell) set that variable before.
+      p.executableURL = URL(fileURLWithPath: "/bin/sh")
+      p.arguments = ["-c", "exec \"$@\"", "sh", Self.binary] + arguments
+    }
     let pipe = Pipe()
     p.standardOutput = pipe
     // Logs go to a file beside the data directory, never to the test's own output: a
@@ -98,7 +107,7 @@ public final class ServerProcess: @unchecked Sendable {
       }
       if line.hasPrefix(readyPrefix) { return }
     }
-    throw ServerProcessError("cairn \(p.arguments?.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
+    throw ServerProcessError("cairn \(arguments.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
   }
 
   public var unixAddress: String { "unix://" + unixPath }

@@ -25,6 +25,10 @@ struct ClusterStatus: AsyncParsableCommand {
     }
     print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint) (epoch \(s.configEpoch)), view version \(s.viewVersion)")
     if !s.security.isEmpty { print("security: \(s.security)") }
+    print(
+      String(
+        format: "clock: wall %+.3f s from the cluster's median; max_clock_skew %.1f s; %d readings refused", Double(s.clockOffsetNanos) / 1e9,
+        s.maxClockSkewSeconds, s.clockReadingsRefused))
     if !s.member {
       print("REMOVED from the cluster: handing off its blobs (handoff pending \(s.repair.handoffPending)); stop it once that is 0")
     }
@@ -35,13 +39,14 @@ struct ClusterStatus: AsyncParsableCommand {
       "repair: \(r.rounds) anti-entropy rounds (last \(age)), backlog \(r.backlog), pulled \(r.blobsPulled) blobs / \(r.bytesPulled) bytes, received \(r.bytesReceived) bytes")
     print(
       "        tombstones \(r.tombstones) (\(r.tombstonesApplied) applied late), handoff pending \(r.handoffPending), handed off \(r.handedOff)")
-    let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "LINK", "RING", "REPLICAS", ""]
+    let header = ["ID", "ADDRESS", "STATE", "INCARNATION", "LINK", "CLOCK", "RING", "REPLICAS", ""]
     var rows: [[String]] = [header]
     for m in s.members {
       let state = m.state.status == .alive ? "alive" : m.state.status == .suspect ? "suspect" : "dead"
       let bar = String(repeating: "#", count: Int((m.ownership * 100).rounded()))
       rows.append([
-        m.state.id, m.state.address, state, String(m.state.incarnation), m.connected ? "up" : "down", String(format: "%.1f%%", m.ownership * 100),
+        m.state.id, m.state.address, state, String(m.state.incarnation), m.connected ? "up" : "down",
+        m.state.id == s.nodeID ? "-" : String(format: "%+.3fs", Double(m.clockOffsetNanos) / 1e9), String(format: "%.1f%%", m.ownership * 100),
         String(format: "%.1f%%", m.replicaShare * 100), bar,
       ])
     }

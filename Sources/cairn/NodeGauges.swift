@@ -29,6 +29,9 @@ enum NodeGauges {
       m.gauge("cairn_handoff_pending", "Blobs held here that belong to other replicas, not yet handed off").set(to: Double(s.repair.handoffPending))
       m.gauge("cairn_repair_pulled_bytes", "Bytes fetched by repair since start").set(to: Double(s.repair.bytesPulled))
       m.gauge("cairn_tombstones", "Deletions remembered for anti-entropy").set(to: Double(s.repair.tombstones))
+      m.gauge("cairn_clock_offset_seconds", "This node's wall clock minus the cluster's median clock").set(to: Double(s.clockOffsetNanos) / 1e9)
+      m.gauge("cairn_clock_readings_refused", "Peer clock readings refused for running ahead by more than max_clock_skew, since start")
+        .set(to: Double(s.clockReadingsRefused))
       var counts = ["alive": 0, "suspect": 0, "dead": 0]
       for member in s.members {
         let (id, state) = (member.state.id, StatusPage.stateName(member.state.status))

@@ -44,6 +44,7 @@ struct NodePlan {
   var replicas: Int?
   var writeQuorum: Int?
   var repair = RepairConfig()
+  var maxClockSkewSeconds: Double
 
   var listenText: String
 
@@ -149,6 +150,7 @@ struct NodePlan {
     repair.bytesPerSecond = try s.int("repair_rate", min: 0).map(Int64.init) ?? repair.bytesPerSecond
     repair.tombstoneRetentionSeconds = try s.double("tombstone_retention", min: 0) ?? repair.tombstoneRetentionSeconds
     repair.mirrorLagBytes = try s.int("ingest_mirror_lag", min: 0) ?? repair.mirrorLagBytes
+    maxClockSkewSeconds = try s.double("max_clock_skew", above: 0) ?? 5
 
     let id = s.string("node_id")
     let peerText = s.string("peers")

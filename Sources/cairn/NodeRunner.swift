@@ -32,11 +32,18 @@ struct NodeRunner {
     let store: DiskStore
     let node: ClusterNode?
     let tls: ServerTLS?
+    // A cluster node's commits are stamped by its hybrid logical clock, so that they order
+    // against Deletes whatever the wall clocks say (docs/ARCHITECTURE.md, "Time").
+    let clock = ClusterClock(maxSkewSeconds: plan.maxClockSkewSeconds)
+    let isCluster = cluster != nil
+    let stamp: WallClock = { isCluster ? clock.stamp() : Timestamp.now() }
     do {
-      store = try await DiskStore.open(root: plan.dataDir, limits: plan.limits, ioThreads: plan.threads)
+      store = try await DiskStore.open(root: plan.dataDir, limits: plan.limits, ioThreads: plan.threads, clock: stamp)
       tls = try plan.tls.map { try ServerTLS($0) }
       node = try cluster.map {
-        try ClusterNode(config: $0, local: store, dataDir: store.root, logger: logger, repair: plan.repair, peerSecurity: plan.peerSecurity)
+        try ClusterNode(
+          config: $0, local: store, dataDir: store.root, logger: logger, repair: plan.repair, peerSecurity: plan.peerSecurity,
+          clock: clock)
       }
     } catch {
       throw fail(error)
@@ -71,7 +78,7 @@ struct NodeRunner {
         connections: plan.connections),
       logger: logger, metrics: metrics, access: access, health: health,
       maintenance: [expireJob(store, logger), reloadJob(tls, access, metrics, logger), readinessJob, sampler] + (node?.maintenance ?? []),
-      extraServices: { watches in node?.services(watches: watches) ?? [] })
+      extraServices: { watches in node?.services(watches: watches) ?? [] }, extraInterceptors: node?.interceptors ?? [])
     let usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage = {
       let u = await store.usage()
       let t = metrics.currentTotals

@@ -87,6 +87,8 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Cluster mode: seconds between anti-entropy rounds (default 30; 0 = off).") var repairInterval: String?
   @Option(help: "Cluster mode: bytes per second repair may use (default 67108864; 0 = no limit).") var repairRate: String?
   @Option(help: "Cluster mode: seconds a tombstone is kept (default 86400).") var tombstoneRetention: String?
+  @Option(help: "Cluster mode: seconds a peer's clock may run ahead of the cluster's before its messages are refused (default 5).")
+  var maxClockSkew: String?
   @Option(help: "Cluster mode: bytes of an upload not yet mirrored to the ref's next owner (default 8388608; 0 = off).")
   var ingestMirrorLag: String?
 
@@ -110,7 +112,7 @@ struct Serve: AsyncParsableCommand {
       "max_coalesced_fetch_bytes": maxCoalescedFetchBytes, "node_id": nodeId, "peers": peers, "discover_dns": discoverDns,
       "cluster_size": clusterSize, "join": join, "replicas": replicas, "write_quorum": writeQuorum, "vnodes": vnodes,
       "repair_interval": repairInterval, "repair_rate": repairRate, "tombstone_retention": tombstoneRetention,
-      "ingest_mirror_lag": ingestMirrorLag,
+      "ingest_mirror_lag": ingestMirrorLag, "max_clock_skew": maxClockSkew,
     ]
   }
 

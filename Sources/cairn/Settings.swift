@@ -78,6 +78,7 @@ enum OptionCatalog {
     .init(key: "repair_interval", kind: .number, defaultText: "30", help: "Seconds between anti-entropy rounds (0 = off).", section: "Cluster"),
     .init(key: "repair_rate", kind: .int, defaultText: "67108864", help: "Bytes per second repair transfers may use (0 = no limit).", section: "Cluster"),
     .init(key: "tombstone_retention", kind: .number, defaultText: "86400", help: "Seconds a tombstone is kept; a node down longer must rejoin empty.", section: "Cluster"),
+    .init(key: "max_clock_skew", kind: .number, defaultText: "5", help: "Seconds a peer's clock may run ahead of the cluster's (the median of the nodes' clocks) before its messages are refused; a node keeps its own time within half of it of the median (docs/ARCHITECTURE.md, Time).", section: "Cluster"),
     .init(key: "ingest_mirror_lag", kind: .int, defaultText: "8388608", help: "Bytes of an upload not yet mirrored to the ref's next owner, at most (0 = no ingest failover).", section: "Cluster"),
   ]
 

@@ -36,7 +36,7 @@ final class InProcessCluster: Sendable {
       let node = try ClusterNode(config: config, local: MemoryStore(limits: limits), dataDir: dir.path, logger: logger, seed: UInt64(i + 1))
       let server = ContentServer(
         store: node.store, listen: ListenConfig(tcp: ("127.0.0.1", ports[i]), unixPath: nil), logger: logger,
-        maintenance: node.maintenance, extraServices: { node.services(watches: $0) })
+        maintenance: node.maintenance, extraServices: { node.services(watches: $0) }, extraInterceptors: node.interceptors)
       tasks.append(Task { try await server.run() })
       _ = try await server.listeningAddresses()
       nodes.append(node)

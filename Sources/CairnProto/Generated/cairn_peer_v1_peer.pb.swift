@@ -394,6 +394,9 @@ public nonisolated struct Cairn_Peer_V1_MemberView: Sendable {
   /// This node holds a working connection to the member (its event stream is open).
   public var connected: Bool = false
 
+  /// The member's clock minus this node's (its latest reading), nanoseconds; 0 if unknown.
+  public var clockOffsetNanos: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -494,6 +497,23 @@ public nonisolated struct Cairn_Peer_V1_ClusterStatusResponse: @unchecked Sendab
   public var security: String {
     get {_storage._security}
     set {_uniqueStorage()._security = newValue}
+  }
+
+  /// This node's wall clock minus the cluster's median clock (nanoseconds; 0 until peers
+  /// spoke), the skew bound, and peer clock readings refused for their skew since start.
+  public var clockOffsetNanos: Int64 {
+    get {_storage._clockOffsetNanos}
+    set {_uniqueStorage()._clockOffsetNanos = newValue}
+  }
+
+  public var maxClockSkewSeconds: Double {
+    get {_storage._maxClockSkewSeconds}
+    set {_uniqueStorage()._maxClockSkewSeconds = newValue}
+  }
+
+  public var clockReadingsRefused: UInt64 {
+    get {_storage._clockReadingsRefused}
+    set {_uniqueStorage()._clockReadingsRefused = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1383,7 +1403,7 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusRequest: SwiftProtobuf.Message,
 
 nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemberView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}ownership\0\u{3}replica_share\0\u{1}connected\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}ownership\0\u{3}replica_share\0\u{1}connected\0\u{3}clock_offset_nanos\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1395,6 +1415,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.ownership) }()
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.replicaShare) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.connected) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.clockOffsetNanos) }()
       default: break
       }
     }
@@ -1417,6 +1438,9 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
     if self.connected != false {
       try visitor.visitSingularBoolField(value: self.connected, fieldNumber: 4)
     }
+    if self.clockOffsetNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.clockOffsetNanos, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1425,6 +1449,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
     if lhs.ownership != rhs.ownership {return false}
     if lhs.replicaShare != rhs.replicaShare {return false}
     if lhs.connected != rhs.connected {return false}
+    if lhs.clockOffsetNanos != rhs.clockOffsetNanos {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1432,7 +1457,7 @@ nonisolated extension Cairn_Peer_V1_MemberView: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0\u{1}usage\0\u{1}security\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}replicas\0\u{3}write_quorum\0\u{1}vnodes\0\u{1}fingerprint\0\u{3}view_version\0\u{1}members\0\u{3}config_problems\0\u{3}hints_pending\0\u{3}remote_fetches\0\u{1}repair\0\u{3}config_epoch\0\u{1}member\0\u{1}usage\0\u{1}security\0\u{3}clock_offset_nanos\0\u{3}max_clock_skew_seconds\0\u{3}clock_readings_refused\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -1450,6 +1475,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
     var _member: Bool = false
     var _usage: Cairn_Peer_V1_NodeUsage? = nil
     var _security: String = String()
+    var _clockOffsetNanos: Int64 = 0
+    var _maxClockSkewSeconds: Double = 0
+    var _clockReadingsRefused: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1475,6 +1503,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       _member = source._member
       _usage = source._usage
       _security = source._security
+      _clockOffsetNanos = source._clockOffsetNanos
+      _maxClockSkewSeconds = source._maxClockSkewSeconds
+      _clockReadingsRefused = source._clockReadingsRefused
     }
   }
 
@@ -1508,6 +1539,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._member) }()
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._security) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._clockOffsetNanos) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._maxClockSkewSeconds) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._clockReadingsRefused) }()
         default: break
         }
       }
@@ -1565,6 +1599,15 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
       if !_storage._security.isEmpty {
         try visitor.visitSingularStringField(value: _storage._security, fieldNumber: 15)
       }
+      if _storage._clockOffsetNanos != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._clockOffsetNanos, fieldNumber: 16)
+      }
+      if _storage._maxClockSkewSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._maxClockSkewSeconds, fieldNumber: 17)
+      }
+      if _storage._clockReadingsRefused != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._clockReadingsRefused, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1589,6 +1632,9 @@ nonisolated extension Cairn_Peer_V1_ClusterStatusResponse: SwiftProtobuf.Message
         if _storage._member != rhs_storage._member {return false}
         if _storage._usage != rhs_storage._usage {return false}
         if _storage._security != rhs_storage._security {return false}
+        if _storage._clockOffsetNanos != rhs_storage._clockOffsetNanos {return false}
+        if _storage._maxClockSkewSeconds != rhs_storage._maxClockSkewSeconds {return false}
+        if _storage._clockReadingsRefused != rhs_storage._clockReadingsRefused {return false}
         return true
       }
       if !storagesAreEqual {return false}
