@@ -58,7 +58,7 @@ extension ContentStore {
 
   /// For stores whose every caller is one client (no claims can race): check, then delete.
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
-    if try await info(digest).labels.keys.contains(where: { $0.hasPrefix(prefix) }) { return false }
+    if try await info(digest).labels.keys.contains(where: { $0.bytewiseHasPrefix(prefix) }) { return false }
     try await delete(digest)
     return true
   }

@@ -56,7 +56,7 @@ public final class EventHub<Event: Sendable>: Sendable {
       var queue: [Event?] = []
       var head = 0
       /// The absolute position of the latest pending event of each key.
-      var latest: [String: Int] = [:]
+      var latest: [Bytewise: Int] = [:]  // keys are refs: compared as bytes
       var base = 0
       var waiter: CheckedContinuation<Event?, Never>?
       var ended = false
@@ -77,7 +77,7 @@ public final class EventHub<Event: Sendable>: Sendable {
     var count: Int { state.withLock { $0.count } }
 
     func push(_ event: Event) {
-      let k = key(event)
+      let k = key(event).map(Bytewise.init)
       let wake = state.withLock { s -> CheckedContinuation<Event?, Never>? in
         if s.ended { return nil }
         if let w = s.waiter {
@@ -111,7 +111,7 @@ public final class EventHub<Event: Sendable>: Sendable {
             if s.head < s.queue.count {
               let e = s.queue[s.head]
               s.queue[s.head] = nil
-              if let e, let k = key(e), s.latest[k] == s.base + s.head { s.latest[k] = nil }
+              if let e, let k = key(e).map(Bytewise.init), s.latest[k] == s.base + s.head { s.latest[k] = nil }
               s.head += 1
               if s.head > 64 && s.head * 2 > s.queue.count {
                 s.queue.removeFirst(s.head)

@@ -89,7 +89,11 @@ public struct Filter: Sendable {
       case "digest": return info.digest.description
       case "labels":
         guard path.count > 1, !info.labels.isEmpty else { return nil }
-        return info.labels[path.dropFirst().joined(separator: ".")]
+        // By bytes: the dictionary finds a canonically equivalent key too, which is
+        // another label (containerd's keys are opaque bytes).
+        let key = path.dropFirst().joined(separator: ".")
+        guard let i = info.labels.index(forKey: key), info.labels[i].key.bytewiseEquals(key) else { return nil }
+        return info.labels[i].value
       default: return nil
       }
     }
@@ -105,8 +109,8 @@ extension Filter.Selector {
     let v = lookup(fieldPath)
     switch op {
     case .present: return v != nil
-    case .equal: return v == value
-    case .notEqual: return v != value
+    case .equal: return v.map { $0.bytewiseEquals(value) } ?? false
+    case .notEqual: return !(v.map { $0.bytewiseEquals(value) } ?? false)
     case .matches:
       guard let v, let regex, let work else { return false }
       return work.match(regex, v)

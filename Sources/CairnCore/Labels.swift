@@ -13,7 +13,7 @@ public enum LabelRules {
   /// may set them.
   public static let reservedPrefixes = [ScopedStore.holderPrefix, ScopedStore.labelPrefix]
 
-  public static func isReserved(_ key: String) -> Bool { reservedPrefixes.contains { key.hasPrefix($0) } }
+  public static func isReserved(_ key: String) -> Bool { reservedPrefixes.contains { key.bytewiseHasPrefix($0) } }
 
   /// What a caller may ask for: containerd's rule (key + value ≤ `maxLabelBytes`), at most
   /// `maxLabelsPerBlob` labels, no empty key, no reserved key. Clearing a reserved key
@@ -35,9 +35,9 @@ public enum LabelRules {
     var plain = 0
     var holders = 0
     for (k, v) in labels {
-      if k.hasPrefix(ScopedStore.holderPrefix) {
+      if k.bytewiseHasPrefix(ScopedStore.holderPrefix) {
         holders += 1
-      } else if !k.hasPrefix(ScopedStore.labelPrefix) {
+      } else if !k.bytewiseHasPrefix(ScopedStore.labelPrefix) {
         plain += 1
       }
       // A client's label carries its scope's prefix on top of containerd's size.
@@ -52,7 +52,7 @@ public enum LabelRules {
     // Labels may not take the room holds need: taking a hold (a client's Info, its upload
     // of the same bytes) must never fail because of other clients' labels.
     let reserve = limits.maxHoldersPerBlob * holdBytes
-    let labelBytes = try metadataBytes(holders == 0 ? labels : labels.filter { !$0.key.hasPrefix(ScopedStore.holderPrefix) })
+    let labelBytes = try metadataBytes(holders == 0 ? labels : labels.filter { !$0.key.bytewiseHasPrefix(ScopedStore.holderPrefix) })
     if labelBytes > limits.maxMetadataBytes - metadataEnvelopeBytes - reserve {
       throw .invalidArgument(
         "the blob's labels would take \(labelBytes) bytes encoded, over the limit max_metadata_bytes = \(limits.maxMetadataBytes) (less \(reserve) kept for \(limits.maxHoldersPerBlob) holds and \(metadataEnvelopeBytes) for the rest)")
@@ -100,8 +100,7 @@ public enum LabelRules {
     for path in fieldPaths {
       if path == "labels" {
         replaceAll = true
-      } else if path.hasPrefix("labels.") {
-        let key = String(path.dropFirst("labels.".count))
+      } else if let key = path.bytewiseRemovingPrefix("labels.") {
         keyed[key] = requested[key] ?? ""
       } else {
         throw .invalidArgument("cannot update \(quoted(path)) field on content info")

@@ -13,7 +13,7 @@ public final class LockTable: Sendable {
   }
 
   private struct State {
-    var held: [String: Entry] = [:]
+    var held: [Bytewise: Entry] = [:]  // refs are opaque bytes
     var nextID = 0
   }
 
@@ -23,8 +23,8 @@ public final class LockTable: Sendable {
 
   public func tryAcquire(_ key: String) -> Bool {
     state.withLock { s in
-      if s.held[key] != nil { return false }
-      s.held[key] = Entry()
+      if s.held[Bytewise(key)] != nil { return false }
+      s.held[Bytewise(key)] = Entry()
       return true
     }
   }
@@ -40,11 +40,11 @@ public final class LockTable: Sendable {
     return await withTaskCancellationHandler {
       await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
         let acquiredNow = state.withLock { s -> Bool in
-          if s.held[key] == nil {
-            s.held[key] = Entry()
+          if s.held[Bytewise(key)] == nil {
+            s.held[Bytewise(key)] = Entry()
             return true
           }
-          s.held[key]!.waiters.append(Waiter(id: id, continuation: c))
+          s.held[Bytewise(key)]!.waiters.append(Waiter(id: id, continuation: c))
           return false
         }
         if acquiredNow {
@@ -64,25 +64,25 @@ public final class LockTable: Sendable {
 
   private func giveUp(_ key: String, id: Int) {
     let waiter = state.withLock { s -> Waiter? in
-      guard let idx = s.held[key]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-      return s.held[key]!.waiters.remove(at: idx)
+      guard let idx = s.held[Bytewise(key)]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+      return s.held[Bytewise(key)]!.waiters.remove(at: idx)
     }
     waiter?.continuation.resume(returning: false)
   }
 
   public func release(_ key: String) {
     let next = state.withLock { s -> Waiter? in
-      guard var entry = s.held[key] else { return nil }
+      guard var entry = s.held[Bytewise(key)] else { return nil }
       if entry.waiters.isEmpty {
-        s.held[key] = nil
+        s.held[Bytewise(key)] = nil
         return nil
       }
       let w = entry.waiters.removeFirst()
-      s.held[key] = entry
+      s.held[Bytewise(key)] = entry
       return w
     }
     next?.continuation.resume(returning: true)
   }
 
-  public func isHeld(_ key: String) -> Bool { state.withLock { $0.held[key] != nil } }
+  public func isHeld(_ key: String) -> Bool { state.withLock { $0.held[Bytewise(key)] != nil } }
 }

@@ -67,7 +67,7 @@ public struct ScopedStore: ContentStore {
 
   /// The clients holding a blob, from its labels.
   public static func holders(_ info: BlobInfo) -> [String] {
-    info.labels.keys.filter { $0.hasPrefix(holderPrefix) }.map { String($0.dropFirst(holderPrefix.count)) }.sorted()
+    info.labels.keys.compactMap { $0.bytewiseRemovingPrefix(holderPrefix) }.sorted { $0.bytewisePrecedes($1) }
   }
 
   // MARK: Blobs
@@ -81,13 +81,13 @@ public struct ScopedStore: ContentStore {
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
     let current = try await held(digest)
     try LabelRules.validateRequest(labels, limits: limits)
-    for path in fieldPaths where path != "labels" && !path.hasPrefix("labels.") {
+    for path in fieldPaths where path != "labels" && !path.bytewiseHasPrefix("labels.") {
       throw ContentError.invalidArgument("cannot update \(quoted(path)) field on content info")
     }
     // Always keyed paths in the client's own label scope: a whole-map replace would race
     // with another client's claim and touch what is not this client's.
     let own = visible(current).labels
-    var keys = Set(fieldPaths.filter { $0.hasPrefix("labels.") }.map { String($0.dropFirst("labels.".count)) })
+    var keys = Set(fieldPaths.compactMap { $0.bytewiseRemovingPrefix("labels.") })
     if fieldPaths.isEmpty || fieldPaths.contains("labels") { keys.formUnion(own.keys.filter { labels[$0] == nil } + labels.keys) }
     let after = try LabelRules.applyUpdate(current: own, requested: labels, fieldPaths: keys.map { "labels." + $0 })
     if after.count > limits.maxLabelsPerBlob {
@@ -108,7 +108,7 @@ public struct ScopedStore: ContentStore {
   public func delete(_ digest: Digest) async throws {
     let current = try await held(digest)
     // The hold goes, and with it this client's labels: nobody else could remove them.
-    let mine = current.labels.keys.filter { $0 == holderKey || $0.hasPrefix(labelScope) }
+    let mine = current.labels.keys.filter { $0.bytewiseEquals(holderKey) || $0.bytewiseHasPrefix(labelScope) }
     let after = try await base.update(digest, labels: [:], fieldPaths: mine.map { "labels." + $0 })
     if Self.holders(after).isEmpty {
       do {
@@ -158,8 +158,7 @@ public struct ScopedStore: ContentStore {
     let upstream = base.ingestEvents()
     let task = Task { [scope] in
       for await e in upstream {
-        guard e.ref.hasPrefix(scope) else { continue }
-        let ref = String(e.ref.dropFirst(scope.count))
+        guard let ref = e.ref.bytewiseRemovingPrefix(scope) else { continue }
         switch e {
         case .progress(var s):
           s.ref = ref
@@ -214,7 +213,7 @@ public struct ScopedStore: ContentStore {
   private func visible(_ info: BlobInfo) -> BlobInfo {
     var out = info
     out.labels = Dictionary(
-      uniqueKeysWithValues: info.labels.compactMap { k, v in k.hasPrefix(labelScope) ? (String(k.dropFirst(labelScope.count)), v) : nil })
+      uniqueKeysWithValues: info.labels.compactMap { k, v in k.bytewiseRemovingPrefix(labelScope).map { ($0, v) } })
     return out
   }
 
@@ -229,9 +228,9 @@ public struct ScopedStore: ContentStore {
   }
 
   private func unscoped(_ s: IngestStatus) -> IngestStatus? {
-    guard s.ref.hasPrefix(scope) else { return nil }
+    guard let ref = s.ref.bytewiseRemovingPrefix(scope) else { return nil }
     var out = s
-    out.ref = String(s.ref.dropFirst(scope.count))
+    out.ref = ref
     return out
   }
 }

@@ -83,7 +83,7 @@ public struct WriteSession: Sendable {
     guard phase == .open else {
       throw .failedPrecondition("write stream for ref \(quoted(ref)) has already ended")
     }
-    if !step.ref.isEmpty && step.ref != ref {
+    if !step.ref.isEmpty && !step.ref.bytewiseEquals(ref) {
       throw .invalidArgument("a write stream writes one ref: started with \(quoted(ref)), got \(quoted(step.ref))")
     }
     var commands: [WriteCommand] = []

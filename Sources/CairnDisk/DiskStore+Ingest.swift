@@ -64,7 +64,7 @@ extension DiskStore {
   private static func resume(
     files: IngestFiles, ref: String, total: Int64, expected: Digest?, algorithm: DigestAlgorithm
   ) throws(ContentError) -> OpenedIngest? {
-    guard var status = try? files.readStatus(), status.ref == ref else { return nil }
+    guard var status = try? files.readStatus(), status.ref.bytewiseEquals(ref) else { return nil }
     // A different declared size is a different upload.
     if total > 0 && status.total > 0 && total != status.total { return nil }
     if total > 0 { status.total = total }
@@ -121,7 +121,7 @@ extension DiskStore {
       var metaTemp: String?
       if !labels.isEmpty {
         let tmp = layout.metaPath(actual) + ".commit.tmp"
-        try POSIX.writeFile(tmp, try BlobMeta(labels: labels, updatedAt: now.rfc3339).encoded(), durable: true)
+        try DurableFiles.replace(tmp, try BlobMeta(labels: labels, updatedAt: now.rfc3339).encoded())
         metaTemp = tmp
       }
       guard try POSIX.linkNoReplace(fd: fd, target) else {

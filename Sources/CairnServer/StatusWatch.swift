@@ -3,7 +3,7 @@ import CairnCore
 /// Which ingests a seed Status watch follows: exact refs and/or ref prefixes. Both empty
 /// means every ingest.
 struct StatusWatchQuery: Sendable {
-  let refs: Set<String>
+  let refs: Set<Bytewise>
   let prefixes: [String]
 
   init(refs: [String], prefixes: [String], limits: Limits) throws(ContentError) {
@@ -11,13 +11,13 @@ struct StatusWatchQuery: Sendable {
       throw .invalidArgument("\(refs.count + prefixes.count) refs and prefixes, over the limit maxWatchedRefs=\(limits.maxWatchedRefs)")
     }
     for r in refs { try RefRules.validate(r, limits: limits) }
-    self.refs = Set(refs)
+    self.refs = Set(refs.map(Bytewise.init))
     self.prefixes = prefixes
   }
 
   func matches(_ ref: String) -> Bool {
     if refs.isEmpty && prefixes.isEmpty { return true }
-    return refs.contains(ref) || prefixes.contains { ref.hasPrefix($0) }
+    return refs.contains(Bytewise(ref)) || prefixes.contains { ref.bytewiseHasPrefix($0) }
   }
 }
 
@@ -27,7 +27,7 @@ struct StatusWatch: Sendable {
   let query: StatusWatchQuery
   let limit: Int
   /// The last status sent for each ingest still in progress.
-  private(set) var following: [String: IngestStatus] = [:]
+  private(set) var following: [Bytewise: IngestStatus] = [:]  // by ref
 
   init(query: StatusWatchQuery, limit: Int) {
     self.query = query
@@ -46,20 +46,20 @@ struct StatusWatch: Sendable {
     switch e {
     case .progress(let s):
       // Events queued before the snapshot may be older than it.
-      if let last = following[s.ref], s.updatedAt < last.updatedAt { return nil }
+      if let last = following[Bytewise(s.ref)], s.updatedAt < last.updatedAt { return nil }
       return try follow(s)
     case .committed(let ref, _, let size):
-      guard var last = following.removeValue(forKey: ref) else { return nil }
+      guard var last = following.removeValue(forKey: Bytewise(ref)) else { return nil }
       last.offset = size
       return last
     case .aborted(let ref):
-      following[ref] = nil
+      following[Bytewise(ref)] = nil
       return nil
     }
   }
 
   private mutating func follow(_ s: IngestStatus) throws(ContentError) -> IngestStatus {
-    if following.updateValue(s, forKey: s.ref) == nil && following.count > limit {
+    if following.updateValue(s, forKey: Bytewise(s.ref)) == nil && following.count > limit {
       throw .resourceExhausted("watch follows more than \(limit) ingests (limit max_watched_refs)")
     }
     return s

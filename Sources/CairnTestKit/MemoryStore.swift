@@ -17,7 +17,7 @@ public final class MemoryStore: ContentStore {
 
   struct State {
     var blobs: [Digest: Blob] = [:]
-    var ingests: [String: Ingest] = [:]
+    var ingests: [Bytewise: Ingest] = [:]  // by ref, as bytes
   }
 
   public let limits: Limits
@@ -86,17 +86,17 @@ public final class MemoryStore: ContentStore {
 
   public func status(ref: String) async throws -> IngestStatus {
     try RefRules.validate(ref, limits: limits)
-    guard let i = state.withLock({ $0.ingests[ref] }) else { throw ContentError.notFound("ingest ref \(quoted(ref)): not found") }
+    guard let i = state.withLock({ $0.ingests[Bytewise(ref)] }) else { throw ContentError.notFound("ingest ref \(quoted(ref)): not found") }
     return i.status
   }
 
   public func listStatuses(_ filter: Filter) async throws -> [IngestStatus] {
-    state.withLock { $0.ingests.values.map(\.status) }.filter { filter.matches($0) }.sorted { $0.ref < $1.ref }
+    state.withLock { $0.ingests.values.map(\.status) }.filter { filter.matches($0) }.sorted { $0.ref.bytewisePrecedes($1.ref) }
   }
 
   public func abort(ref: String) async throws {
     try RefRules.validate(ref, limits: limits)
-    let removed = state.withLock { $0.ingests.removeValue(forKey: ref) }
+    let removed = state.withLock { $0.ingests.removeValue(forKey: Bytewise(ref)) }
     if removed == nil { throw ContentError.notFound("ingest ref \(quoted(ref)): not found") }
     events.publish(.aborted(ref: ref))
   }
@@ -116,14 +116,14 @@ public final class MemoryStore: ContentStore {
     }
     let now = clock()
     let status = state.withLock { s -> IngestStatus in
-      if var existing = s.ingests[ref], !(total > 0 && existing.status.total > 0 && total != existing.status.total) {
+      if var existing = s.ingests[Bytewise(ref)], !(total > 0 && existing.status.total > 0 && total != existing.status.total) {
         if total > 0 { existing.status.total = total }
         if let expected { existing.status.expected = expected }
-        s.ingests[ref] = existing
+        s.ingests[Bytewise(ref)] = existing
         return existing.status
       }
       let fresh = IngestStatus(ref: ref, offset: 0, total: total, expected: expected, startedAt: now, updatedAt: now)
-      s.ingests[ref] = Ingest(status: fresh)
+      s.ingests[Bytewise(ref)] = Ingest(status: fresh)
       return fresh
     }
     events.publish(.progress(status))
@@ -146,9 +146,9 @@ final class MemoryIngestWriter: IngestWriter {
   private func withIngest<T>(_ body: (inout MemoryStore.Ingest) throws(ContentError) -> T) throws(ContentError) -> T {
     if ended.withLock({ $0 }) { throw ContentError.failedPrecondition("writer for ref \(quoted(ref)) is closed") }
     return try store.state.withLock { s throws(ContentError) -> T in
-      guard var i = s.ingests[ref] else { throw ContentError.notFound("ingest ref \(quoted(ref)) was aborted") }
+      guard var i = s.ingests[Bytewise(ref)] else { throw ContentError.notFound("ingest ref \(quoted(ref)) was aborted") }
       let r = try body(&i)
-      s.ingests[ref] = i
+      s.ingests[Bytewise(ref)] = i
       return r
     }
   }
@@ -204,7 +204,7 @@ final class MemoryIngestWriter: IngestWriter {
     let now = createdAt ?? store.clock()
     try LabelRules.validateStored(labels, limits: store.limits)
     let exists = store.state.withLock { s -> Bool in
-      s.ingests[ref] = nil
+      s.ingests[Bytewise(ref)] = nil
       if s.blobs[actual] != nil { return true }
       s.blobs[actual] = MemoryStore.Blob(
         data: ingest.data,

@@ -34,6 +34,7 @@ public enum StoreConformance {
     Case(name: "sha512 expected digest", run: sha512),
     Case(name: "empty blob", run: emptyBlob),
     Case(name: "refs are opaque strings", run: opaqueRefs),
+    Case(name: "refs and label keys compare as bytes, not as Unicode", run: bytewiseRefsAndKeys),
     Case(name: "aborting a held ingest fails its writer", run: abortHeld),
   ]
 
@@ -353,6 +354,46 @@ public enum StoreConformance {
     } catch let e as ContentError where e.code == .alreadyExists {}
     await w.close()
     try expect(try await readAll(store, Digest.emptySHA256).isEmpty, "empty read")
+  }
+
+  /// "café" spelled with a precomposed é (NFC) and with e + combining accent (NFD) are
+  /// equal as Swift Strings and different as bytes; containerd's refs and label keys are
+  /// bytes, so these are two refs with two locks and two ingests.
+  static func bytewiseRefsAndKeys(_ store: any ContentStore) async throws {
+    let (nfc, nfd) = ("conf/caf\u{E9}", "conf/cafe\u{301}")
+    let first = try await store.openWriter(ref: nfc, total: 0, expected: nil)
+    _ = try await first.append(Data("a".utf8))
+    // Held by the first writer: as one ref, this open would wait and fail UNAVAILABLE.
+    let second = try await store.openWriter(ref: nfd, total: 0, expected: nil)
+    _ = try await second.append(Data("bb".utf8))
+    await first.close()
+    await second.close()
+    let a = try await store.status(ref: nfc)
+    let b = try await store.status(ref: nfd)
+    try expect(Array(a.ref.utf8) == Array(nfc.utf8) && a.offset == 1, "the NFC ref's own ingest: \(a)")
+    try expect(Array(b.ref.utf8) == Array(nfd.utf8) && b.offset == 2, "the NFD ref's own ingest: \(b)")
+    let listed = try await store.listStatuses(.always).map { Array($0.ref.utf8) }
+    try expect(listed.contains(Array(nfc.utf8)) && listed.contains(Array(nfd.utf8)), "both listed: \(listed)")
+    try expect(try await store.listStatuses(Filter.parse(["ref==\"\(nfc)\""])).map { Array($0.ref.utf8) } == [Array(nfc.utf8)], "ref== by bytes")
+    try await store.abort(ref: nfc)
+    try expect(try await store.status(ref: nfd).offset == 2, "aborting one left the other")
+    try await store.abort(ref: nfd)
+    // A ref that starts with a combining mark (it joins whatever precedes it into one
+    // Character, such as a scope's "/").
+    let mark = "\u{301}mark"
+    let w = try await store.openWriter(ref: mark, total: 0, expected: nil)
+    _ = try await w.append(Data("x".utf8))
+    await w.close()
+    try expect(Array(try await store.status(ref: mark).ref.utf8) == Array(mark.utf8), "a ref starting with a combining mark")
+    try expect(try await store.listStatuses(.always).contains { Array($0.ref.utf8) == Array(mark.utf8) }, "listed")
+    try await store.abort(ref: mark)
+    // A label key matches a filter on its own bytes only.
+    let d = try await put(store, Data("bytewise labels".utf8), ref: "bytewise-labels", labels: [nfd: "e\u{301}"])
+    let byNFD = try await store.list(Filter.parse(["labels.\"\(nfd)\"==\"e\u{301}\""])).map(\.digest)
+    let byNFC = try await store.list(Filter.parse(["labels.\"\(nfc)\"==\"e\u{301}\""])).map(\.digest)
+    try expect(byNFD == [d] && byNFC.isEmpty, "label filter by bytes: NFD \(byNFD), NFC \(byNFC)")
+    try expect(try await store.list(Filter.parse(["labels.\"\(nfd)\"==\"\u{E9}\""])).isEmpty, "values compare by bytes too")
+    try await store.delete(d)
   }
 
   static func opaqueRefs(_ store: any ContentStore) async throws {
