@@ -5,7 +5,8 @@ import PackageDescription
 //
 //   CairnCore     pure domain: digests, refs, errors, filters, labels, the store protocol and
 //                 the Write-session state machine. No NIO, no gRPC.
-//   CairnDisk     the durable single-node store (containerd's content/local layout).
+//   CairnDisk     the durable single-node store (containerd's content/local layout) and
+//                 DurableFiles, the one helper for small files that must survive a crash.
 //   CairnCluster  cluster config, ring placement, views and the SWIM membership state
 //                 machine, fed by an injected transport, clock and seeded RNG; CairnCore only.
 //   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
@@ -16,7 +17,8 @@ import PackageDescription
 //   CairnClient   a client for both APIs (used by the CLI, the bench, the tests and the
 //                 nodes' connections to their peers).
 //   CairnNode     a cluster node: the membership driver, the peer protocol and the cluster
-//                 store (routing, forwarding, replication, failover reads) over a local store.
+//                 store (routing, forwarding, replication, failover reads) over a local store;
+//                 its hints, tombstones and adopted config through CairnDisk's DurableFiles.
 //   CairnAgent    the node-local endpoint for containerd: local ingests and cache, blobs in
 //                 the cluster under the host's client identity (docs/containerd.md).
 //   cairn         the CLI: serve, client commands, bench.
@@ -130,6 +132,7 @@ let package = Package(
       name: "CairnNode",
       dependencies: [
         "CairnCore",
+        "CairnDisk",
         "CairnCluster",
         "CairnProto",
         "CairnServer",

@@ -186,16 +186,23 @@ actor DiskIngestWriter: IngestWriter {
       store.released(self)
       return
     }
-    _ = try? await store.io.runToCompletion {
-      if keepIngest {
-        if !materialized { try? DiskStore.materialize(files, fd: fd, status: status) }
-        // As in containerd, the total declared when the ingest was created stands; later
-        // messages only inform this stream's commit.
-        try? POSIX.writeFile(files.updatedAt, Data(status.updatedAt.rfc3339.utf8))
-      } else if materialized {
-        try? POSIX.removeTree(files.dir)
+    do {
+      try await store.io.runToCompletion {
+        defer { POSIX.close(fd) }
+        if keepIngest {
+          if !materialized { try DiskStore.materialize(files, fd: fd, status: status) }
+          // As in containerd, the total declared when the ingest was created stands; later
+          // messages only inform this stream's commit.
+          try POSIX.writeFile(files.updatedAt, Data(status.updatedAt.rfc3339.utf8))
+        } else if materialized {
+          try POSIX.removeTree(files.dir)
+        }
       }
-      POSIX.close(fd)
+    } catch {
+      // The stream is over either way; what is lost is a resumable upload (or its directory
+      // stays for the stale-ingest sweep), never an acknowledged blob.
+      let what = keepIngest ? "keeping the interrupted upload of ref" : "removing the ingest of ref"
+      store.logger.error("\(what) \(quoted(status.ref)) failed: \(ContentError.from(error).message)")
     }
     self.fd = -1
     store.released(self)

@@ -1,6 +1,7 @@
 import CCairnSys
 import CairnCore
 import Foundation
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -19,7 +20,7 @@ public final class DiskStore: ContentStore {
   let groupSync: GroupSync
   private let refLocks = LockTable()
   private let metaLocks = LockTable()
-  private let active = Mutex<[String: DiskIngestWriter]>([:])
+  private let active = Mutex<[Bytewise: DiskIngestWriter]>([:])  // by ref, as bytes
   let usageCache = Mutex<(Double, StoreUsage)?>(nil)
   func activeWriterCount() -> Int { active.withLock { $0.count } }
 
@@ -31,24 +32,28 @@ public final class DiskStore: ContentStore {
   /// half-created ingest directories and temporary metadata files.
   public static func open(
     root: String, limits: Limits = .default, ioThreads: Int = 8,
-    clock: @escaping WallClock = { Timestamp.now() }
+    clock: @escaping WallClock = { Timestamp.now() }, logger: Logger = Logger(label: "cairn.disk")
   ) async throws -> DiskStore {
     let io = BlockingIO(threads: ioThreads)
     let layout = DiskLayout(root: root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root)
     let lock = try await io.run {
       try layout.create()
       let lock = try DataDirectoryLock(root: layout.root)
-      try DiskStore.recover(layout)
+      try DiskStore.recover(layout, logger: logger)
       return lock
     }
-    return DiskStore(layout: layout, io: io, limits: limits, clock: clock, lock: lock)
+    return DiskStore(layout: layout, io: io, limits: limits, clock: clock, lock: lock, logger: logger)
   }
 
   /// Held while the store is open (one process per data directory).
   private let lock: DataDirectoryLock
 
-  private init(layout: DiskLayout, io: BlockingIO, limits: Limits, clock: @escaping WallClock, lock: DataDirectoryLock) {
+  /// Where the store reports files it drops or ignores (a crash's leftovers, damage).
+  let logger: Logger
+
+  private init(layout: DiskLayout, io: BlockingIO, limits: Limits, clock: @escaping WallClock, lock: DataDirectoryLock, logger: Logger) {
     self.lock = lock
+    self.logger = logger
     self.layout = layout
     self.io = io
     self.limits = limits
@@ -61,13 +66,18 @@ public final class DiskStore: ContentStore {
     lock.release()
   }
 
-  private static func recover(_ layout: DiskLayout) throws(ContentError) {
+  private static func recover(_ layout: DiskLayout, logger: Logger) throws(ContentError) {
     for name in try POSIX.listDirectory(layout.ingestRoot) {
       let files = IngestFiles(dir: layout.ingestRoot + "/" + name)
-      if !POSIX.exists(files.ref) || !POSIX.exists(files.data) { try POSIX.removeTree(files.dir) }
+      if !POSIX.exists(files.ref) || !POSIX.exists(files.data) {
+        // Its creation never finished, so no Write was answered for it.
+        logger.notice("removing \(files.dir): an ingest whose creation a crash interrupted")
+        try POSIX.removeTree(files.dir)
+      }
     }
     for alg in DigestAlgorithm.allCases {
       for name in try POSIX.listDirectory(layout.metaDir(alg)) where name.hasSuffix(".tmp") {
+        logger.notice("removing \(layout.metaDir(alg))/\(name): a label update or commit a crash interrupted")
         try POSIX.unlink(layout.metaDir(alg) + "/" + name)
       }
     }
@@ -109,7 +119,7 @@ public final class DiskStore: ContentStore {
         current: current?.labels ?? [:], requested: labels, fieldPaths: fieldPaths)
       try LabelRules.validateStored(merged, limits: limits)
       let meta = BlobMeta(labels: merged, updatedAt: now.rfc3339)
-      try POSIX.writeFile(layout.metaPath(digest), try meta.encoded(), durable: true)
+      try DurableFiles.replace(layout.metaPath(digest), try meta.encoded())
       let pending = try groupSync.enterAll([layout.metaDir(digest.algorithm)])
       return (BlobMeta.info(digest, blob: st, meta: meta), pending)
     }
@@ -118,14 +128,22 @@ public final class DiskStore: ContentStore {
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {
-    let (layout, limits) = (self.layout, self.limits)
+    let (layout, limits, logger) = (self.layout, self.limits, self.logger)
     return try await io.run {
       var out: [BlobInfo] = []
       for alg in DigestAlgorithm.allCases {
         for name in try POSIX.listDirectory(layout.blobDir(alg)) {
           guard let digest = try? Digest(parsing: alg.rawValue + ":" + name) else { continue }
           guard let st = try? POSIX.stat(layout.blobPath(digest)) else { continue }  // deleted meanwhile
-          let info = BlobMeta.info(digest, blob: st, meta: try? BlobMeta.read(layout.metaPath(digest), limits: limits))
+          let meta: BlobMeta?
+          do throws(ContentError) {
+            meta = try BlobMeta.read(layout.metaPath(digest), limits: limits)
+          } catch {
+            // Info on this digest answers the error; a listing shows the blob unlabelled.
+            logger.error("listing \(digest) without its labels: \(error.message)")
+            meta = nil
+          }
+          let info = BlobMeta.info(digest, blob: st, meta: meta)
           if filter.matches(info) { out.append(info) }
           if filter.exhausted { return out }
         }
@@ -204,10 +222,10 @@ public final class DiskStore: ContentStore {
 
   public func status(ref: String) async throws -> IngestStatus {
     try RefRules.validate(ref, limits: limits)
-    if let w = active.withLock({ $0[ref] }) { return await w.snapshot() }
+    if let w = active.withLock({ $0[Bytewise(ref)] }) { return await w.snapshot() }
     let files = IngestFiles(dir: layout.ingestDir(ref: ref))
     let status = try? await io.run { try files.readStatus() }
-    guard let status, status.ref == ref else {
+    guard let status, status.ref.bytewiseEquals(ref) else {
       throw ContentError.notFound("ingest ref \(quoted(ref)): not found")
     }
     return status
@@ -222,15 +240,15 @@ public final class DiskStore: ContentStore {
     }
     // Held ingests report their live state; new ones have no directory yet.
     let writers = active.withLock { $0 }
-    var statuses: [String: IngestStatus] = [:]
-    for s in onDisk where writers[s.ref] == nil { statuses[s.ref] = s }
+    var statuses: [Bytewise: IngestStatus] = [:]
+    for s in onDisk where writers[Bytewise(s.ref)] == nil { statuses[Bytewise(s.ref)] = s }
     for (ref, w) in writers { statuses[ref] = await w.snapshot() }
-    return statuses.values.filter { filter.matches($0) }.sorted { $0.ref < $1.ref }
+    return statuses.values.filter { filter.matches($0) }.sorted { $0.ref.bytewisePrecedes($1.ref) }
   }
 
   public func abort(ref: String) async throws {
     try RefRules.validate(ref, limits: limits)
-    let writer = active.withLock { $0[ref] }
+    let writer = active.withLock { $0[Bytewise(ref)] }
     if let writer { await writer.markAborted() }
     let dir = layout.ingestDir(ref: ref)
     let removed = try await io.run { try POSIX.removeTree(dir) }
@@ -277,7 +295,7 @@ public final class DiskStore: ContentStore {
         return try DiskStore.openIngest(layout: layout, ref: ref, total: total, expected: expected, now: now)
       }
       let writer = DiskIngestWriter(store: self, opened: opened)
-      active.withLock { $0[ref] = writer }
+      active.withLock { $0[Bytewise(ref)] = writer }
       events.publish(.progress(opened.status))
       return writer
     } catch {
@@ -290,7 +308,7 @@ public final class DiskStore: ContentStore {
 
   /// Called by a writer when it ends.
   func released(_ writer: DiskIngestWriter) {
-    active.withLock { if $0[writer.ref] === writer { $0[writer.ref] = nil } }
+    active.withLock { if $0[Bytewise(writer.ref)] === writer { $0[Bytewise(writer.ref)] = nil } }
     refLocks.release(writer.ref)
   }
 

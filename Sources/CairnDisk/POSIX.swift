@@ -210,20 +210,16 @@ enum POSIX {
     String(decoding: try readFile(path), as: UTF8.self)
   }
 
-  /// Writes a small file whole. With `durable`, through a temp file, fdatasync and rename,
-  /// so that it is either the old or the new content after a crash (the caller fsyncs
-  /// the directory).
-  static func writeFile(_ path: String, _ data: Data, durable: Bool = false) throws(ContentError) {
-    let target = durable ? path + ".tmp" : path
-    let fd = try open(target, O_WRONLY | O_CREAT | O_TRUNC)
+  /// Writes a small file whole, with no promise about crashes (DurableFiles makes one).
+  static func writeFile(_ path: String, _ data: Data, sync: Bool = false) throws(ContentError) {
+    let fd = try open(path, O_WRONLY | O_CREAT | O_TRUNC)
     do {
-      try pwriteAll(fd, data, at: 0, path: target)
-      if durable { try fdatasync(fd, path: target) }
+      try pwriteAll(fd, data, at: 0, path: path)
+      if sync { try fdatasync(fd, path: path) }
     } catch {
       close(fd)
       throw error
     }
     close(fd)
-    if durable { try rename(target, path) }
   }
 }

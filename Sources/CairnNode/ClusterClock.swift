@@ -6,8 +6,8 @@ import Synchronization
 
 /// The node's hybrid logical clock (HybridClock fed the real wall and monotonic clocks):
 /// the time of every commit this node stamps (its store's clock) and of every Delete it
-/// coordinates. Every peer call carries the caller's reading and physical time in
-/// `cairn-hlc` (`READING,PHYSICAL`, nanoseconds) and every answer the callee's
+/// coordinates. Every peer call carries the caller's reading and wall clock in
+/// `cairn-hlc` (`READING,WALL`, nanoseconds) and every answer the callee's
 /// (ClockInterceptors), so each node's clock passes the readings of the peers it hears
 /// from, and refuses one that is more than `max_clock_skew` ahead of the cluster.
 public final class ClusterClock: Sendable {
@@ -39,30 +39,23 @@ public final class ClusterClock: Sendable {
     return Timestamp(totalNanoseconds: state.withLock { $0.stamp(wall: w, mono: m) })
   }
 
-  /// The time of a Delete: ordered against commits on every node, so this node must have
-  /// heard its peers' clocks first.
-  func deletionStamp() throws(ContentError) -> Timestamp {
-    guard isSynced else { throw .unavailable("this node has not heard its peers' clocks yet; retry") }
-    return stamp()
-  }
-
   public var reading: Int64 {
     let (w, m) = (wall(), mono())
     return state.withLock { $0.reading(wall: w, mono: m) }
   }
 
-  /// What goes on the wire: `READING,PHYSICAL`.
+  /// What goes on the wire: `READING,WALL` (HybridClock.message).
   var header: String {
     let (w, m) = (wall(), mono())
-    let (r, p) = state.withLock { ($0.reading(wall: w, mono: m), $0.physical(wall: w, mono: m)) }
-    return "\(r),\(p)"
+    let (r, sent) = state.withLock { $0.message(wall: w, mono: m) }
+    return "\(r),\(sent)"
   }
 
   /// A peer's `cairn-hlc` header (malformed ones are ignored: no reading, no vote).
   func observe(header: String, from peer: String) throws(ContentError) {
     let parts = header.split(separator: ",")
     guard parts.count == 2, let r = Int64(parts[0]), let p = Int64(parts[1]) else { return }
-    try observe(r, physical: p, from: peer)
+    try observe(r, peerWall: p, from: peer)
   }
 
   public var isSynced: Bool {
@@ -70,10 +63,16 @@ public final class ClusterClock: Sendable {
     return state.withLock { $0.isSynced(mono: m) }
   }
 
+  /// The peers whose readings arrived recently.
+  public var heard: Set<String> {
+    let m = mono()
+    return state.withLock { $0.heard(mono: m) }
+  }
+
   /// A peer's reading; FAILED_PRECONDITION naming the limit when it is beyond the skew.
-  func observe(_ remote: Int64, physical: Int64, from peer: String) throws(ContentError) {
+  func observe(_ remote: Int64, peerWall: Int64, from peer: String) throws(ContentError) {
     let (w, m) = (wall(), mono())
-    guard let excess = state.withLock({ $0.observe(remote, physical: physical, from: peer, wall: w, mono: m) }) else { return }
+    guard let excess = state.withLock({ $0.observe(remote, peerWall: peerWall, from: peer, wall: w, mono: m) }) else { return }
     refusedReadings.add(1, ordering: .relaxed)
     throw .failedPrecondition(
       "\(peer)'s clock reads \(String(format: "%.1f", Double(excess) / 1e9)) s ahead of this cluster's (limit max_clock_skew = \(maxSkewSeconds) s): its message is refused")

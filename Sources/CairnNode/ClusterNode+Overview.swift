@@ -31,7 +31,7 @@ extension ClusterNode {
     let size = view.config.peers.count
     let connected = relayedPeers.intersection(view.config.peers.keys).subtracting([config.me]).count + 1
     if connected * 2 <= size { return "connected to \(connected) of \(size) nodes (itself included), a majority is needed" }
-    if !clock.isSynced { return "its clock has not heard its peers' readings yet" }
+    if !clockIsSynced { return "its clock has not heard its peers' readings yet" }
     return membership.ownershipRefusal()
   }
 

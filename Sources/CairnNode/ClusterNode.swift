@@ -1,6 +1,7 @@
 import CairnClient
 import CairnCluster
 import CairnCore
+import CairnDisk
 import CairnProto
 import CairnServer
 import Foundation
@@ -15,6 +16,29 @@ public final class ClusterNode: Sendable {
   /// The cluster config in force: the one given at start, or a later epoch adopted from
   /// the cluster (Membership).
   public var config: ClusterConfig { membership.current.config }
+
+  /// Whether this node's stamps are ordered against its peers': it has none (a one-node
+  /// cluster: its own clock is the only one), or it heard recently from at least one and
+  /// from every peer its view counts live. Not just one: the median of two clocks is this
+  /// node's own, so a node a day behind that heard only one peer would stamp a day behind
+  /// (and a true one that heard only that node would follow it), which ordered a new upload
+  /// before an earlier Delete. A dead peer is not waited for.
+  var clockIsSynced: Bool {
+    if config.peers.count <= 1 { return true }
+    let heard = clock.heard
+    guard !heard.isEmpty else { return false }
+    let view = self.view
+    return view.config.peers.keys.allSatisfy { id in
+      id == view.config.me || view.members[id]?.isLive == false || heard.contains(id.name)
+    }
+  }
+
+  /// The time of a Delete: ordered against commits on every node, so this node must have
+  /// heard its peers' clocks first.
+  func deletionStamp() throws(ContentError) -> Timestamp {
+    guard clockIsSynced else { throw .unavailable("this node has not heard its peers' clocks yet; retry") }
+    return clock.stamp()
+  }
   let local: any ContentStore
   let membership: Membership
   let peers: PeerClients
@@ -36,9 +60,11 @@ public final class ClusterNode: Sendable {
   /// committed twice at once under two refs); handoff leaves them alone.
   let replicating = Mutex<[Digest: Int]>([:])
   /// Refs whose ingest on this node is a mirror of another node's upload (IngestMirror).
-  let mirrors = Mutex<[String: Int]>([:])
+  let mirrors = Mutex<[Bytewise: Int]>([:])  // by ref
   /// Digests a read-repair fetch is running for.
   let repairing = Mutex<Set<Digest>>([])
+  /// Local Deletes and replicas' commits, one at a time per digest (`guarding`).
+  let digestGuards = LockTable()
   /// What this node stores and served, for status reports (set by whoever runs the node).
   let usageProvider = Mutex<(@Sendable () async -> Cairn_Peer_V1_NodeUsage)?>(nil)
   let security = Mutex("")
@@ -55,14 +81,14 @@ public final class ClusterNode: Sendable {
   ) throws {
     self.clock = clock
     let configPath = dataDir + "/cluster-config.json"
-    let config = Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
+    let config = try Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
     repairConfig = repair
     repairLimiter = ByteRateLimiter(bytesPerSecond: repair.bytesPerSecond)
-    tombstones = try Tombstones(root: dataDir)
+    tombstones = try Tombstones(root: dataDir, logger: logger, now: { clock.reading })
     self.local = local
     self.logger = logger
     peers = PeerClients(addresses: config.peers, security: peerSecurity, clock: clock, me: config.me)
-    hints = try Hints(root: dataDir)
+    hints = try Hints(root: dataDir, logger: logger)
     fetches = FetchCoalescer(limits: local.limits)
     membership = Membership(
       config: config, peers: peers, logger: logger, seed: seed ?? UInt64.random(in: 1...UInt64.max),
@@ -71,12 +97,30 @@ public final class ClusterNode: Sendable {
 
   /// A config of a later epoch this node adopted before it stopped (join/leave happened
   /// since the peer list on its command line was written).
-  private static func persistedConfig(at path: String, over given: ClusterConfig, logger: Logger) -> ClusterConfig? {
-    guard let data = try? Data(contentsOf: URL(fileURLWithPath: path)),
-      let m = try? Cairn_Peer_V1_ClusterConfigMessage(jsonUTF8Bytes: data), m.epoch > given.epoch,
-      Int(m.replicas) == given.replicas, Int(m.writeQuorum) == given.writeQuorum, Int(m.vnodes) == given.vnodesPerNode,
-      let adopted = try? given.adopting(peers: m.peerList, epoch: m.epoch)
-    else { return nil }
+  /// The file is this node's own (DurableFiles): one it cannot use is damage or a changed
+  /// command line, and said so, never skipped in silence.
+  private static func persistedConfig(at path: String, over given: ClusterConfig, logger: Logger) throws -> ClusterConfig? {
+    guard DurableFiles.exists(path) else { return nil }
+    let m: Cairn_Peer_V1_ClusterConfigMessage
+    do {
+      m = try Cairn_Peer_V1_ClusterConfigMessage(jsonUTF8Bytes: try DurableFiles.read(path))
+    } catch {
+      logger.error("ignoring \(path): not a cluster config (\(error)); starting from the given peer list")
+      return nil
+    }
+    guard m.epoch > given.epoch else { return nil }
+    guard Int(m.replicas) == given.replicas, Int(m.writeQuorum) == given.writeQuorum, Int(m.vnodes) == given.vnodesPerNode else {
+      logger.warning(
+        "ignoring \(path): its epoch \(m.epoch) has replicas=\(m.replicas) write_quorum=\(m.writeQuorum) vnodes=\(m.vnodes), this node \(given.compatibility)")
+      return nil
+    }
+    let adopted: ClusterConfig
+    do throws(ContentError) {
+      adopted = try given.adopting(peers: m.peerList, epoch: m.epoch)
+    } catch {
+      logger.warning("ignoring \(path): \(error.message)")
+      return nil
+    }
     logger.notice("using the cluster config of epoch \(m.epoch) from \(path) (newer than the given peer list)")
     return adopted
   }
@@ -148,7 +192,7 @@ public final class ClusterNode: Sendable {
     }
   }
 
-  static func isReserved(_ ref: String) -> Bool { ref.hasPrefix(replicaRefPrefix) }
+  static func isReserved(_ ref: String) -> Bool { ref.bytewiseHasPrefix(replicaRefPrefix) }
 
   /// Ingest events clients may see: not replicas' transfers, not mirrors.
   func isClientEvent(_ e: IngestEvent) -> Bool { !Self.isReserved(e.ref) && !isMirror(e.ref) }
@@ -157,16 +201,37 @@ public final class ClusterNode: Sendable {
   /// still under way cannot bring the blob back, and repair spreads the deletion to the
   /// nodes that missed it (Tombstones).
   func deleteLocally(_ digest: Digest, at: Timestamp) async throws {
-    try await recordTombstone(digest, at: at)
-    try await local.delete(digest)
+    try await guarding(digest) {
+      try await recordTombstone(digest, at: at)
+      try await local.delete(digest)
+    }
   }
 
   /// False if kept: a label starting with `prefix` (a client's hold) arrived first.
   func deleteLocally(_ digest: Digest, at: Timestamp, unlessLabeled prefix: String) async throws -> Bool {
-    try await recordTombstone(digest, at: at)
-    let deleted = try await local.delete(digest, unlessLabeled: prefix)
-    if !deleted { await tombstones.forget(digest) }
-    return deleted
+    try await guarding(digest) {
+      try await recordTombstone(digest, at: at)
+      let deleted = try await local.delete(digest, unlessLabeled: prefix)
+      if !deleted { await tombstones.forget(digest) }
+      return deleted
+    }
+  }
+
+  /// How long a local Delete or a replica's commit waits for the other on one digest.
+  static let digestGuardTimeout: Double = 60
+
+  /// Runs a local Delete, or a replica's tombstone check and commit, alone for its digest:
+  /// otherwise a replica committed between a Delete's tombstone and its removal of the
+  /// blob (the check ran before the tombstone, the commit after the removal) left a copy
+  /// older than its tombstone, which an upload that followed the Delete then found
+  /// "already stored" and replicated with the old creation time (refused everywhere).
+  func guarding<T>(_ digest: Digest, _ body: () async throws -> T) async throws -> T {
+    let key = digest.description
+    guard await digestGuards.acquire(key, timeout: Self.digestGuardTimeout) else {
+      throw ContentError.unavailable("\(digest) is busy on \(config.me) (a Delete or a replica's commit) for \(Int(Self.digestGuardTimeout)) s; retry")
+    }
+    defer { digestGuards.release(key) }
+    return try await body()
   }
 
   /// A durable tombstone if this node holds a copy (later than that copy, whatever the
@@ -180,7 +245,7 @@ public final class ClusterNode: Sendable {
     } catch let e as ContentError where e.code == .notFound {
       return
     }
-    await tombstones.record(digest, at: created < at ? at : Timestamp(totalNanoseconds: created.totalNanoseconds + 1))
+    try await tombstones.record(digest, at: created < at ? at : Timestamp(totalNanoseconds: created.totalNanoseconds + 1))
   }
 
   /// Fencing: only the ref's owner in this node's current view may hold its lock or

@@ -139,7 +139,7 @@ public struct ClusterStore: ContentStore {
   /// Deletes every copy on every live node and leaves a tombstone on each; a node that is
   /// down keeps its copy until anti-entropy brings it the tombstone.
   public func delete(_ digest: Digest) async throws {
-    let at = try node.clock.deletionStamp()
+    let at = try node.deletionStamp()
     let results = await everywhere(
       local: { try await node.deleteLocally(digest, at: at) },
       remote: {
@@ -156,7 +156,7 @@ public struct ClusterStore: ContentStore {
   /// that node keeps its copy and the nodes that deleted theirs forget their tombstones,
   /// so that repair copies the blob back to them rather than deleting it everywhere.
   public func delete(_ digest: Digest, unlessLabeled prefix: String) async throws -> Bool {
-    let at = try node.clock.deletionStamp()
+    let at = try node.deletionStamp()
     let results = await everywhere(
       local: { try await node.deleteLocally(digest, at: at, unlessLabeled: prefix) },
       remote: {
@@ -210,13 +210,13 @@ public struct ClusterStore: ContentStore {
     let results = await everywhere(
       local: { try await local.listStatuses(filter) },
       remote: { try await $0.localListStatuses(request, options: PeerClients.unary).statuses.map { try IngestStatus($0) } })
-    var merged: [String: IngestStatus] = [:]
+    var merged: [Bytewise: IngestStatus] = [:]  // by ref
     for case .success(let all) in results.map(\.1) {
-      for s in all where !ClusterNode.isReserved(s.ref) && (merged[s.ref].map { $0.updatedAt < s.updatedAt } ?? true) {
-        merged[s.ref] = s
+      for s in all where !ClusterNode.isReserved(s.ref) && (merged[Bytewise(s.ref)].map { $0.updatedAt < s.updatedAt } ?? true) {
+        merged[Bytewise(s.ref)] = s
       }
     }
-    return merged.values.sorted { $0.ref < $1.ref }
+    return merged.values.sorted { $0.ref.bytewisePrecedes($1.ref) }
   }
 
   public func abort(ref: String) async throws {

@@ -1,6 +1,8 @@
 import CairnCluster
 import CairnCore
+import CairnDisk
 import Foundation
+import Logging
 import NIOPosix
 import Synchronization
 
@@ -10,56 +12,68 @@ import Synchronization
 /// and removals touch the disk, on NIO's blocking-I/O pool (never on an event loop).
 /// Delivery is a loop that streams the blob to the replica once it is live again and then
 /// removes the note.
+///
+/// A hint that could not be made durable (a full disk) stays in memory and is delivered
+/// while the node runs; after a restart anti-entropy finds the missing copy instead. So
+/// `add` throws for the caller to log, and never fails the write that needed it.
 final class Hints: Sendable {
-  let root: URL
+  let root: String
   private let index: Mutex<[NodeID: Set<Digest>]>
 
-  init(root: String) throws {
-    self.root = URL(fileURLWithPath: root).appendingPathComponent("hints")
-    try FileManager.default.createDirectory(at: self.root, withIntermediateDirectories: true)
+  init(root: String, logger: Logger) throws {
+    self.root = root + "/hints"
+    try DurableFiles.makeDirectory(self.root)
     var found: [NodeID: Set<Digest>] = [:]
-    for n in (try? FileManager.default.contentsOfDirectory(atPath: self.root.path)) ?? [] {
-      let names = (try? FileManager.default.contentsOfDirectory(atPath: self.root.appendingPathComponent(n).path)) ?? []
-      let digests = Set(names.compactMap { try? Digest(parsing: $0) })
-      if !digests.isEmpty { found[NodeID(n)] = digests }
+    for n in try DurableFiles.list(self.root) {
+      let dir = self.root + "/" + n
+      for name in try DurableFiles.list(dir) {
+        guard let digest = try? Digest(parsing: name) else {
+          // Not a name this node writes: say so rather than drop it silently.
+          logger.warning("ignoring \(dir)/\(name): not a hint (a file named after a digest)")
+          continue
+        }
+        found[NodeID(n), default: []].insert(digest)
+      }
     }
     index = Mutex(found)
   }
 
-  private func directory(_ node: NodeID) -> URL {
+  private func directory(_ node: NodeID) -> String {
     // Node ids are configuration, not client input; still, keep them to one path segment.
-    root.appendingPathComponent(node.name.replacingOccurrences(of: "/", with: "_"))
+    root + "/" + node.name.replacingOccurrences(of: "/", with: "_")
   }
 
-  func add(_ digest: Digest, for node: NodeID) async {
+  /// Notes that `node` misses `digest`; throws if the note is not durable (it is kept in
+  /// memory all the same).
+  func add(_ digest: Digest, for node: NodeID) async throws {
     let inserted = index.withLock { $0[node, default: []].insert(digest).inserted }
     guard inserted else { return }
     let dir = directory(node)
-    // The entry is what must survive a crash: the empty file needs no fsync, its
-    // directory does.
-    try? await NIOThreadPool.singleton.runIfActive {
-      try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-      let fd = open(dir.appendingPathComponent(digest.description).path, O_CREAT | O_WRONLY, 0o644)
-      if fd >= 0 { close(fd) }
-      let dfd = open(dir.path, O_RDONLY | O_DIRECTORY)
-      if dfd >= 0 {
-        fsync(dfd)
-        close(dfd)
-      }
+    try await Self.onPool {
+      try DurableFiles.makeDirectory(dir)
+      try DurableFiles.create(dir + "/" + digest.description)
     }
   }
 
-  func remove(_ digest: Digest, for node: NodeID) async {
+  /// Forgets the note; throws if its file could not be removed (it comes back after a
+  /// restart, and delivering it again is harmless).
+  func remove(_ digest: Digest, for node: NodeID) async throws {
     index.withLock { i in
       i[node]?.remove(digest)
       if i[node]?.isEmpty == true { i[node] = nil }
     }
-    let path = directory(node).appendingPathComponent(digest.description).path
-    try? await NIOThreadPool.singleton.runIfActive { _ = unlink(path) }
+    let path = directory(node) + "/" + digest.description
+    try await Self.onPool { try DurableFiles.remove(path) }
   }
 
   /// Every pending hint, by target node.
   func pending() -> [NodeID: Set<Digest>] { index.withLock { $0 } }
 
   var count: Int { index.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+
+  /// Blocking file work off the event loops; a pool already shut down (the node is
+  /// stopping) is an error too.
+  static func onPool(_ work: @escaping @Sendable () throws -> Void) async throws {
+    try await NIOThreadPool.singleton.runIfActive { try work() }
+  }
 }

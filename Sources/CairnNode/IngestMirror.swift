@@ -211,9 +211,11 @@ extension ClusterNode {
       let digest = try Digest(parsing: c.digest)
       let createdAt = try Timestamp(validating: c.createdAt.seconds, nanos: c.createdAt.nanos, "created_at")
       try clock.admit(createdAt, "created_at")
-      try refuseIfDeleted(digest, createdAt: createdAt)
       do {
-        let state = try await writer.commit(size: c.size, expected: digest, labels: c.labels, createdAt: createdAt)
+        let state = try await guarding(digest) {
+          try refuseIfDeleted(digest, createdAt: createdAt)
+          return try await writer.commit(size: c.size, expected: digest, labels: c.labels, createdAt: createdAt)
+        }
         await writer.close()
         return .with {
           $0.offset = state.status.offset
@@ -236,18 +238,18 @@ extension ClusterNode {
   /// delivered to the relay a little later than they happen).
   private func mirroring(_ ref: String, _ on: Bool) {
     if on {
-      mirrors.withLock { $0[ref, default: 0] += 1 }
+      mirrors.withLock { $0[Bytewise(ref), default: 0] += 1 }
       return
     }
     Task {
       try? await Task.sleep(nanoseconds: 5_000_000_000)
       self.mirrors.withLock { m in
-        m[ref, default: 1] -= 1
-        if m[ref] == 0 { m[ref] = nil }
+        m[Bytewise(ref), default: 1] -= 1
+        if m[Bytewise(ref)] == 0 { m[Bytewise(ref)] = nil }
       }
     }
   }
 
   /// Whether an ingest event on this node's store is a mirror's, not a client's.
-  func isMirror(_ ref: String) -> Bool { mirrors.withLock { $0[ref] != nil } }
+  func isMirror(_ ref: String) -> Bool { mirrors.withLock { $0[Bytewise(ref)] != nil } }
 }

@@ -1,5 +1,6 @@
 import CairnCluster
 import CairnCore
+import CairnDisk
 import CairnProto
 import Foundation
 import Logging
@@ -129,7 +130,7 @@ actor Membership {
       let why = "config epoch \(message.epoch) has replicas=\(message.replicas) write_quorum=\(message.writeQuorum) vnodes=\(message.vnodes), this node \(config.compatibility)"
       throw .failedPrecondition("\(config.me) cannot adopt it: \(why)")
     }
-    install(next)
+    try install(next)
   }
 
   /// Takes a membership change on this node: the next epoch's config, spread by gossip.
@@ -138,11 +139,25 @@ actor Membership {
     let add = add.filter { config.peers[$0.key] != $0.value }
     if add.isEmpty && remove.isEmpty { return config }
     let next = try config.changing(add: add, remove: remove)
-    install(next)
+    try install(next)
     return next
   }
 
-  private func install(_ next: ClusterConfig) {
+  /// Makes `next` this node's config: durable first (a restart keeps the epoch it adopted,
+  /// whatever its command line says), so a disk that cannot take it fails the change or
+  /// the adoption (gossip offers it again). The file is small and changes are rare: it is
+  /// written here, on the actor, so no other change interleaves.
+  private func install(_ next: ClusterConfig) throws(ContentError) {
+    if let configPath {
+      do throws(ContentError) {
+        let json: String
+        do { json = try Cairn_Peer_V1_ClusterConfigMessage(next).jsonString() } catch { throw .internalError("encoding the config: \(error)") }
+        try DurableFiles.write(configPath, Data(json.utf8))
+      } catch {
+        logger.error("membership: config epoch \(next.epoch) not adopted: writing \(configPath) failed: \(error.message)")
+        throw error
+      }
+    }
     let before = config
     config = next
     peers.update(addresses: next.peers)
@@ -154,9 +169,6 @@ actor Membership {
     published.withLock { $0 = ClusterView(config: next, members: members, version: $0.version + version + 1) }
     observeOwnership()
     deathWatches.fire(current)
-    if let configPath {
-      try? Data(Cairn_Peer_V1_ClusterConfigMessage(next).jsonString().utf8).write(to: URL(fileURLWithPath: configPath), options: .atomic)
-    }
     let added = Set(next.peers.keys).subtracting(before.peers.keys).map(\.name).sorted()
     let removed = Set(before.peers.keys).subtracting(next.peers.keys).map(\.name).sorted()
     logger.notice(

@@ -156,7 +156,7 @@ extension ClusterNode {
       }
     }
     let differ = Set(differing)
-    let now = Timestamp.now().totalNanoseconds
+    let now = clock.reading  // deletion times are the clock's, not the wall's
     let retention = Int64(repairConfig.tombstoneRetentionSeconds * 1e9)
     tombstones.confirm(
       AntiEntropy.confirmedTombstones(mine: mine, theirs: theirs, differing: differ, now: now, retention: retention), by: peer)
@@ -173,19 +173,31 @@ extension ClusterNode {
           logger.warning("anti-entropy: fetching \(digest) from \(peer) failed: \(ContentError.from(error).message)")
         }
       case .delete(let digest, let at):
-        await applyTombstone(digest, deletedAt: at)
-        inventory[digest] = RepairEntry(digest: digest, state: .deleted, at: at)
+        do {
+          try await applyTombstone(digest, deletedAt: at)
+          inventory[digest] = RepairEntry(digest: digest, state: .deleted, at: at)
+        } catch {
+          failed += 1
+          logger.error("anti-entropy: the Delete of \(digest) from \(peer) not applied: \(ContentError.from(error).message)")
+        }
       case .recordTombstone(let digest, let at):
-        await tombstones.record(digest, at: Timestamp(totalNanoseconds: at))
-        inventory[digest] = RepairEntry(digest: digest, state: .deleted, at: at)
+        do {
+          try await tombstones.record(digest, at: Timestamp(totalNanoseconds: at))
+          inventory[digest] = RepairEntry(digest: digest, state: .deleted, at: at)
+        } catch {
+          failed += 1
+          logger.error("anti-entropy: the tombstone of \(digest) from \(peer) not recorded: \(ContentError.from(error).message)")
+        }
       }
     }
     return failed
   }
 
-  /// A Delete this node missed: record it, then drop the copy if it is older.
-  func applyTombstone(_ digest: Digest, deletedAt at: Int64) async {
-    await tombstones.record(digest, at: Timestamp(totalNanoseconds: at))
+  /// A Delete this node missed: record it, then drop the copy if it is older. A tombstone
+  /// that is not durable throws before the copy goes: the copy stays until this node can
+  /// keep the Delete across a restart and pass it on to nodes that missed it too.
+  func applyTombstone(_ digest: Digest, deletedAt at: Int64) async throws {
+    try await tombstones.record(digest, at: Timestamp(totalNanoseconds: at))
     guard let info = try? await local.info(digest), info.createdAt.totalNanoseconds <= at else { return }
     if (try? await local.delete(digest)) != nil {
       repair.tombstonesApplied.add(1, ordering: .relaxed)
@@ -298,8 +310,13 @@ extension ClusterNode {
     let replicas = view.replicas(of: copy.digest)
     for replica in replicas {
       if let theirs = answers[replica]?[copy.digest], theirs.state == .deleted, RepairEntry.newer(theirs, copy).state == .deleted {
-        await applyTombstone(copy.digest, deletedAt: theirs.at)
-        return true
+        do {
+          try await applyTombstone(copy.digest, deletedAt: theirs.at)
+          return true
+        } catch {
+          logger.error("handoff: the Delete of \(copy.digest) from \(replica) not applied: \(ContentError.from(error).message)")
+          return false
+        }
       }
     }
     let holding = replicas.filter { answers[$0]?[copy.digest]?.state == .present }

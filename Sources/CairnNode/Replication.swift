@@ -62,8 +62,13 @@ extension ClusterNode {
             acks += 1
           } else {
             delivered = false
-            await self.hints.add(digest, for: target)
-            self.logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(failure!.message)")
+            do {
+              try await self.hints.add(digest, for: target)
+              self.logger.warning("replication of \(digest) to \(target) failed, hint recorded: \(failure!.message)")
+            } catch {
+              self.logger.error(
+                "replication of \(digest) to \(target) failed (\(failure!.message)); its hint is kept in memory only (anti-entropy repairs it after a restart): \(ContentError.from(error).message)")
+            }
           }
           sink.yield((target, failure))
           fill(&group)
@@ -126,7 +131,7 @@ extension ClusterNode {
   /// Stores a blob another node sends or this node fetches (a commit's replica, a hint, a
   /// handoff, a repair), from a header and its bytes in order; true if it was here already.
   /// The digest is verified here. A blob deleted after its creation is refused, also when
-  /// the Delete arrives while its bytes do.
+  /// the Delete arrives while its bytes do (checked again at the commit, `guarding`).
   func acceptReplica(_ h: Cairn_Peer_V1_ReplicateHeader, next: () async throws -> Data?) async throws -> Bool {
     guard h.clusterFingerprint == config.fingerprint else {
       throw ContentError.failedPrecondition(
@@ -154,7 +159,11 @@ extension ClusterNode {
         _ = try await writer.append(data)
         repair.bytesReceived.add(UInt64(data.count), ordering: .relaxed)
       }
-      _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels, createdAt: createdAt)
+      // A Delete that fanned out while the bytes were arriving left its tombstone.
+      try await guarding(digest) {
+        try refuseIfDeleted(digest, createdAt: createdAt)
+        _ = try await writer.commit(size: h.size, expected: digest, labels: h.labels, createdAt: createdAt)
+      }
     } catch let e as ContentError where e.code == .alreadyExists {
       await writer.close()
       return true
@@ -164,13 +173,6 @@ extension ClusterNode {
       throw error
     }
     await writer.close()
-    // A Delete that fanned out while the bytes were arriving found nothing here to delete.
-    do {
-      try refuseIfDeleted(digest, createdAt: createdAt)
-    } catch {
-      try? await local.delete(digest)
-      throw error
-    }
     return false
   }
 
@@ -187,7 +189,18 @@ extension ClusterNode {
 
   func refuseIfDeleted(_ digest: Digest, createdAt: Timestamp?) throws(ContentError) {
     if let createdAt, tombstones.deletedSince(digest, createdAt: createdAt) {
-      throw .failedPrecondition("\(config.me) refuses \(digest): it was deleted after its creation at \(createdAt)")
+      let deleted = tombstones.deletedAt(digest).map { " (deleted at \(Timestamp(totalNanoseconds: $0)))" } ?? ""
+      throw .failedPrecondition("\(config.me) refuses \(digest): it was deleted after its creation at \(createdAt)\(deleted)")
+    }
+  }
+
+  /// A hint whose file stays (it cannot be removed) is delivered again after a restart,
+  /// which the replica answers as already held: logged, not fatal.
+  private func forgetHint(_ digest: Digest, for target: NodeID) async {
+    do {
+      try await hints.remove(digest, for: target)
+    } catch {
+      logger.warning("hint of \(digest) for \(target): removing its file failed: \(ContentError.from(error).message)")
     }
   }
 
@@ -198,24 +211,24 @@ extension ClusterNode {
       let view = self.view
       // A node removed from the cluster gets nothing more; handoff places these blobs.
       for (target, digests) in hints.pending() where view.config.peers[target] == nil {
-        for d in digests { await hints.remove(d, for: target) }
+        for d in digests { await forgetHint(d, for: target) }
       }
       for (target, digests) in hints.pending() where view.isLive(target) {
         for digest in digests {
           guard let info = try? await local.info(digest) else {
-            await hints.remove(digest, for: target)  // deleted since: nothing to hand off
+            await forgetHint(digest, for: target)  // deleted since: nothing to hand off
             continue
           }
           // No ref: the blob was acknowledged already, so there is no ownership to fence.
           let header = replicaHeader(digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
           do {
             try await send(digest, header: header, to: target)
-            await hints.remove(digest, for: target)
+            await forgetHint(digest, for: target)
             logger.info("hinted handoff: delivered \(digest) to \(target)")
           } catch let e as ContentError where e.code == .failedPrecondition {
             // Refused for good (deleted there since): anti-entropy and handoff settle
             // this copy with the replicas' tombstones.
-            await hints.remove(digest, for: target)
+            await forgetHint(digest, for: target)
             logger.info("hinted handoff: \(target) refused \(digest): \(e.message)")
           } catch {
             break  // still unreachable; try again later

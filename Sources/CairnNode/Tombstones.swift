@@ -1,6 +1,8 @@
 import CairnCluster
 import CairnCore
+import CairnDisk
 import Foundation
+import Logging
 import NIOPosix
 import Synchronization
 
@@ -23,31 +25,53 @@ final class Tombstones: Sendable {
   /// Delete of a digest leaves one on every live node for the retention period).
   static let capacity = 1_000_000
 
-  let root: URL
+  let root: String
   private let ledger: Mutex<TombstoneLedger>
   private let recent = Mutex<[Digest: Int64]>([:])
+  private let logger: Logger
+  /// The node's hybrid logical clock's reading: what a deletion time is compared with. Not
+  /// the wall clock: a node whose wall clock ran a day ahead took every Delete it heard as
+  /// ten minutes old already, forgot it, and accepted a transfer of the deleted blob.
+  private let now: @Sendable () -> Int64
 
-  init(root: String) throws {
-    self.root = URL(fileURLWithPath: root).appendingPathComponent("tombstones")
-    try FileManager.default.createDirectory(at: self.root, withIntermediateDirectories: true)
+  init(root: String, logger: Logger, now: @escaping @Sendable () -> Int64) throws {
+    self.logger = logger
+    self.now = now
+    self.root = root + "/tombstones"
+    try DurableFiles.makeDirectory(self.root)
     var found = TombstoneLedger()
-    for name in (try? FileManager.default.contentsOfDirectory(atPath: self.root.path)) ?? [] {
-      guard let d = try? Digest(parsing: name),
-        let text = try? String(contentsOf: self.root.appendingPathComponent(name), encoding: .utf8),
-        let at = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
-      else { continue }  // a torn write of a tombstone being recorded: its Delete never answered
+    for name in try DurableFiles.list(self.root) {
+      let file = self.root + "/" + name
+      if name.hasSuffix(".tmp") {
+        // A tombstone whose write a crash interrupted: its Delete never answered.
+        logger.notice("removing \(file): a tombstone write a crash interrupted")
+        try DurableFiles.remove(file)
+        continue
+      }
+      guard let d = try? Digest(parsing: name) else {
+        logger.warning("ignoring \(file): not a tombstone (a file this node did not write)")
+        continue
+      }
+      guard let at = Int64(String(decoding: try DurableFiles.read(file, limit: 64), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        // Written with rename over fsynced bytes, so this is damage, not a torn write.
+        logger.error("ignoring the tombstone \(file): its content is not a deletion time")
+        continue
+      }
       found.record(d, at: at)
     }
     ledger = Mutex(found)
   }
 
-  private func path(_ digest: Digest) -> String { root.appendingPathComponent(digest.description).path }
+  private func path(_ digest: Digest) -> String { root + "/" + digest.description }
 
-  /// Remembers that `digest` was deleted at `at`; durable when it returns.
-  func record(_ digest: Digest, at: Timestamp) async {
+  /// Remembers that `digest` was deleted at `at`; durable when it returns. Throws if it is
+  /// not: the ledger is then as before, and the caller must not delete the copy.
+  func record(_ digest: Digest, at: Timestamp) async throws {
     let nanos = at.totalNanoseconds
     var overflow: [Digest] = []
+    var previous: Int64?
     let isNew = ledger.withLock { l in
+      previous = l.deletedAt(digest)
       let isNew = l.record(digest, at: nanos)
       if isNew && l.stones.count > Self.capacity {
         overflow = l.stones.sorted { $0.value.deletedAt < $1.value.deletedAt }.prefix(l.stones.count - Self.capacity).map(\.key)
@@ -57,21 +81,15 @@ final class Tombstones: Sendable {
     }
     guard isNew else { return }
     let file = path(digest)
-    let dir = root.path
-    try? await NIOThreadPool.singleton.runIfActive {
-      let tmp = file + ".tmp"
-      let fd = open(tmp, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
-      guard fd >= 0 else { return }
-      let bytes = Array("\(nanos)\n".utf8)
-      _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-      fsync(fd)
-      close(fd)
-      rename(tmp, file)
-      let dfd = open(dir, O_RDONLY | O_DIRECTORY)
-      if dfd >= 0 {
-        fsync(dfd)
-        close(dfd)
+    do {
+      try await Hints.onPool { try DurableFiles.write(file, Data("\(nanos)\n".utf8)) }
+    } catch {
+      ledger.withLock { l in
+        guard l.deletedAt(digest) == nanos else { return }  // a later record won meanwhile
+        l.remove(digest)
+        if let previous { _ = l.record(digest, at: previous) }
       }
+      throw ContentError.from(error)
     }
     if !overflow.isEmpty { await unlink(overflow) }
   }
@@ -82,7 +100,7 @@ final class Tombstones: Sendable {
     recent.withLock { r in
       r[digest] = max(r[digest] ?? 0, nanos)
       if r.count > Self.recentCapacity {
-        let horizon = Timestamp.now().totalNanoseconds - Self.recentRetentionNanoseconds
+        let horizon = now().addingSaturating(-Self.recentRetentionNanoseconds)
         r = r.filter { $0.value >= horizon }
         while r.count > Self.recentCapacity, let oldest = r.min(by: { $0.value < $1.value }) { r[oldest.key] = nil }
       }
@@ -94,7 +112,7 @@ final class Tombstones: Sendable {
     let created = createdAt.totalNanoseconds
     if let at = ledger.withLock({ $0.deletedAt(digest) }), at >= created { return true }
     guard let at = recent.withLock({ $0[digest] }) else { return false }
-    return at >= created && at + Self.recentRetentionNanoseconds >= Timestamp.now().totalNanoseconds
+    return at >= created && at.addingSaturating(Self.recentRetentionNanoseconds) >= now()
   }
 
   func deletedAt(_ digest: Digest) -> Int64? { ledger.withLock { $0.deletedAt(digest) } }
@@ -111,7 +129,7 @@ final class Tombstones: Sendable {
   /// Forgets the tombstones the ledger allows to, and those older than this node's copy
   /// (`present`: creation times of the local blobs); returns how many.
   func collect(retentionSeconds: Double, view: ClusterView, present: [Digest: Int64]) async -> Int {
-    let now = Timestamp.now().totalNanoseconds
+    let now = self.now()
     let gone = ledger.withLock { l in
       let gone = Set(l.collectable(now: now, retention: Int64(retentionSeconds * 1e9), view: view))
         .union(l.superseded(byCopiesCreatedAt: present))
@@ -134,8 +152,14 @@ final class Tombstones: Sendable {
 
   var count: Int { ledger.withLock { $0.stones.count } }
 
+  /// Removes forgotten tombstones' files. One that cannot be removed is logged and comes
+  /// back after a restart, to be collected again.
   private func unlink(_ digests: [Digest]) async {
     let paths = digests.map(path)
-    try? await NIOThreadPool.singleton.runIfActive { for p in paths { _ = Foundation.unlink(p) } }
+    do {
+      try await Hints.onPool { for p in paths { try DurableFiles.remove(p) } }
+    } catch {
+      logger.warning("removing forgotten tombstones failed: \(ContentError.from(error).message)")
+    }
   }
 }

@@ -114,10 +114,16 @@ public struct ModernContentService: Containerd_Services_Content_V1_Content.Simpl
     response: RPCWriter<Containerd_Services_Content_V1_WriteContentResponse>, context: ServerContext
   ) async throws {
     try await rpc {
-      try await WriteStreamDriver(store: store, fromPeer: forPeers).run(request) { m in
-        WriteStep(
-          action: m.action == .commit ? .commit : m.action == .write ? .write : .stat,
-          ref: m.ref, total: m.total, expected: m.expected, offset: m.offset, data: m.data, labels: m.labels)
+      try await WriteStreamDriver(store: store, fromPeer: forPeers).run(request) { m throws(ContentError) in
+        let action: WriteStep.Action =
+          switch m.action {
+          case .stat: .stat
+          case .write: .write
+          case .commit: .commit
+          case .UNRECOGNIZED(let n): throw .invalidArgument("\(n) is not a valid action")  // as containerd
+          }
+        return WriteStep(
+          action: action, ref: m.ref, total: m.total, expected: m.expected, offset: m.offset, data: m.data, labels: m.labels)
       } respond: { state, action in
         try await response.write(.with {
           $0.action = action == .commit ? .commit : action == .write ? .write : .stat

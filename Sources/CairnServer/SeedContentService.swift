@@ -74,13 +74,14 @@ struct SeedContentService: Seed.SimpleServiceProtocol {
     response: RPCWriter<Containerd_V1_WriteResponse>, context: ServerContext
   ) async throws {
     try await rpc {
-      try await WriteStreamDriver(store: store).run(request) { m in
+      try await WriteStreamDriver(store: store).run(request) { m throws(ContentError) in
         let action: WriteStep.Action =
           switch m.action {
           case .stat: .stat
+          case .write: .write
           case .commit: .commit
           case .abort: .abort
-          default: .write
+          case .UNRECOGNIZED(let n): throw .invalidArgument("\(n) is not a valid action")  // as containerd
           }
         return WriteStep(
           action: action, ref: m.ref, total: m.expectedSize, expected: m.expectedDigest, offset: m.offset,

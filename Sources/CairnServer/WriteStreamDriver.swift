@@ -12,12 +12,12 @@ struct WriteStreamDriver {
   /// `respond` receives the state after a message and the action that produced it.
   func run<Requests: AsyncSequence & Sendable>(
     _ requests: Requests,
-    step toStep: @Sendable (Requests.Element) -> WriteStep,
+    step toStep: @Sendable (Requests.Element) throws(ContentError) -> WriteStep,
     respond: (WriterState, WriteStep.Action) async throws -> Void
   ) async throws where Requests.Element: Sendable {
     var iterator = requests.makeAsyncIterator()
     guard let firstMessage = try await iterator.next() else { return }
-    let first = toStep(firstMessage)
+    let first = try toStep(firstMessage)
     var session = WriteSession(limits: store.limits, fromPeer: fromPeer)
     let opening = try session.start(first)
     let writer = try await store.openWriter(ref: opening.ref, total: opening.total, expected: opening.expected)
@@ -30,7 +30,7 @@ struct WriteStreamDriver {
         }
         if session.phase == .finished { break }
         guard let next = try await iterator.next() else { break }
-        step = toStep(next)
+        step = try toStep(next)
       }
     } catch {
       await writer.close()

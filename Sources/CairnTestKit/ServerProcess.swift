@@ -1,3 +1,4 @@
+import CairnCore
 import Foundation
 import Synchronization
 
@@ -246,5 +247,22 @@ public func waitUntil(
     if (try? await condition()) == true { return }
     if Date() > deadline { throw ServerProcessError("timed out after \(timeout) s waiting for: \(what)") }
     try await Task.sleep(nanoseconds: 20_000_000)
+  }
+}
+
+/// Runs `body` again while it fails UNAVAILABLE ("retry", as a careful cluster client
+/// does: an owner just declared dead, a majority not yet settled), up to `timeout` seconds.
+/// Under CI load a failure detector may suspect a slow node for a moment; other errors and
+/// the last UNAVAILABLE are thrown.
+public func retryingUnavailable<T>(
+  timeout: Double = 30, unless fatal: (ContentError) -> Bool = { _ in false }, _ body: () async throws -> T
+) async throws -> T {
+  let deadline = Date().addingTimeInterval(timeout)
+  while true {
+    do {
+      return try await body()
+    } catch let e as ContentError where e.code == .unavailable && !fatal(e) && Date() < deadline {
+      try await Task.sleep(nanoseconds: 100_000_000)
+    }
   }
 }

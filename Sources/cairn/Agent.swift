@@ -56,7 +56,7 @@ struct Agent: AsyncParsableCommand {
     do {
       try FileManager.default.createDirectory(
         atPath: (unix as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-      local = try await DiskStore.open(root: data, limits: limits)
+      local = try await DiskStore.open(root: data, limits: limits, logger: logger)
       upstream = try ClusterClient(addresses: addresses, client: identity, failoverSeconds: failoverSeconds)
       cache = BlobCache(store: local, maxBytes: cacheMax)
       try await cache.load()
@@ -64,15 +64,7 @@ struct Agent: AsyncParsableCommand {
       throw fail(error)
     }
     let store = AgentStore(local: local, cluster: upstream, cache: cache, logger: logger)
-    let expireJob: @Sendable () async -> Void = { [ingestExpiry] in
-      while !Task.isCancelled {
-        try? await Task.sleep(for: .seconds(min(ingestExpiry / 4, 3600)))
-        if Task.isCancelled { return }
-        if let removed = try? await local.expireIngests(olderThan: ingestExpiry), !removed.isEmpty {
-          logger.info("expired \(removed.count) stale ingests")
-        }
-      }
-    }
+    let expireJob = staleIngestSweeper(local, expiry: ingestExpiry, logger: logger)
     let server = ContentServer(
       store: store, listen: ListenConfig(tcp: nil, unixPath: unix), logger: logger, maintenance: [expireJob])
     var groupConfig = ServiceGroupConfiguration(

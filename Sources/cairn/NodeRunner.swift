@@ -38,7 +38,7 @@ struct NodeRunner {
     let isCluster = cluster != nil
     let stamp: WallClock = { isCluster ? clock.stamp() : Timestamp.now() }
     do {
-      store = try await DiskStore.open(root: plan.dataDir, limits: plan.limits, ioThreads: plan.threads, clock: stamp)
+      store = try await DiskStore.open(root: plan.dataDir, limits: plan.limits, ioThreads: plan.threads, clock: stamp, logger: logger)
       tls = try plan.tls.map { try ServerTLS($0) }
       node = try cluster.map {
         try ClusterNode(
@@ -153,17 +153,7 @@ struct NodeRunner {
   }
 
   func expireJob(_ store: DiskStore, _ logger: Logger) -> @Sendable () async -> Void {
-    let expiry = plan.expiry
-    return {
-      let interval = min(expiry / 4, 3600)
-      while !Task.isCancelled {
-        try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
-        if Task.isCancelled { return }
-        if let removed = try? await store.expireIngests(olderThan: expiry), !removed.isEmpty {
-          logger.info("expired \(removed.count) stale ingests", metadata: ["refs": "\(removed.prefix(10))"])
-        }
-      }
-    }
+    staleIngestSweeper(store, expiry: plan.expiry, logger: logger)
   }
 
   /// Certificates and tokens are re-read when their files change; a broken new file is
@@ -285,5 +275,23 @@ actor Coalesced<Value: Sendable> {
     last = (value, .now)
     running = nil
     return value
+  }
+}
+
+/// Removes ingests idle longer than `expiry` seconds, every quarter of that (at most hourly):
+/// on a node and on an agent.
+func staleIngestSweeper(_ store: DiskStore, expiry: Double, logger: Logger) -> @Sendable () async -> Void {
+  {
+    let interval = min(expiry / 4, 3600)
+    while !Task.isCancelled {
+      try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+      if Task.isCancelled { return }
+      do {
+        let removed = try await store.expireIngests(olderThan: expiry)
+        if !removed.isEmpty { logger.info("expired \(removed.count) stale ingests", metadata: ["refs": "\(removed.prefix(10))"]) }
+      } catch {
+        logger.warning("expiring stale ingests failed: \(ContentError.from(error).message)")
+      }
+    }
   }
 }

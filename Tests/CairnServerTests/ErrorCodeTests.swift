@@ -34,6 +34,8 @@ import Testing
 
       // Write: the first message must carry a ref.
       #expect(await statusCode { _ = try await modernWrite(client, [.with { $0.action = .stat }]) } == .invalidArgument)
+      // An action the API does not define is refused (as containerd does), not taken as a stat.
+      #expect(await statusCode { _ = try await modernWrite(client, [.with { $0.ref = "odd"; $0.action = .UNRECOGNIZED(7) }]) } == .invalidArgument)
       // Data at an offset that is not the current one.
       #expect(
         await statusCode {
@@ -100,6 +102,7 @@ import Testing
       #expect(await statusCode { _ = try await api.info(.with { $0.digest = "md5:00" }) } == .invalidArgument)
       #expect(await statusCode { _ = try await api.info(.with { $0.digest = missing }) } == .notFound)
       #expect(await statusCode { _ = try await seedWrite(client, [.with { $0.action = .write; $0.data = Data("x".utf8) }]) } == .invalidArgument)
+      #expect(await statusCode { _ = try await seedWrite(client, [.with { $0.ref = "odd"; $0.action = .UNRECOGNIZED(-3) }]) } == .invalidArgument)
       #expect(
         await statusCode {
           _ = try await seedWrite(client, [
