@@ -27,6 +27,10 @@ public struct Finding: Codable, Sendable, Hashable, CustomStringConvertible {
     case acknowledgedNotFound = "acknowledged-blob-not-found"
     case twoLockHolders = "two-lock-holders"
     case underReplicated = "under-replicated"
+    /// The verifier could not get an answer (only transient refusals, timeouts): not a loss,
+    /// but not a pass either (a node that will not answer for minutes after the heal is a
+    /// fault of its own).
+    case unverified = "unverified"
     case lowAvailability = "low-steady-availability"
     case nothingAcknowledged = "nothing-acknowledged"
   }
@@ -124,14 +128,31 @@ public struct Checker {
     var findings: [Finding] = []
     for digest in acked.sorted() {
       let missing = bounds.nodes.filter { !good.contains([digest, $0]) }
-      if !missing.isEmpty {
-        let why = events.filter { $0.kind == .finalRead && $0.digest == digest && missing.contains($0.node ?? "") }
+      if missing.isEmpty { continue }
+      let reads = events.filter { $0.kind == .finalRead && $0.digest == digest && missing.contains($0.node ?? "") }
+      // Lost where a read proved it (NOT_FOUND, other bytes, a hard error) or none was
+      // made; unverified where every read there was refused for the moment.
+      let unverified = missing.filter { n in
+        let there = reads.filter { $0.node == n }
+        return !there.isEmpty && there.allSatisfy(\.failedTransiently)
+      }
+      let lost = missing.filter { !unverified.contains($0) }
+      func why(_ nodes: [String]) -> String {
+        let w = reads.filter { nodes.contains($0.node ?? "") }
           .map { "\($0.node ?? "?"): \($0.outcome?.rawValue ?? "?")\($0.error.map { " \($0)" } ?? "")" }
+        return w.isEmpty ? " (never read back)" : " (\(w.joined(separator: "; ")))"
+      }
+      if !lost.isEmpty {
         findings.append(
           Finding(
             rule: .lostWrite,
-            detail: "\(digest) was acknowledged but is not readable intact from \(missing.joined(separator: ", "))"
-              + (why.isEmpty ? " (never read back)" : " (\(why.joined(separator: "; ")))")))
+            detail: "\(digest) was acknowledged but is not readable intact from \(lost.joined(separator: ", "))\(why(lost))"))
+      }
+      if !unverified.isEmpty {
+        findings.append(
+          Finding(
+            rule: .unverified,
+            detail: "\(digest): every final read from \(unverified.joined(separator: ", ")) was refused for the moment\(why(unverified))"))
       }
     }
     return findings
@@ -201,7 +222,13 @@ public struct Checker {
       }
       let set = r.replicaSet ?? []
       let holding = set.filter { (r.holders ?? []).contains($0) }
-      if holding.count < bounds.replicas {
+      let unanswered = set.filter { (r.unanswered ?? []).contains($0) && !holding.contains($0) }
+      if holding.count < bounds.replicas, holding.count + unanswered.count >= bounds.replicas {
+        findings.append(
+          Finding(
+            rule: .unverified,
+            detail: "\(digest): \(holding.count) of its replicas \(set) hold it; \(unanswered) did not answer the verifier (refused for the moment)"))
+      } else if holding.count < bounds.replicas {
         findings.append(
           Finding(
             rule: .underReplicated,

@@ -67,6 +67,9 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
   /// Replicas: the digest's replica set and the nodes that hold it.
   public var replicaSet: [String]?
   public var holders: [String]?
+  /// Replicas: nodes of the set that never answered the verifier's last poll (refused it
+  /// for the moment, or did not answer): neither holders nor proven lacking.
+  public var unanswered: [String]?
   public var reachedAfter: Double?
 
   public init(kind: Kind) { self.kind = kind }
@@ -78,6 +81,18 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
 
   /// An acknowledged write: the client was told the blob is committed.
   public var acknowledged: Bool { kind == .write && (outcome == .ok || outcome == .already) }
+
+  /// A failure that says nothing about the data: the node refused for the moment
+  /// (UNAVAILABLE, RESOURCE_EXHAUSTED: a rate limit, a full queue), the deadline passed, or
+  /// the outcome is unknown. A read that ended so proves neither presence nor loss.
+  public var failedTransiently: Bool {
+    if outcome == .unknown { return true }
+    guard outcome == .fail, let error else { return false }
+    return Self.transientCodes.contains { error.hasPrefix($0 + ":") }
+  }
+
+  /// The status names (as `error` starts) of refusals that are transient.
+  public static let transientCodes = ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"]
 }
 
 /// Reads and writes histories as JSON Lines.

@@ -210,13 +210,19 @@ public struct ClusterStore: ContentStore {
     let results = await everywhere(
       local: { try await local.listStatuses(filter) },
       remote: { try await $0.localListStatuses(request, options: PeerClients.unary).statuses.map { try IngestStatus($0) } })
-    var merged: [Bytewise: IngestStatus] = [:]  // by ref
-    for case .success(let all) in results.map(\.1) {
-      for s in all where !ClusterNode.isReserved(s.ref) && (merged[Bytewise(s.ref)].map { $0.updatedAt < s.updatedAt } ?? true) {
-        merged[Bytewise(s.ref)] = s
+    // The ref's owner's ingest is the one; another node's (its mirror, lagging behind, or
+    // a former owner's) only when the owner has none. Not simply the newest: a mirror that
+    // began after the owner's last write showed offset 0 for an upload at 5000.
+    let view = node.view
+    var merged: [Bytewise: (status: IngestStatus, owner: Bool)] = [:]  // by ref
+    for case (let id, .success(let all)) in results {
+      for s in all where !ClusterNode.isReserved(s.ref) {
+        let owner = view.owner(ofRef: s.ref) == id
+        if let m = merged[Bytewise(s.ref)], m.owner && !owner || m.owner == owner && m.status.updatedAt >= s.updatedAt { continue }
+        merged[Bytewise(s.ref)] = (s, owner)
       }
     }
-    return merged.values.sorted { $0.ref.bytewisePrecedes($1.ref) }
+    return merged.values.map(\.status).sorted { $0.ref.bytewisePrecedes($1.ref) }
   }
 
   public func abort(ref: String) async throws {

@@ -41,11 +41,22 @@ struct ChaosVerify: AsyncParsableCommand {
         (d, (try? Digest(parsing: d)).map { ring.replicas(of: $0, count: replicas).map(\.name) } ?? [])
       })
       var holders: [String: [String]] = [:]
+      var unanswered: [String: [String]] = [:]
+      var backoff = Backoff()
       while true {
+        var refused = false
         for (digest, set) in pending {
           var have: [String] = []
-          for id in targets.map(\.id) where (try? await clients[id]!.holdsLocally(digest)) == true { have.append(id) }
-          holders[digest] = have
+          var silent: [String] = []
+          for id in targets.map(\.id) {
+            switch await Self.poll(clients[id]!, digest) {
+            case true?: have.append(id)
+            case false?: break
+            case nil: silent.append(id)
+            }
+          }
+          (holders[digest], unanswered[digest]) = (have, silent)
+          refused = refused || !silent.isEmpty
           if set.allSatisfy(have.contains) {
             log.append(Self.replicaEvent(digest, set: set, holders: have, after: Date().timeIntervalSince1970 - healedAt))
             pending[digest] = nil
@@ -54,19 +65,23 @@ struct ChaosVerify: AsyncParsableCommand {
         let left = healedAt + bound - Date().timeIntervalSince1970
         print(String(format: "chaos verify: %d of %d blobs on all their replicas, %.0f s of the bound left", acked.count - pending.count, acked.count, max(0, left)))
         if pending.isEmpty || left <= 0 { break }
-        try await Task.sleep(for: .milliseconds(500))  // polling the nodes; nothing to await
+        // Polling the nodes (nothing to await); longer while they refuse the verifier.
+        try await Task.sleep(for: .seconds(refused ? backoff.next() : backoff.reset()))
       }
-      for (digest, set) in pending { log.append(Self.replicaEvent(digest, set: set, holders: holders[digest] ?? [], after: nil)) }
+      for (digest, set) in pending {
+        log.append(Self.replicaEvent(digest, set: set, holders: holders[digest] ?? [], unanswered: unanswered[digest] ?? [], after: nil))
+      }
       // Then every blob from every node, alternating the APIs.
       let jobs = acked.flatMap { d in targets.indices.map { (d, $0) } }
       let (modernByID, seedByIndex, ids) = (clients, seedClients, targets.map(\.id))
       let bar = ProgressBar("final reads", total: Int64(jobs.count))
+      let refusals = Refusals()
       try await withThrowingDiscardingTaskGroup { readers in
         for worker in 0..<min(8, jobs.count) {
           readers.addTask {
             for (digest, i) in jobs[worker...].enumerated().filter({ $0.offset % 8 == 0 }).map(\.element) {
               let client = (digest.hashValue ^ i) & 1 == 0 ? modernByID[ids[i]]! : seedByIndex[i]
-              log.append(await readBlob(digest, node: ids[i], client: client, process: nil, kind: .finalRead, timeout: readTimeout))
+              log.append(await Self.finalRead(digest, node: ids[i], client: client, timeout: readTimeout, refusals: refusals))
               bar.advance(1)
             }
           }
@@ -76,9 +91,41 @@ struct ChaosVerify: AsyncParsableCommand {
     }
   }
 
-  static func replicaEvent(_ digest: String, set: [String], holders: [String], after: Double?) -> HistoryEvent {
+  static func replicaEvent(_ digest: String, set: [String], holders: [String], unanswered: [String] = [], after: Double?) -> HistoryEvent {
     var e = HistoryEvent(kind: .replicas)
     (e.digest, e.replicaSet, e.holders, e.reachedAfter) = (digest, set, holders, after)
+    if !unanswered.isEmpty { e.unanswered = unanswered }
+    return e
+  }
+
+  /// Whether a node holds a blob in its own store; nil when it gave no answer (refused for
+  /// the moment: a rate limit, a queue; or unreachable), which proves nothing either way.
+  static func poll(_ client: ContentClient, _ digest: String) async -> Bool? {
+    do {
+      return try await client.holdsLocally(digest)
+    } catch let e as ContentError where !HistoryEvent.transientCodes.contains(e.code.name) {
+      print("chaos verify: \(digest) on \(client.address): \(e.code.name): \(e.message)")
+      return nil
+    } catch {
+      return nil
+    }
+  }
+
+  /// A final read, tried again with backoff while the node refuses it for the moment, as a
+  /// careful client would: only its last attempt is recorded. After 16 reads in a row that
+  /// a node refused throughout, that node gets one attempt per read (a node down for good
+  /// would otherwise cost the whole backoff on every blob).
+  static func finalRead(_ digest: String, node: String, client: ContentClient, timeout: Double, refusals: Refusals) async -> HistoryEvent {
+    var backoff = Backoff()
+    var e = await readBlob(digest, node: node, client: client, process: nil, kind: .finalRead, timeout: timeout)
+    var attempts = 1
+    while e.failedTransiently, attempts < Backoff.attempts, !refusals.givenUp(node) {
+      try? await Task.sleep(for: .seconds(backoff.next()))
+      e = await readBlob(digest, node: node, client: client, process: nil, kind: .finalRead, timeout: timeout)
+      attempts += 1
+    }
+    e.attempts = attempts
+    refusals.note(node, refused: e.failedTransiently)
     return e
   }
 
@@ -89,6 +136,32 @@ struct ChaosVerify: AsyncParsableCommand {
     }
     throw last ?? ValidationError("no nodes")
   }
+}
+
+/// Exponential backoff with jitter for a verifier the nodes refuse for the moment: 0.5 s
+/// doubling to 8 s, each wait drawn between half and all of it.
+struct Backoff {
+  static let attempts = 8
+  private var ceiling = 0.5
+
+  mutating func next() -> Double {
+    defer { ceiling = min(ceiling * 2, 8) }
+    return Double.random(in: ceiling / 2...ceiling)
+  }
+
+  mutating func reset() -> Double {
+    ceiling = 0.5
+    return ceiling
+  }
+}
+
+/// Nodes that refused every attempt of many final reads in a row.
+final class Refusals: Sendable {
+  private let streak = Mutex<[String: Int]>([:])
+  static let giveUpAfter = 16
+
+  func note(_ node: String, refused: Bool) { streak.withLock { $0[node] = refused ? ($0[node] ?? 0) + 1 : 0 } }
+  func givenUp(_ node: String) -> Bool { streak.withLock { ($0[node] ?? 0) >= Self.giveUpAfter } }
 }
 
 struct ChaosCheck: AsyncParsableCommand {

@@ -123,6 +123,38 @@ import Testing
     #expect(rules(events) == [.underReplicated])
   }
 
+  /// Issue 15, finding 7: the release build's verifier was refused by the nodes' request
+  /// rate limit, and the checker called 1,606 blobs lost. A refusal for the moment proves
+  /// nothing: it is "unverified" (still a failed run, named for what it is), never a loss;
+  /// a NOT_FOUND or a hard error next to it still is one.
+  @Test func aVerifierRefusedForTheMomentIsUnverifiedNotLost() {
+    func refused(_ node: String, _ error: String?, outcome: HistoryEvent.Outcome = .fail) -> HistoryEvent {
+      var e = HistoryEvent(kind: .finalRead)
+      (e.node, e.digest, e.outcome, e.error) = (node, "sha256:aa", outcome, error)
+      return e
+    }
+    let base = [write(0, ref: "a", digest: "sha256:aa", at: 1)] + finalReads("sha256:aa", on: ["n1"]) + [replicas("sha256:aa", holders: nodes)]
+    let transient = [
+      refused("n2", "RESOURCE_EXHAUSTED: client anonymous@10.213.0.1 is over its request rate"),
+      refused("n3", "timed out", outcome: .unknown), refused("n3", "UNAVAILABLE: Channel is in a transient failure state"),
+    ]
+    #expect(rules(base + transient) == [.unverified])
+    // A read refused for the moment and then answered: nothing to report.
+    #expect(rules(base + transient + finalReads("sha256:aa", on: ["n2", "n3"])).isEmpty)
+    // A hard answer is a loss, whatever else was refused.
+    #expect(rules(base + transient + [refused("n2", nil, outcome: .notFound)]) == [.lostWrite, .unverified])
+    #expect(rules(base + [refused("n2", "DATA_LOSS: corrupt"), refused("n3", "RESOURCE_EXHAUSTED: rate")]) == [.lostWrite, .unverified])
+    // Replica polls refused for the moment: unverified, not under-replicated.
+    var polled = replicas("sha256:bb", holders: ["n1"])
+    polled.unanswered = ["n2", "n3"]
+    var events = healthy
+    events[events.count - 1] = polled
+    #expect(rules(events) == [.unverified])
+    polled.unanswered = ["n2"]
+    events[events.count - 1] = polled
+    #expect(rules(events) == [.underReplicated], "n3 answered that it lacks the blob")
+  }
+
   @Test func aRunThatAcknowledgedNothingFails() {
     #expect(rules([write(0, ref: "a", digest: "sha256:aa", at: 1, outcome: .fail)]) == [.nothingAcknowledged])
   }
