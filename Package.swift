@@ -23,6 +23,8 @@ import PackageDescription
 //                 the cluster under the host's client identity (docs/containerd.md).
 //   cairn         the CLI: serve, client commands, bench.
 //   CairnChaos    the chaos harness's history model and checker (pure; chaos/README.md).
+//   CairnFuzzTargets  fuzz targets over the pure core (filters, regexes, the Write session,
+//                 SWIM); cairn-fuzz is libFuzzer's driver for them (scripts/fuzz).
 //   CairnTestKit  in-memory store and the store conformance suite every store must pass.
 let package = Package(
   name: "Cairn",
@@ -175,12 +177,17 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
       ]
     ),
+    // Fuzz targets (pure code fed arbitrary bytes) and libFuzzer's driver for them
+    // (scripts/fuzz); FuzzReplayTests runs the committed corpora in every test run.
+    .target(name: "CairnFuzzTargets", dependencies: ["CairnCore", "CairnCluster"]),
+    .executableTarget(name: "cairn-fuzz", dependencies: ["CairnFuzzTargets"]),
     .target(
       name: "CairnTestKit",
       dependencies: ["CairnCore", "CairnCluster"]
     ),
     .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"]),
     .testTarget(name: "CairnChaosTests", dependencies: ["CairnChaos"]),
+    .testTarget(name: "CairnFuzzTests", dependencies: ["CairnFuzzTargets"]),
     .testTarget(name: "CairnClusterTests", dependencies: ["CairnCore", "CairnCluster", "CairnTestKit"]),
     .testTarget(
       name: "CairnTransportTests",

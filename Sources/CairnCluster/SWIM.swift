@@ -17,10 +17,13 @@
 public struct SWIM: Sendable {
   /// The highest incarnation a member may claim. Incarnations start at a node's start time
   /// in milliseconds (about 2^41 today) and rise by one per refutation, so anything above
-  /// 2^53 (the year 287 000) is a lie or a corruption: such updates are ignored, and a
-  /// refutation (`+ 1`) can never overflow. One gossip update at 2^64 − 1 used to crash
+  /// 2^53 (the year 287 000) is a lie or a corruption: updates at or beyond it are ignored,
+  /// and a refutation (`+ 1`) never overflows and never passes it. One gossip update at 2^64 − 1 used to crash
   /// the node it named, and again after every restart.
   public static let maxIncarnation: UInt64 = 1 << 53
+  /// Ping-requests relayed at once (each waits a probe interval for its ack): a peer that
+  /// floods them cannot grow this node's memory.
+  public static let maxRelays = 1024
 
   public struct Config: Sendable, Hashable {
     /// Nanoseconds.
@@ -183,6 +186,10 @@ public struct SWIM: Sendable {
   // MARK: Messages
 
   public mutating func receive(_ message: Message, from sender: NodeID, now: Int64) -> [Action] {
+    // Only members speak, and a ping-request names a member other than the two ends (found
+    // by fuzzing: a message from an unknown sender was answered, and a ping-request for an
+    // unknown target sent a ping there; the node's shell checks senders too).
+    guard sender != me, members[sender] != nil else { return [] }
     var actions: [Action] = []
     switch message {
     case .ping(let s, let updates, let fullSync):
@@ -191,6 +198,7 @@ public struct SWIM: Sendable {
       actions.append(.send(to: sender, .ack(seq: s, target: me, updates: reply)))
     case .pingRequest(let s, let target, let updates):
       actions += merge(updates, now: now)
+      guard target != me, target != sender, members[target] != nil, relays.count < Self.maxRelays else { return actions }
       seq += 1
       relays[seq] = Relay(requester: sender, requesterSeq: s, expiresAt: now + config.probeInterval)
       actions.append(.send(to: target, .ping(seq: seq, updates: takeUpdates(), fullSync: false)))
@@ -220,7 +228,9 @@ public struct SWIM: Sendable {
     for u in updates where u.incarnation <= Self.maxIncarnation {
       if u.id == me {
         let mine = myself
-        if u.status != .alive && u.incarnation >= mine.incarnation {
+        // A claim at the bound itself is not refuted: the refutation (+ 1) would pass it,
+        // where the others ignore it.
+        if u.status != .alive && u.incarnation >= mine.incarnation && u.incarnation < Self.maxIncarnation {
           var refuted = mine
           refuted.incarnation = u.incarnation + 1
           actions += apply(refuted, now: now)

@@ -31,7 +31,7 @@ import Testing
   }
 
   @Test func ackedProbeKeepsTargetAlive() {
-    var a = node("a")
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     let (target, seq, t) = firstProbe(&a)
     _ = a.receive(.ack(seq: seq, target: target, updates: []), from: target, now: t + second / 10)
     _ = a.tick(now: t + 2 * second)
@@ -39,7 +39,7 @@ import Testing
   }
 
   @Test func silentTargetGetsIndirectProbesThenSuspicionThenDeath() {
-    var a = node("a")
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     let (target, _, t) = firstProbe(&a)
     let afterTimeout = sends(a.tick(now: t + a.config.probeTimeout))
     let helpers = afterTimeout.filter { if case .pingRequest(_, target, _) = $0.1 { return true } else { return false } }
@@ -53,7 +53,7 @@ import Testing
   }
 
   @Test func indirectAckArrivesThroughHelper() {
-    var a = node("a")
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     let (target, seq, t) = firstProbe(&a)
     let requests = sends(a.tick(now: t + a.config.probeTimeout))
     guard let (helperID, request) = requests.first else { Issue.record("no ping request"); return }
@@ -78,7 +78,7 @@ import Testing
     // The refutation rides on the ack.
     guard case .ack(_, _, let updates)? = sends(actions).first?.1 else { Issue.record("no ack"); return }
     #expect(updates.contains(b.myself))
-    var a = node("a")
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     _ = a.receive(.ping(seq: 9, updates: [accusation], fullSync: false), from: "c", now: 11)
     #expect(a.members["b"]?.status == .suspect)
     _ = a.receive(.ack(seq: 99, target: "b", updates: [b.myself]), from: "b", now: 12)
@@ -98,7 +98,7 @@ import Testing
   }
 
   @Test func membersNotInTheConfigAreIgnored() {
-    var a = node("a")
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     _ = a.receive(.ping(seq: 1, updates: [Member(id: "stranger", address: "x", incarnation: 9, status: .alive)], fullSync: true), from: "b", now: 1)
     #expect(a.members["stranger"] == nil)
   }
@@ -181,10 +181,35 @@ import Testing
       _ = a.receive(.ping(seq: 2, updates: [aboutC], fullSync: false), from: "b", now: 0)
       #expect(a.members["c"]?.status == .alive && a.members["a"]?.incarnation == 5)
     }
-    // At the bound itself a refutation still fits.
+    // At the bound itself: ignored (a refutation would pass the bound, where the others
+    // would ignore it and keep the suspicion for good); just below, the refutation fits.
     let atBound = Member(id: "a", address: "a:1", incarnation: SWIM.maxIncarnation, status: .suspect)
     _ = a.receive(.ping(seq: 3, updates: [atBound], fullSync: false), from: "b", now: 0)
-    #expect(a.members["a"]?.incarnation == SWIM.maxIncarnation + 1 && a.members["a"]?.status == .alive)
+    #expect(a.members["a"]?.incarnation == 5)
+    let below = Member(id: "a", address: "a:1", incarnation: SWIM.maxIncarnation - 1, status: .suspect)
+    _ = a.receive(.ping(seq: 4, updates: [below], fullSync: false), from: "b", now: 0)
+    #expect(a.members["a"]?.incarnation == SWIM.maxIncarnation && a.members["a"]?.status == .alive)
+    var b = SWIM(me: "b", address: "b:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    let refutation = Member(id: "a", address: "a:1", incarnation: SWIM.maxIncarnation, status: .alive)
+    _ = b.receive(.ping(seq: 1, updates: [below], fullSync: false), from: "c", now: 0)
+    _ = b.receive(.ping(seq: 2, updates: [refutation], fullSync: false), from: "a", now: 0)
+    #expect(b.members["a"]?.status == .alive, "the others take the refutation")
+  }
+
+  /// Found by fuzzing (Tests/Fuzz/corpus/swim): only members are answered, and a
+  /// ping-request is relayed only to another member, at most maxRelays at once.
+  @Test func strangersAndBadPingRequestsGetNothing() {
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    #expect(a.receive(.ping(seq: 1, updates: [], fullSync: false), from: "stranger", now: 0).isEmpty)
+    #expect(a.receive(.ping(seq: 1, updates: [], fullSync: false), from: "a", now: 0).isEmpty)
+    for target: NodeID in ["stranger", "a", "b"] {
+      #expect(a.receive(.pingRequest(seq: 1, target: target, updates: []), from: "b", now: 0).isEmpty, "target \(target)")
+    }
+    var relayed = 0
+    for i in 0..<(SWIM.maxRelays + 10) {
+      relayed += a.receive(.pingRequest(seq: UInt64(i), target: "c", updates: []), from: "b", now: 0).count
+    }
+    #expect(relayed == SWIM.maxRelays)
   }
 }
 
