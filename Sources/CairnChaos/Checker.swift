@@ -31,6 +31,9 @@ public struct Finding: Codable, Sendable, Hashable, CustomStringConvertible {
     /// but not a pass either (a node that will not answer for minutes after the heal is a
     /// fault of its own).
     case unverified = "unverified"
+    /// A blob whose last event was a Delete (every write of it ended before the Delete
+    /// began, and the Delete was acknowledged) is readable or held somewhere after the heal.
+    case deletedCameBack = "deleted-blob-came-back"
     case lowAvailability = "low-steady-availability"
     case nothingAcknowledged = "nothing-acknowledged"
   }
@@ -76,11 +79,56 @@ public struct Verdict: Codable, Sendable {
   public var findings: [Finding]
   public var acknowledgedWrites: Int
   public var distinctBlobs: Int
+  /// Digests deleted after their last write (that must be gone everywhere).
+  public var deletedBlobs: Int = 0
   public var reads: Int
   public var phases: [PhaseStats]
   public var recoveries: [Recovery]
   /// The slowest blob to reach R replicas, seconds after the heal.
   public var slowestReplication: Double?
+}
+
+/// What must hold for a digest after the heal, given its writes and Deletes in real time.
+public enum FinalState: String, Codable, Sendable {
+  /// An acknowledged write began after every Delete that may have taken effect ended: it
+  /// must be readable intact from every node, on all R replicas.
+  case present
+  /// An acknowledged Delete began after every write that may have landed ended: no node
+  /// may serve or hold it.
+  case absent
+  /// The last write and Delete overlap in time: either is correct.
+  case either
+}
+
+extension Checker {
+  /// The final state every written digest must reach. A Delete "may have taken effect"
+  /// unless it answered NOT_FOUND (no node held it); a write "may have landed" if it was
+  /// acknowledged or its outcome is unknown. With no Delete, every acknowledged digest is
+  /// `present` (the rule before Deletes were part of the workload).
+  public static func expectations(_ events: [HistoryEvent]) -> [String: FinalState] {
+    var writes: [String: [HistoryEvent]] = [:]
+    var deletes: [String: [HistoryEvent]] = [:]
+    for e in events {
+      guard let d = e.digest, e.invoke != nil else { continue }
+      if e.kind == .write { writes[d, default: []].append(e) }
+      if e.kind == .delete && e.outcome != .notFound { deletes[d, default: []].append(e) }
+    }
+    var out: [String: FinalState] = [:]
+    for (digest, ws) in writes where ws.contains(where: \.acknowledged) {
+      let ds = deletes[digest] ?? []
+      let end: (HistoryEvent) -> Double = { $0.complete ?? .infinity }
+      let lastDeleteEnd = ds.map(end).max() ?? -.infinity
+      let landed = ws.filter { $0.acknowledged || $0.outcome == .unknown }
+      if ws.contains(where: { $0.acknowledged && $0.invoke! > lastDeleteEnd }) {
+        out[digest] = .present
+      } else if ds.contains(where: { d in d.outcome == .ok && landed.allSatisfy { end($0) < d.invoke! } }) {
+        out[digest] = .absent
+      } else {
+        out[digest] = .either
+      }
+    }
+    return out
+  }
 }
 
 /// Judges a history. Pure: the same events give the same verdict.
@@ -98,14 +146,17 @@ public struct Checker {
     if acked.isEmpty {
       findings.append(Finding(rule: .nothingAcknowledged, detail: "no write was acknowledged, so the run proves nothing"))
     }
-    findings += lostWrites(acked: acked, events: events)
+    let expected = Self.expectations(events)
+    let present = acked.filter { expected[$0] == .present }
+    findings += lostWrites(acked: present, events: events)
     findings += corruptReads(events)
     findings += notFoundAfterAck(writes: writes, events: events)
     findings += lockOverlaps(writes)
-    let (replicaFindings, slowest) = replication(acked: acked, events: events)
+    findings += cameBack(Set(expected.filter { $0.value == .absent }.keys), events: events)
+    let (replicaFindings, slowest) = replication(acked: present, events: events)
     findings += replicaFindings
     let faults = events.filter { $0.kind == .fault }.sorted { ($0.start ?? 0) < ($1.start ?? 0) }
-    let ops = events.filter { ($0.kind == .write || $0.kind == .read) && $0.invoke != nil }
+    let ops = events.filter { ($0.kind == .write || $0.kind == .read || $0.kind == .delete) && $0.invoke != nil }
     let phases = Self.phases(ops: ops, faults: faults, heal: events.first { $0.kind == .heal }?.start)
     if let floor = bounds.minSteadyAvailability {
       for p in phases where !p.name.hasPrefix("fault") && p.operations > 0 && p.availability < floor {
@@ -115,7 +166,8 @@ public struct Checker {
     }
     return Verdict(
       passed: findings.isEmpty, findings: findings, acknowledgedWrites: writes.filter(\.acknowledged).count,
-      distinctBlobs: acked.count, reads: events.filter { $0.kind == .read }.count, phases: phases,
+      distinctBlobs: acked.count, deletedBlobs: expected.values.filter { $0 == .absent }.count,
+      reads: events.filter { $0.kind == .read }.count, phases: phases,
       recoveries: recoveries(ops: ops, faults: faults), slowestReplication: slowest)
   }
 
@@ -173,8 +225,14 @@ public struct Checker {
     for w in writes where w.acknowledged {
       if let d = w.digest, let t = w.complete { firstAck[d] = min(firstAck[d] ?? t, t) }
     }
+    // A Delete begun before the read ended may have taken effect: NOT_FOUND is then true.
+    var firstDelete: [String: Double] = [:]
+    for e in events where e.kind == .delete && e.outcome != .notFound {
+      if let d = e.digest, let t = e.invoke { firstDelete[d] = min(firstDelete[d] ?? t, t) }
+    }
     return events.filter { $0.kind == .read && $0.outcome == .notFound }.compactMap { r in
       guard let d = r.digest, let acked = firstAck[d], let t = r.invoke, t > acked else { return nil }
+      if let deleted = firstDelete[d], deleted < (r.complete ?? .infinity) { return nil }
       return Finding(
         rule: .acknowledgedNotFound,
         detail: String(format: "read of %@ through %@ at %.3f answered NOT_FOUND; acknowledged at %.3f", d, r.node ?? "?", t, acked))
@@ -205,6 +263,22 @@ public struct Checker {
                 next.node ?? "?", next.lockFrom!)))
         }
         if next.lockUntil! > widest.lockUntil! { widest = next }
+      }
+    }
+    return findings
+  }
+
+  /// Deleted and left deleted: no final read may return it, no node may hold it.
+  func cameBack(_ absent: Set<String>, events: [HistoryEvent]) -> [Finding] {
+    var findings: [Finding] = []
+    for digest in absent.sorted() {
+      let served = events.filter { $0.kind == .finalRead && $0.digest == digest && $0.outcome == .ok }.compactMap(\.node)
+      let held = events.last { $0.kind == .replicas && $0.digest == digest }?.holders ?? []
+      if !served.isEmpty || !held.isEmpty {
+        findings.append(
+          Finding(
+            rule: .deletedCameBack,
+            detail: "\(digest) was deleted after its last write, yet \(served.isEmpty ? "" : "served by \(served.sorted()) ")\(held.isEmpty ? "" : "held by \(held.sorted())")"))
       }
     }
     return findings

@@ -10,6 +10,8 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
     case write
     /// A whole-blob read of an acknowledged digest during the run.
     case read
+    /// A Delete of a digest (the modern API's Delete through one node, failing over).
+    case delete
     /// A fault window (`name`, `start`, `stop`) from the harness.
     case fault
     /// The moment every fault was healed (`start`).

@@ -30,7 +30,7 @@ public final class ClusterClient: Sendable {
   /// Runs `body` against one node after another until one answers with anything but
   /// UNAVAILABLE. `body` must be safe to repeat (reads track their own position).
   public func call<T>(_ body: (ContentClient) async throws -> T) async throws -> T {
-    let deadline = Date().addingTimeInterval(failoverSeconds)
+    let deadline = Monotonic.seconds + failoverSeconds
     var pause = 0.05
     while true {
       let start = preferred.load(ordering: .relaxed)
@@ -47,7 +47,7 @@ public final class ClusterClient: Sendable {
           last = e
         }
       }
-      if Date() > deadline {
+      if Monotonic.seconds > deadline {
         throw ContentError.unavailable("no node of the cluster answered within \(failoverSeconds) s: \(last?.message ?? "")")
       }
       // Backoff between rounds over every node, not synchronisation.

@@ -155,3 +155,15 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 
 /// The store's source of time, injected so that tests and simulations control it.
 public typealias WallClock = @Sendable () -> Timestamp
+
+/// Seconds on a clock that only moves forward at the rate of real time (CLOCK_MONOTONIC):
+/// for durations, rates and expiry on this node. The wall clock is not: set back a day
+/// (an operator, NTP, libfaketime), it froze the request-rate buckets and the usage cache
+/// of a node until it caught up (found by chaos/scenarios/clock-skew-deletes).
+public enum Monotonic {
+  public static var seconds: Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+  }
+}

@@ -17,7 +17,7 @@ extension DiskStore {
   /// Counts the blobs directory (one lstat per blob, on the I/O threads). Scrapes and
   /// dashboards call this every few seconds, so a count younger than `maxAge` is reused.
   public func usage(maxAge: Double = 5) async -> StoreUsage {
-    let now = Date().timeIntervalSinceReferenceDate
+    let now = Monotonic.seconds
     var u: StoreUsage
     if let (at, cached) = usageCache.withLock({ $0 }), now - at < maxAge {
       u = cached

@@ -183,7 +183,7 @@ public final class AccessControl: Sendable {
 
   func admitRequest(_ caller: CallContext) throws {
     guard caller.limited, settings.requestsPerSecondPerClient > 0 else { return }
-    let now = Date().timeIntervalSinceReferenceDate
+    let now = Monotonic.seconds
     guard buckets.withLock({ $0.take(caller.key, now: now) }) else {
       metrics?.recordLimitHit("max_requests_per_second_per_client")
       throw RPCError(

@@ -109,11 +109,12 @@ struct SizeMix {
 struct Tally {
   var writes: [HistoryEvent.Outcome: Int] = [:]
   var reads: [HistoryEvent.Outcome: Int] = [:]
+  var deletes: [HistoryEvent.Outcome: Int] = [:]
   var bytes: Int64 = 0
   var line: String {
     func f(_ d: [HistoryEvent.Outcome: Int]) -> String {
       d.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
     }
-    return "writes: \(f(writes)); reads: \(f(reads)); \(bytes >> 20) MiB acknowledged"
+    return "writes: \(f(writes)); reads: \(f(reads))\(deletes.isEmpty ? "" : "; deletes: \(f(deletes))"); \(bytes >> 20) MiB acknowledged"
   }
 }

@@ -24,7 +24,11 @@ struct ChaosVerify: AsyncParsableCommand {
     takeOverConcurrencyPool()
     let targets = try parseNodeList(nodes)
     let healedAt = heal ?? Date().timeIntervalSince1970
-    let acked = Array(Set(try HistoryFile.load(history).filter(\.acknowledged).compactMap(\.digest))).sorted()
+    // What each digest must be after the heal (Checker.expectations): acknowledged and not
+    // deleted since (present), or deleted after its last write (absent: held nowhere).
+    let expected = Checker.expectations(try HistoryFile.load(history))
+    let acked = expected.filter { $0.value == .present }.keys.sorted()
+    let gone = expected.filter { $0.value == .absent }.keys.sorted()
     let log = try HistoryLog(path: out)
     var clients: [String: ContentClient] = [:]
     for t in targets { clients[t.id] = try ContentClient.connect(address: t.address, api: .modern, keepalive: .seconds(2)) }
@@ -36,10 +40,11 @@ struct ChaosVerify: AsyncParsableCommand {
       let status = try await Self.anyStatus(clients.values.map { $0 })
       let ring = Ring(nodes: status.members.map { NodeID($0.state.id) }, vnodesPerNode: Int(status.vnodes))
       let replicas = Int(status.replicas)
-      print("chaos verify: \(acked.count) acknowledged blobs, R=\(replicas), waiting up to \(bound) s after the heal")
-      var pending = Dictionary(uniqueKeysWithValues: acked.map { d in
+      print("chaos verify: \(acked.count) acknowledged blobs, \(gone.count) deleted, R=\(replicas), waiting up to \(bound) s after the heal")
+      var pending = Dictionary(uniqueKeysWithValues: (acked + gone).map { d in
         (d, (try? Digest(parsing: d)).map { ring.replicas(of: $0, count: replicas).map(\.name) } ?? [])
       })
+      let deleted = Set(gone)
       var holders: [String: [String]] = [:]
       var unanswered: [String: [String]] = [:]
       var backoff = Backoff()
@@ -57,13 +62,13 @@ struct ChaosVerify: AsyncParsableCommand {
           }
           (holders[digest], unanswered[digest]) = (have, silent)
           refused = refused || !silent.isEmpty
-          if set.allSatisfy(have.contains) {
+          if deleted.contains(digest) ? have.isEmpty && silent.isEmpty : set.allSatisfy(have.contains) {
             log.append(Self.replicaEvent(digest, set: set, holders: have, after: Date().timeIntervalSince1970 - healedAt))
             pending[digest] = nil
           }
         }
         let left = healedAt + bound - Date().timeIntervalSince1970
-        print(String(format: "chaos verify: %d of %d blobs on all their replicas, %.0f s of the bound left", acked.count - pending.count, acked.count, max(0, left)))
+        print(String(format: "chaos verify: %d of %d blobs as they must be (on all their replicas, or deleted everywhere), %.0f s of the bound left", acked.count + gone.count - pending.count, acked.count + gone.count, max(0, left)))
         if pending.isEmpty || left <= 0 { break }
         // Polling the nodes (nothing to await); longer while they refuse the verifier.
         try await Task.sleep(for: .seconds(refused ? backoff.next() : backoff.reset()))
@@ -72,7 +77,7 @@ struct ChaosVerify: AsyncParsableCommand {
         log.append(Self.replicaEvent(digest, set: set, holders: holders[digest] ?? [], unanswered: unanswered[digest] ?? [], after: nil))
       }
       // Then every blob from every node, alternating the APIs.
-      let jobs = acked.flatMap { d in targets.indices.map { (d, $0) } }
+      let jobs = (acked + gone).flatMap { d in targets.indices.map { (d, $0) } }
       let (modernByID, seedByIndex, ids) = (clients, seedClients, targets.map(\.id))
       let bar = ProgressBar("final reads", total: Int64(jobs.count))
       let refusals = Refusals()
@@ -214,13 +219,15 @@ struct ChaosCheck: AsyncParsableCommand {
       lines += [textTable(r), ""]
     }
     lines.append(
-      "\(v.acknowledgedWrites) acknowledged writes (\(v.distinctBlobs) blobs), \(v.reads) reads; slowest blob reached R replicas "
+      "\(v.acknowledgedWrites) acknowledged writes (\(v.distinctBlobs) blobs), \(v.reads) reads"
+        + (v.deletedBlobs > 0 ? ", \(v.deletedBlobs) blobs deleted after their last write" : "") + "; slowest blob reached R replicas "
         + (v.slowestReplication.map { String(format: "%.1f s after the heal", $0) } ?? "-"))
     for f in v.findings.prefix(50) { lines.append("FINDING \(f)") }
     if v.findings.count > 50 { lines.append("... \(v.findings.count - 50) more findings") }
     lines.append(
       v.passed
-        ? "VERDICT: PASS (0 acknowledged writes lost, every read matched, one lock holder per ref, every blob on R replicas)"
+        ? "VERDICT: PASS (0 acknowledged writes lost, every read matched, one lock holder per ref, every blob on R replicas"
+          + (v.deletedBlobs > 0 ? ", every deleted blob gone everywhere)" : ")")
         : "VERDICT: FAIL (\(v.findings.count) findings: \(Set(v.findings.map(\.rule.rawValue)).sorted().joined(separator: ", ")))")
     return lines.joined(separator: "\n")
   }

@@ -13,14 +13,21 @@ struct ChaosWorkload: AsyncParsableCommand {
     discussion: """
       Writers upload distinct blobs (sizes drawn from --sizes), race each other on a few
       shared refs, and interrupt some uploads half-way to resume them through another node.
-      Readers read acknowledged blobs back from random nodes and hash them. Both APIs are
-      used at random. Every operation becomes one JSON line in --history.
+      Readers read acknowledged blobs back from random nodes and hash them. Deleters (if any)
+      delete acknowledged blobs through random nodes, and upload a share of them again
+      under a new ref. Both APIs are used at random (Delete is the modern API's). Every
+      operation becomes one JSON line in --history.
       """)
 
   @Option(help: "The nodes as ID=HOST:PORT,...") var nodes: String
   @Option(help: "Seconds to run.") var duration: Double = 60
   @Option(help: "Concurrent writers.") var writers: Int = 4
   @Option(help: "Concurrent readers.") var readers: Int = 2
+  @Option(help: "Concurrent deleters (each deletes an acknowledged blob about every --delete-interval seconds).")
+  var deleters: Int = 0
+  @Option(help: "Seconds between one deleter's Deletes.") var deleteInterval: Double = 0.5
+  @Option(help: "Fraction of deleted blobs uploaded again (same bytes, a new ref) right after their Delete.")
+  var reuploadFraction: Double = 0.5
   @Option(help: "Blob sizes with weights.") var sizes: String = "1k:50,64k:30,1m:15,16m:4,64m:1"
   @Option(help: "Refs all writers race on.") var sharedRefs: Int = 2
   @Option(help: "Fraction of writes that go to a shared ref.") var sharedFraction: Double = 0.2
@@ -54,12 +61,14 @@ struct ChaosWorkload: AsyncParsableCommand {
       targets: targets.map(\.id), clients: clients, mix: mix, log: log, prefix: refPrefix ?? "chaos-\(seed)",
       sharedRefs: sharedRefs, sharedSize: sharedBytes, sharedFraction: sharedFraction, resumeFraction: resumeFraction, timeout: timeout,
       end: Date().timeIntervalSince1970 + duration)
-    let (w, r) = (writers, readers)
+    let (w, r, d) = (writers, readers, deleters)
+    let (interval, reupload) = (deleteInterval, reuploadFraction)
     try await withThrowingDiscardingTaskGroup { group in
       for c in clients.values.flatMap(\.values) { group.addTask { try? await c.runConnections() } }
       try await withThrowingDiscardingTaskGroup { work in
         for p in 0..<w { work.addTask { await run.writer(p, seed: seed) } }
         for p in 0..<r { work.addTask { await run.reader(w + p, seed: seed) } }
+        for p in 0..<d { work.addTask { await run.deleter(w + r + p, seed: seed, interval: interval, reupload: reupload) } }
         work.addTask { await run.report() }
       }
       for c in clients.values.flatMap(\.values) { c.close() }
@@ -81,7 +90,8 @@ final class WorkloadRun: Sendable {
   let resumeFraction: Double
   let timeout: Double
   let end: Double
-  let acknowledged = Mutex<[(digest: String, size: Int64)]>([])
+  /// Acknowledged blobs, with the seed their bytes came from (a deleter uploads them again).
+  let acknowledged = Mutex<[(digest: String, size: Int64, seed: UInt64)]>([])
   /// Nodes an attempt timed out on, and until when to try them last (a client's circuit
   /// breaker: a stopped node accepts connections and never answers).
   let avoid = Mutex<[String: Double]>([:])
@@ -147,7 +157,7 @@ final class WorkloadRun: Sendable {
         $0.writes[event.outcome!, default: 0] += 1
         if event.acknowledged { $0.bytes += size }
       }
-      if event.acknowledged, let d = event.digest { acknowledged.withLock { $0.append((d, size)) } }
+      if event.acknowledged, let d = event.digest { acknowledged.withLock { $0.append((d, size, contentSeed)) } }
     }
   }
 
@@ -200,7 +210,7 @@ final class WorkloadRun: Sendable {
   func reader(_ process: Int, seed: UInt64) async {
     var rng = SplitMix64(seed: seed &+ 0xABCD &+ UInt64(process))
     while now < end {
-      guard let (digest, size) = acknowledged.withLock({ $0.randomElement(using: &rng) }) else {
+      guard let (digest, size, _) = acknowledged.withLock({ $0.randomElement(using: &rng) }) else {
         try? await Task.sleep(for: .milliseconds(50))  // pacing: nothing to read yet
         continue
       }
@@ -211,6 +221,55 @@ final class WorkloadRun: Sendable {
       log.append(e)
       tally.withLock { $0.reads[e.outcome!, default: 0] += 1 }
     }
+  }
+
+  /// Deletes an acknowledged blob through a random node (failing over like any client),
+  /// then, for a share of them, uploads the same bytes again under a new ref: the checker
+  /// then proves "deleted stays deleted" and "uploaded again after its Delete stays
+  /// readable" (Checker.expectations).
+  func deleter(_ process: Int, seed: UInt64, interval: Double, reupload: Double) async {
+    var rng = SplitMix64(seed: seed &+ 0xDE1E7E &+ UInt64(process))
+    var i = 0
+    while now < end {
+      try? await Task.sleep(for: .seconds(interval))  // pacing: a Delete every interval
+      guard let (digest, size, contentSeed) = acknowledged.withLock({ $0.randomElement(using: &rng) }) else { continue }
+      i += 1
+      let e = await withFailover(targets.shuffled(using: &rng)) { node in await self.delete(digest, node: node, process: process) }
+      log.append(e)
+      tally.withLock { $0.deletes[e.outcome!, default: 0] += 1 }
+      if e.outcome == .ok { acknowledged.withLock { $0.removeAll { $0.digest == digest } } }
+      guard e.outcome == .ok, Double.random(in: 0..<1, using: &rng) < reupload,
+        let data = try? await generatedBytes(size: size, seed: contentSeed)
+      else { continue }
+      let ref = "\(prefix)-d\(process)-\(i)"
+      let api = ContentAPI.allCases.randomElement(using: &rng)!
+      let w = await withFailover(targets.shuffled(using: &rng)) { node in
+        await self.upload(ref: ref, data: data, node: node, api: api, cut: nil, nameDigest: true, process: process)
+      }
+      log.append(w)
+      tally.withLock { $0.writes[w.outcome!, default: 0] += 1 }
+      if w.acknowledged { acknowledged.withLock { $0.append((digest, size, contentSeed)) } }
+    }
+  }
+
+  func delete(_ digest: String, node: String, process: Int) async -> HistoryEvent {
+    var e = HistoryEvent(kind: .delete)
+    (e.process, e.node, e.api, e.digest) = (process, node, ContentAPI.modern.rawValue, digest)
+    e.invoke = now
+    do {
+      try await withTimeout(timeout) { try await self.clients[node]![.modern]!.delete(digest) }
+      e.outcome = .ok
+    } catch let error as ContentError {
+      e.error = "\(error.code.name): \(error.message)"
+      // NOT_FOUND: no node held it (another deleter was first). Anything else may have
+      // deleted some copies: a Delete has no "nothing happened" failure.
+      e.outcome = error.code == .notFound ? .notFound : error.code == .unavailable && error.message.contains("not heard") ? .fail : .unknown
+    } catch {
+      e.error = error is OperationTimeout ? "timed out" : "\(error)"
+      e.outcome = .unknown
+    }
+    e.complete = now
+    return e
   }
 
   /// One logical operation, as a client of a cluster makes it: tried on each node in turn

@@ -215,7 +215,7 @@ struct NodeRunner {
   /// Adds this node to a running cluster through `seed`, retrying for a minute while the
   /// seed is unreachable; the cluster's new config.
   func joinCluster(seed: String, id: NodeID, address: String) async throws -> ClusterConfig {
-    let deadline = Date().addingTimeInterval(60)
+    let deadline = Monotonic.seconds + 60
     while true {
       do {
         var security = plan.peerSecurity
@@ -227,7 +227,7 @@ struct NodeRunner {
         return try ClusterConfig(
           me: id, peers: Dictionary(uniqueKeysWithValues: m.peers.map { (NodeID($0.key), $0.value) }),
           replicas: Int(m.replicas), writeQuorum: Int(m.writeQuorum), vnodesPerNode: Int(m.vnodes), epoch: m.epoch)
-      } catch let e as ContentError where e.code == .unavailable && Date() < deadline {
+      } catch let e as ContentError where e.code == .unavailable && Monotonic.seconds < deadline {
         try await Task.sleep(nanoseconds: 500_000_000)
       } catch {
         throw fail(error)

@@ -155,6 +155,49 @@ import Testing
     #expect(rules(events) == [.underReplicated], "n3 answered that it lacks the blob")
   }
 
+  func delete(_ digest: String, at t: Double, outcome: HistoryEvent.Outcome = .ok) -> HistoryEvent {
+    var e = HistoryEvent(kind: .delete)
+    (e.node, e.digest, e.invoke, e.complete, e.outcome) = ("n1", digest, t, t + 0.2, outcome)
+    return e
+  }
+
+  /// Deletes in the workload: the final state a digest must reach follows real time.
+  @Test func expectationsFollowWritesAndDeletesInRealTime() {
+    let w1 = write(0, ref: "a", digest: "sha256:aa", at: 1)  // 1 ... 1.5
+    #expect(Checker.expectations([w1])["sha256:aa"] == .present)
+    #expect(Checker.expectations([w1, delete("sha256:aa", at: 2)])["sha256:aa"] == .absent)
+    #expect(Checker.expectations([w1, delete("sha256:aa", at: 1.4)])["sha256:aa"] == .either, "the Delete overlaps the write")
+    #expect(Checker.expectations([w1, delete("sha256:aa", at: 2, outcome: .notFound)])["sha256:aa"] == .present, "NOT_FOUND deleted nothing")
+    #expect(Checker.expectations([w1, delete("sha256:aa", at: 2, outcome: .unknown)])["sha256:aa"] == .either)
+    let again = write(1, ref: "b", digest: "sha256:aa", at: 3)
+    #expect(Checker.expectations([w1, delete("sha256:aa", at: 2), again])["sha256:aa"] == .present, "uploaded again after its Delete")
+    var lost = write(2, ref: "c", digest: "sha256:aa", at: 1.9, outcome: .unknown)
+    lost.complete = 2.5  // its COMMIT unanswered, still running when the Delete began
+    #expect(Checker.expectations([w1, lost, delete("sha256:aa", at: 2)])["sha256:aa"] == .either)
+  }
+
+  /// The rule the old clock code broke (issue 15, finding 3) and the one a resurrecting
+  /// repair would break.
+  @Test func aDeletedBlobThatComesBackOrAReuploadThatIsLostIsCaught() {
+    let w = write(0, ref: "a", digest: "sha256:aa", at: 1)
+    let gone = [w, delete("sha256:aa", at: 2)] + healthy.filter { $0.digest == "sha256:bb" }
+    var report = replicas("sha256:aa", holders: [])
+    report.reachedAfter = 1
+    #expect(rules(gone + [report]).isEmpty, "deleted and held nowhere")
+    var missing = HistoryEvent(kind: .finalRead)
+    (missing.node, missing.digest, missing.outcome) = ("n1", "sha256:aa", .notFound)
+    #expect(rules(gone + [report, missing]).isEmpty, "NOT_FOUND is the right answer for it")
+    #expect(rules(gone + [report] + finalReads("sha256:aa", on: ["n2"])) == [.deletedCameBack])
+    #expect(rules(gone + [replicas("sha256:aa", holders: ["n3"])]) == [.deletedCameBack])
+    // Uploaded again after the Delete, and then refused (the poisoned digest): lost.
+    let again = write(1, ref: "b", digest: "sha256:aa", at: 3)
+    #expect(rules(gone + [again, report, missing]) == [.lostWrite, .underReplicated])
+    // A read during the Delete may answer NOT_FOUND.
+    var read = HistoryEvent(kind: .read)
+    (read.node, read.digest, read.outcome, read.invoke, read.complete) = ("n2", "sha256:aa", .notFound, 2.1, 2.15)
+    #expect(!rules(gone + [report, read]).contains(.acknowledgedNotFound))
+  }
+
   @Test func aRunThatAcknowledgedNothingFails() {
     #expect(rules([write(0, ref: "a", digest: "sha256:aa", at: 1, outcome: .fail)]) == [.nothingAcknowledged])
   }
