@@ -214,7 +214,10 @@ let package = Package(
     ),
     .testTarget(
       name: "CairnProcessTests",
-      dependencies: ["CairnAgent", "CairnCore", "CairnClient", "CairnCluster", "CairnDisk", "CairnProto", "CairnTestKit"]
+      dependencies: [
+        "CairnAgent", "CairnCore", "CairnClient", "CairnCluster", "CairnDisk", "CairnProto", "CairnTestKit",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]
     ),
   ],
   swiftLanguageModes: [.v6]

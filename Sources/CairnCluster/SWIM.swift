@@ -238,6 +238,11 @@ public struct SWIM: Sendable {
         continue
       }
       guard let known = members[u.id] else { continue }  // not configured here
+      // A suspicion or death at the bound itself could never be refuted (the member would
+      // need the bound + 1): a lie that would keep a live member dead for good (found by
+      // HostilePeerTests). Each node still suspects a silent member at the bound by its own
+      // probes.
+      if u.status != .alive && u.incarnation >= Self.maxIncarnation { continue }
       if u.supersedes(known) { actions += apply(u, now: now) }
     }
     return actions

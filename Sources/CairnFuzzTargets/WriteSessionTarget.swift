@@ -33,9 +33,15 @@ public func fuzzWriteSession(_ bytes: [UInt8]) {
   while !input.isExhausted {
     let wasOpen = session.phase == .open
     do {
-      let commands = try session.plan(step(), currentOffset: offset)
+      let next = step()
+      let commands = try session.plan(next, currentOffset: offset)
       fuzzCheck(wasOpen, "planned after the stream ended")
       fuzzCheck(commands.last == .respond, "a plan that does not answer: \(commands)")
+      if commands.contains(where: { if case .append = $0 { true } else { false } }) {
+        // Where the client said its bytes go: at the ingest's offset, or at 0 (a restart).
+        let at = max(0, next.offset)
+        fuzzCheck(commands.contains(.truncate) ? at == 0 : at == offset, "bytes for @\(at) appended at \(offset)")
+      }
       for c in commands {
         switch c {
         case .truncate: offset = 0

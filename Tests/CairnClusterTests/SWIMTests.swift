@@ -194,6 +194,9 @@ import Testing
     _ = b.receive(.ping(seq: 1, updates: [below], fullSync: false), from: "c", now: 0)
     _ = b.receive(.ping(seq: 2, updates: [refutation], fullSync: false), from: "a", now: 0)
     #expect(b.members["a"]?.status == .alive, "the others take the refutation")
+    let atBoundAboutA = Member(id: "a", address: "a:1", incarnation: SWIM.maxIncarnation, status: .dead)
+    _ = b.receive(.ping(seq: 3, updates: [atBoundAboutA], fullSync: false), from: "c", now: 0)
+    #expect(b.members["a"]?.status == .alive, "a death at the bound, which a could never refute, is not taken")
   }
 
   /// Found by fuzzing (Tests/Fuzz/corpus/swim): only members are answered, and a
