@@ -245,7 +245,7 @@ public final class ClusterNode: Sendable {
     } catch let e as ContentError where e.code == .notFound {
       return
     }
-    try await tombstones.record(digest, at: created < at ? at : Timestamp(totalNanoseconds: created.totalNanoseconds + 1))
+    try await tombstones.record(digest, at: created < at ? at : Timestamp(totalNanoseconds: created.totalNanoseconds.addingSaturating(1)))
   }
 
   /// Fencing: only the ref's owner in this node's current view may hold its lock or
