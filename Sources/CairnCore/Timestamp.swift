@@ -161,9 +161,11 @@ public typealias WallClock = @Sendable () -> Timestamp
 /// (an operator, NTP, libfaketime), it froze the request-rate buckets and the usage cache
 /// of a node until it caught up (found by chaos/scenarios/clock-skew-deletes).
 public enum Monotonic {
-  public static var seconds: Double {
+  public static var seconds: Double { Double(nanoseconds) / 1e9 }
+
+  public static var nanoseconds: Int64 {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    return Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)
   }
 }

@@ -25,7 +25,7 @@ public final class ClusterClock: Sendable {
 
   public init(
     maxSkewSeconds: Double, wall: @escaping @Sendable () -> Int64 = { Timestamp.now().totalNanoseconds },
-    mono: @escaping @Sendable () -> Int64 = { Int64(DispatchTime.now().uptimeNanoseconds) }
+    mono: @escaping @Sendable () -> Int64 = { Monotonic.nanoseconds }
   ) {
     self.maxSkewSeconds = maxSkewSeconds
     state = Mutex(HybridClock(maxSkew: Int64(maxSkewSeconds * 1e9)))

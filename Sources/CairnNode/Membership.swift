@@ -65,7 +65,7 @@ actor Membership {
       seed: seed, now: Membership.now())
   }
 
-  static func now() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds) }
+  static func now() -> Int64 { Monotonic.nanoseconds }
 
   /// The latest view; cheap, callable from any thread.
   nonisolated var current: ClusterView { published.withLock { $0 } }

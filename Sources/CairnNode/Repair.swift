@@ -120,7 +120,7 @@ extension ClusterNode {
     if !view.config.isMember && pending == 0 && !repair.departedQuiet.exchange(true, ordering: .relaxed) {
       logger.notice("removed from the cluster and every blob handed off to its replicas: this node may be stopped")
     }
-    repair.lastRoundNanos.store(Int64(DispatchTime.now().uptimeNanoseconds), ordering: .relaxed)
+    repair.lastRoundNanos.store(Monotonic.nanoseconds, ordering: .relaxed)
     repair.rounds.add(1, ordering: .relaxed)
   }
 
@@ -360,7 +360,7 @@ extension ClusterNode {
     let last = repair.lastRoundNanos.load(ordering: .relaxed)
     return .with {
       $0.rounds = repair.rounds.load(ordering: .relaxed)
-      $0.lastRoundAgeSeconds = last == 0 ? -1 : Double(Int64(DispatchTime.now().uptimeNanoseconds) - last) / 1e9
+      $0.lastRoundAgeSeconds = last == 0 ? -1 : Double(Monotonic.nanoseconds - last) / 1e9
       $0.blobsPulled = repair.blobsPulled.load(ordering: .relaxed)
       $0.bytesPulled = repair.bytesPulled.load(ordering: .relaxed)
       $0.backlog = repair.backlog.load(ordering: .relaxed)
