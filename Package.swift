@@ -76,6 +76,7 @@ let package = Package(
       name: "CairnProto",
       dependencies: [
         "CairnCore",
+        "CairnCluster",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -179,7 +180,9 @@ let package = Package(
     ),
     // Fuzz targets (pure code fed arbitrary bytes) and libFuzzer's driver for them
     // (scripts/fuzz); FuzzReplayTests runs the committed corpora in every test run.
-    .target(name: "CairnFuzzTargets", dependencies: ["CairnCore", "CairnCluster"]),
+    .target(
+      name: "CairnFuzzTargets",
+      dependencies: ["CairnCore", "CairnCluster", "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(name: "cairn-fuzz", dependencies: ["CairnFuzzTargets"]),
     .target(
       name: "CairnTestKit",

@@ -21,6 +21,13 @@ public struct ClusterConfig: Sendable, Hashable {
   /// overflows.
   public static let maxEpoch: UInt64 = 1 << 53
 
+  /// Every node builds a ring of peers × vnodes points from a config a peer may send: at
+  /// most 1000 nodes (2M points at the default 2048 vnodes, about 32 MB), node ids of at
+  /// most 255 bytes and addresses of at most 1024.
+  public static let maxPeers = 1000
+  public static let maxNodeIDBytes = 255
+  public static let maxAddressBytes = 1024
+
   /// R defaults to 3 (or the cluster size if smaller), W to 2 (or R if smaller).
   /// `departed`: a config adopted from the cluster after this node was removed from it
   /// (the node hands its blobs off and may then stop); otherwise `me` must be a peer.
@@ -31,6 +38,15 @@ public struct ClusterConfig: Sendable, Hashable {
   ) throws(ContentError) {
     guard peers[me] != nil || departed else {
       throw .invalidArgument("node id \(me) is not in the peer list (\(peers.keys.sorted().map(\.name).joined(separator: ", ")))")
+    }
+    guard peers.count <= Self.maxPeers else {
+      throw .invalidArgument("\(peers.count) peers is more than a cluster may have (\(Self.maxPeers))")
+    }
+    for (id, address) in peers {
+      guard (1...Self.maxNodeIDBytes).contains(id.name.utf8.count), (1...Self.maxAddressBytes).contains(address.utf8.count) else {
+        throw .invalidArgument(
+          "peer \(quoted(id.name, limit: 80)): a node id takes 1 to \(Self.maxNodeIDBytes) bytes, an address 1 to \(Self.maxAddressBytes)")
+      }
     }
     let r = replicas ?? min(3, peers.count)
     let w = writeQuorum ?? min(2, r)

@@ -13,14 +13,18 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
   /// Normalises `nanos` into 0..<1e9; seconds saturate at Int64's ends (values that far
   /// out only come from corrupt or hostile input, and must not trap).
   public init(seconds: Int64, nanos: Int32) {
-    var s = seconds.addingReportingOverflow(Int64(nanos / 1_000_000_000))
+    var carry = Int64(nanos / 1_000_000_000)
     var n = nanos % 1_000_000_000
-    if n < 0 && !s.overflow {
+    if n < 0 {
       n += 1_000_000_000
-      s = s.partialValue.subtractingReportingOverflow(1)
+      carry -= 1
     }
-    self.seconds = s.overflow ? (seconds < 0 ? .min : .max) : s.partialValue
-    self.nanos = n
+    let (s, overflow) = seconds.addingReportingOverflow(carry)
+    // Past Int64's seconds: the nearest instant there is (nanos stay in 0..<1e9, so that
+    // normalising twice changes nothing; the fuzz target `peer-messages` found a negative
+    // nanos left here by a message's Timestamp at Int64.min s + Int32.min ns).
+    self.seconds = overflow ? (carry < 0 ? .min : .max) : s
+    self.nanos = overflow ? (carry < 0 ? 0 : 999_999_999) : n
   }
 
   /// The range protobuf's Timestamp allows (0001-01-01 to 9999-12-31): what a peer or a

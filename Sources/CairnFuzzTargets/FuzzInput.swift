@@ -86,5 +86,10 @@ public enum FuzzTargets {
     "regex": fuzzRegex,
     "write-session": fuzzWriteSession,
     "swim": fuzzSWIM,
+    "peer-messages": fuzzPeerMessages,
   ]
+
+  /// Hand-made starting inputs of a target, where mutation alone would take long to reach
+  /// a well-formed message (replayed by FuzzReplayTests too).
+  public static let seeds: [String: [[UInt8]]] = ["peer-messages": peerMessageSeeds()]
 }

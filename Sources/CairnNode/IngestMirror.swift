@@ -161,17 +161,18 @@ extension ClusterNode {
       throw ContentError.failedPrecondition("cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s")
     }
     guard !ClusterNode.isReserved(h.ref) else { throw ContentError.invalidArgument("reserved ref \(quoted(h.ref))") }
-    let expected = h.expected.isEmpty ? nil : try Digest(parsing: h.expected)
+    let opening = try h.opening()
+    let expected = opening.expected
     mirroring(h.ref, true)
     defer { mirroring(h.ref, false) }
-    let writer = try await local.openWriter(ref: h.ref, total: h.total, expected: expected)
+    let writer = try await local.openWriter(ref: h.ref, total: opening.total, expected: expected)
     var offset = try await writer.state().status.offset
     do {
-      if h.offset == 0 && offset > 0 {
+      if opening.offset == 0 && offset > 0 {
         offset = try await writer.truncate().status.offset
-      } else if h.offset != offset {
+      } else if opening.offset != offset {
         throw ContentError.failedPrecondition(
-          "\(config.me) holds ingest \(quoted(h.ref)) at offset \(offset), the owner's stream starts at \(h.offset)")
+          "\(config.me) holds ingest \(quoted(h.ref)) at offset \(offset), the owner's stream starts at \(opening.offset)")
       }
       while let m = try await iterator.next() {
         if !m.data.isEmpty { offset = try await writer.append(m.data).status.offset }
@@ -208,8 +209,7 @@ extension ClusterNode {
   ) async throws -> Cairn_Peer_V1_MirrorIngestResponse {
     do {
       try requireOwner(h.owner, of: h.ref, sending: "the commit of a mirror")
-      let digest = try Digest(parsing: c.digest)
-      let createdAt = try Timestamp(validating: c.createdAt.seconds, nanos: c.createdAt.nanos, "created_at")
+      let (digest, createdAt) = try c.decoded()
       try clock.admit(createdAt, "created_at")
       do {
         let state = try await guarding(digest) {

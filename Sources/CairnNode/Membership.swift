@@ -89,9 +89,7 @@ actor Membership {
   /// or vnodes, or two different peer lists of the same epoch).
   func receive(_ request: Cairn_Peer_V1_GossipRequest) async throws(ContentError) -> Cairn_Peer_V1_GossipResponse {
     let from = NodeID(request.from)
-    guard request.configEpoch <= ClusterConfig.maxEpoch, request.updates.allSatisfy({ $0.incarnation <= SWIM.maxIncarnation }) else {
-      throw .invalidArgument("gossip from \(from) carries an epoch or incarnation beyond its bound")
-    }
+    let message = try request.swimMessage()
     if request.clusterFingerprint != config.fingerprint {
       if request.configEpoch > config.epoch {
         try await adopt(from: from, epoch: request.configEpoch)
@@ -108,7 +106,7 @@ actor Membership {
       throw .failedPrecondition("\(config.me) refuses gossip from \(from): not a configured peer")
     }
     clearProblem(from)
-    perform(swim.receive(request.swimMessage, from: from, now: Self.now()))
+    perform(swim.receive(message, from: from, now: Self.now()))
     return .init()
   }
 
@@ -220,68 +218,4 @@ actor Membership {
   private func clearProblem(_ id: NodeID) {
     problems.withLock { _ = $0.removeValue(forKey: id) }
   }
-}
-
-extension Cairn_Peer_V1_MemberState {
-  init(_ m: Member) {
-    self.init()
-    id = m.id.name
-    address = m.address
-    incarnation = m.incarnation
-    status = m.status == .alive ? .alive : m.status == .suspect ? .suspect : .dead
-  }
-
-  var member: Member {
-    Member(
-      id: NodeID(id), address: address, incarnation: incarnation,
-      status: status == .dead ? .dead : status == .suspect ? .suspect : .alive)
-  }
-}
-
-extension Cairn_Peer_V1_GossipRequest {
-  init(_ message: SWIM.Message, from: NodeID, config: ClusterConfig) {
-    self.init()
-    self.from = from.name
-    clusterFingerprint = config.fingerprint
-    configEpoch = config.epoch
-    switch message {
-    case .ping(let s, let updates, let fullSync):
-      kind = .ping
-      seq = s
-      self.updates = updates.map { .init($0) }
-      self.fullSync = fullSync
-    case .pingRequest(let s, let t, let updates):
-      kind = .pingRequest
-      seq = s
-      target = t.name
-      self.updates = updates.map { .init($0) }
-    case .ack(let s, let t, let updates):
-      kind = .ack
-      seq = s
-      target = t.name
-      self.updates = updates.map { .init($0) }
-    }
-  }
-
-  var swimMessage: SWIM.Message {
-    let members = updates.map(\.member)
-    switch kind {
-    case .pingRequest: return .pingRequest(seq: seq, target: NodeID(target), updates: members)
-    case .ack: return .ack(seq: seq, target: NodeID(target), updates: members)
-    default: return .ping(seq: seq, updates: members, fullSync: fullSync)
-    }
-  }
-}
-
-extension Cairn_Peer_V1_ClusterConfigMessage {
-  init(_ c: ClusterConfig) {
-    self.init()
-    epoch = c.epoch
-    peers = Dictionary(uniqueKeysWithValues: c.peers.map { ($0.key.name, $0.value) })
-    replicas = UInt32(c.replicas)
-    writeQuorum = UInt32(c.writeQuorum)
-    vnodes = UInt32(c.vnodesPerNode)
-  }
-
-  var peerList: [NodeID: String] { Dictionary(uniqueKeysWithValues: peers.map { (NodeID($0.key), $0.value) }) }
 }

@@ -36,13 +36,13 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     -> Cairn_Peer_V1_LocalDeleteResponse
   {
     try await rpc {
-      let d = try Digest(parsing: request.digest)
+      let (d, deletedAt) = try request.decoded()
       var at = node.clock.stamp()
-      if request.hasDeletedAt {
+      if let deletedAt {
         // The coordinator's time; it may not run ahead of this node's clock (it would
         // outrank commits that follow it here).
-        at = try Timestamp(validating: request.deletedAt.seconds, nanos: request.deletedAt.nanos, "deleted_at")
-        try node.clock.admit(at, "deleted_at")
+        try node.clock.admit(deletedAt, "deleted_at")
+        at = deletedAt
       }
       if request.unlessLabelPrefix.isEmpty {
         try await node.deleteLocally(d, at: at)

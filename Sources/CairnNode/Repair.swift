@@ -372,20 +372,3 @@ extension ClusterNode {
     }
   }
 }
-
-extension RepairEntry {
-  init?(_ m: Cairn_Peer_V1_RepairEntry) {
-    guard let d = try? Digest(parsing: m.digest) else { return nil }
-    self.init(digest: d, state: m.deleted ? .deleted : .present, at: m.atNanos, size: m.size)
-  }
-}
-
-extension Cairn_Peer_V1_RepairEntry {
-  init(_ e: RepairEntry) {
-    self.init()
-    digest = e.digest.description
-    deleted = e.state == .deleted
-    atNanos = e.at
-    size = e.size
-  }
-}

@@ -137,10 +137,11 @@ extension ClusterNode {
       throw ContentError.failedPrecondition(
         "cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s \(config.fingerprint)")
     }
+    let offer = try h.offer()
+    let digest = offer.digest
     // Hints, handoffs and repairs carry no ref: the blob was acknowledged already.
-    if !h.ref.isEmpty { try requireOwner(h.owner, of: h.ref, sending: "a replica of \(h.digest)") }
-    let digest = try Digest(parsing: h.digest)
-    let createdAt = h.hasCreatedAt ? try Timestamp(validating: h.createdAt.seconds, nanos: h.createdAt.nanos, "created_at") : nil
+    if !offer.ref.isEmpty { try requireOwner(offer.owner, of: offer.ref, sending: "a replica of \(digest)") }
+    let createdAt = offer.createdAt
     if let createdAt { try clock.admit(createdAt, "created_at") }
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
     // is gone too.
@@ -235,43 +236,6 @@ extension ClusterNode {
           }
         }
       }
-    }
-  }
-}
-
-extension Cairn_Peer_V1_IngestEventMessage {
-  init(_ event: IngestEvent) {
-    self.init()
-    switch event {
-    case .progress(let s):
-      kind = .progress
-      status = .init(s)
-      ref = s.ref
-    case .committed(let r, let d, let n):
-      kind = .committed
-      ref = r
-      digest = d.description
-      size = n
-    case .aborted(let r):
-      kind = .aborted
-      ref = r
-    }
-  }
-}
-
-extension IngestEvent {
-  init?(_ m: Cairn_Peer_V1_IngestEventMessage) {
-    switch m.kind {
-    case .progress:
-      guard let s = try? IngestStatus(m.status) else { return nil }
-      self = .progress(s)
-    case .committed:
-      guard let d = try? Digest(parsing: m.digest) else { return nil }
-      self = .committed(ref: m.ref, digest: d, size: m.size)
-    case .aborted:
-      self = .aborted(ref: m.ref)
-    default:
-      return nil
     }
   }
 }

@@ -39,6 +39,12 @@ public func cairnFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutab
 @main struct Replay {
   static func main() {
     let args = CommandLine.arguments.dropFirst()
+    if args.first == "--write-seeds", args.count == 3, let seeds = FuzzTargets.seeds[args[args.startIndex + 1]] {
+      let dir = URL(fileURLWithPath: args[args.startIndex + 2])
+      for (i, s) in seeds.enumerated() { try! Data(s).write(to: dir.appendingPathComponent("seed-\(i)")) }
+      print("wrote \(seeds.count) seeds to \(dir.path)")
+      return
+    }
     guard let name = args.first, let target = FuzzTargets.all[name] else {
       FileHandle.standardError.write(Data("usage: cairn-fuzz TARGET FILE... (targets: \(FuzzTargets.all.keys.sorted().joined(separator: ", ")))\n".utf8))
       exit(64)

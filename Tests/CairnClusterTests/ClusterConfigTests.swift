@@ -103,6 +103,22 @@ import Testing
     #expect(throws: ContentError.self) { try c.changing(add: ["n2": "127.0.0.1:7412"], remove: []) }  // no change
     #expect(throws: ContentError.self) { try c.changing(add: ["n4": "nohostport"], remove: []) }
   }
+
+  /// A config a peer sends is bounded before any ring is built from it: 300,000 peers (what
+  /// fits in one 4 MiB message) would make a ring of 600 million points on every node.
+  @Test func peerListsAreBounded() throws {
+    var many: [NodeID: String] = [:]
+    for i in 0...ClusterConfig.maxPeers { many[NodeID("n\(i)")] = "h:\(i)" }
+    #expect(throws: ContentError.self) { try ClusterConfig(me: "n0", peers: many) }
+    many.removeValue(forKey: "n1")
+    #expect(try ClusterConfig(me: "n0", peers: many).peers.count == ClusterConfig.maxPeers)
+    let c = try ClusterConfig(me: "n1", peers: three)
+    #expect(throws: ContentError.self) { try c.adopting(peers: three.merging(["": "h:1"]) { a, _ in a }, epoch: 1) }
+    let longID = NodeID(String(repeating: "x", count: ClusterConfig.maxNodeIDBytes + 1))
+    #expect(throws: ContentError.self) { try c.adopting(peers: three.merging([longID: "h:1"]) { a, _ in a }, epoch: 1) }
+    let longAddress = String(repeating: "a", count: ClusterConfig.maxAddressBytes) + ":1"
+    #expect(throws: ContentError.self) { try c.adopting(peers: three.merging(["n4": longAddress]) { a, _ in a }, epoch: 1) }
+  }
 }
 
 @Suite struct DNSDiscoveryTests {

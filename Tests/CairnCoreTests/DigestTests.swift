@@ -82,6 +82,12 @@ import Testing
     #expect(far.totalNanoseconds == .max)
     #expect(Timestamp(seconds: .min, nanos: -5).totalNanoseconds == .min)
     #expect(Timestamp(seconds: .max, nanos: 999_999_999).seconds == .max)
+    // Normalised nanos are in 0..<1e9 even at the ends, and normalising is idempotent.
+    for (s, n) in [(Int64.min, Int32.min), (.min, -1), (.max, .max), (.min + 1, Int32.min), (0, .min), (-1, .max)] {
+      let t = Timestamp(seconds: s, nanos: n)
+      #expect((0..<1_000_000_000).contains(t.nanos), "\(s) s + \(n) ns")
+      #expect(Timestamp(seconds: t.seconds, nanos: t.nanos) == t, "\(s) s + \(n) ns")
+    }
     #expect(far.adding(seconds: 1e300).totalNanoseconds == .max)
     #expect(Timestamp(seconds: .max, nanos: 0).rfc3339.hasPrefix("9999-12-31"))
     #expect(Timestamp(seconds: .min, nanos: 0).rfc3339.hasPrefix("0001-01-01"))

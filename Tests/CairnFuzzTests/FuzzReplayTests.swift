@@ -19,4 +19,10 @@ import Testing
       FuzzTargets.all[name]!(Array(data))
     }
   }
+
+  @Test func seedsReplay() {
+    for (name, seeds) in FuzzTargets.seeds {
+      for s in seeds { FuzzTargets.all[name]!(s) }
+    }
+  }
 }
