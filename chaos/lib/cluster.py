@@ -23,6 +23,9 @@ class Node:
         self.clock_file = os.path.join(self.dir, "faketime")
         self.proc = None
         self.paused = False
+        # Set by a membership fault: the next start joins through this address (`--join`)
+        # instead of naming the first members (`--peers`).
+        self.join_via = None
 
     @property
     def address(self):
@@ -31,9 +34,10 @@ class Node:
     def argv(self):
         c = self.cluster
         peers = ",".join(f"{n}={c.topology.address(n)}" for n in c.ids)
+        cluster = ["--join", self.join_via] if self.join_via else ["--peers", peers]
         # --insecure: the nodes listen on the private bridge this harness made (no other host
         # can reach it) and the subject here is faults, not credentials.
-        return [c.cairn, "serve", "--node-id", self.id, "--peers", peers, "--data", self.data,
+        return [c.cairn, "serve", "--node-id", self.id, *cluster, "--data", self.data,
                 "--listen", self.address, "--replicas", str(c.replicas), "--write-quorum", str(c.write_quorum),
                 "--insecure"] + c.node_args
 
@@ -75,6 +79,15 @@ class Node:
                 raise RuntimeError(f"{self.id} exited with {self.proc.returncode} while starting (see {self.log_path})")
             time.sleep(0.1)
         raise RuntimeError(f"{self.id} did not start within {timeout} s (see {self.log_path})")
+
+    def log_since(self, mark):
+        """The node's log from byte offset `mark` on."""
+        with open(self.log_path, errors="replace") as f:
+            f.seek(mark)
+            return f.read()
+
+    def log_size(self):
+        return os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -120,7 +133,11 @@ class Node:
 class Cluster:
     def __init__(self, scenario, topology, cairn, workdir, report):
         c = scenario.get("cluster", {})
+        # `nodes` are the first members; `spares` more nodes exist (address, namespace) for
+        # a membership fault to join. `members` is who is in the cluster now.
         self.ids = [f"n{i + 1}" for i in range(int(c.get("nodes", 3)))]
+        self.all_ids = self.ids + [f"n{len(self.ids) + i + 1}" for i in range(int(c.get("spares", 0)))]
+        self.members = list(self.ids)
         self.replicas = int(c.get("replicas", min(3, len(self.ids))))
         self.write_quorum = int(c.get("write_quorum", min(2, self.replicas)))
         self.node_args = [str(a) for a in c.get("args", [])]
@@ -132,7 +149,7 @@ class Cluster:
         self.workdir = workdir
         self.report = report
         os.makedirs(os.path.join(report, "nodes"), exist_ok=True)
-        self.nodes = {n: Node(self, n) for n in self.ids}
+        self.nodes = {n: Node(self, n) for n in self.all_ids}
 
     def record_pid(self, pid):
         os.makedirs(STATE_DIR, exist_ok=True)
@@ -140,13 +157,14 @@ class Cluster:
             f.write(f"{pid}\n")
 
     def node_list(self):
-        return ",".join(f"{n}={self.nodes[n].address}" for n in self.ids)
+        """The current members, as the workload and the verifier take them."""
+        return ",".join(f"{n}={self.nodes[n].address}" for n in self.members)
 
     def start(self):
         for n in self.nodes.values():
             n.prepare()
-        for n in self.nodes.values():
-            n.start()
+        for n in self.members:
+            self.nodes[n].start()
         self.wait_converged()
 
     def status(self, node_id):
@@ -154,19 +172,27 @@ class Cluster:
                            capture_output=True, text=True, timeout=10)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
-    def wait_converged(self, timeout=90):
-        """Until every node sees every member alive."""
+    def wait_converged(self, timeout=90, epoch=None):
+        """Until every member sees every member alive; given `epoch`, until every member has
+        adopted it (a membership change: liveness under load is not the question there)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            views = [self.status(n) for n in self.ids]
-            if all(v and all(m.get("state", {}).get("status", "ALIVE") == "ALIVE" or not m.get("state", {}).get("status")
-                             for m in v.get("members", [])) and len(v.get("members", [])) == len(self.ids) for v in views):
+            views = [self.status(n) for n in self.members]
+            if epoch is not None:
+                done = all(v and int(v.get("configEpoch", 0)) == epoch and len(v.get("members", [])) == len(self.members)
+                           for v in views)
+            else:
+                done = all(v and all(m.get("state", {}).get("status", "ALIVE") == "ALIVE" or not m.get("state", {}).get("status")
+                                     for m in v.get("members", [])) and len(v.get("members", [])) == len(self.members)
+                           for v in views)
+            if done:
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the cluster did not converge within {timeout} s")
+        raise RuntimeError(f"the members {','.join(self.members)} did not converge"
+                           f"{f' on config epoch {epoch}' if epoch else ''} within {timeout} s")
 
     def owner_of(self, ref):
-        for n in self.ids:
+        for n in self.members:
             if not self.nodes[n].running() or self.nodes[n].paused:
                 continue
             r = subprocess.run([self.cairn, "cluster", "locate", "--ref", ref, "--address", self.nodes[n].address],
@@ -178,8 +204,9 @@ class Cluster:
     def heal_processes(self):
         for n in self.nodes.values():
             n.resume()
-            if not n.running():
-                n.start()
+        for n in self.members:
+            if not self.nodes[n].running():
+                self.nodes[n].start()
 
     def stop(self):
         for n in self.nodes.values():

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 
 from topology import sh, NS_PREFIX
 
@@ -48,7 +49,7 @@ class Fault:
     def resolve(self, prefix):
         """Turns the spec's target into node ids, at the moment the fault starts."""
         t = self.spec.get("target", "random")
-        ids = self.cluster.ids
+        ids = self.cluster.members
         if isinstance(t, list):
             self.targets = t
         elif t == "random":
@@ -60,8 +61,8 @@ class Fault:
         else:
             self.targets = [t]
         for n in self.targets:
-            if n not in ids:
-                raise RuntimeError(f"fault target {n} is not a node ({', '.join(ids)})")
+            if n not in self.cluster.all_ids:
+                raise RuntimeError(f"fault target {n} is not a node ({', '.join(self.cluster.all_ids)})")
 
     @property
     def name(self):
@@ -71,7 +72,7 @@ class Fault:
         return ""
 
     def others(self):
-        return [n for n in self.cluster.ids if n not in self.targets]
+        return [n for n in self.cluster.members if n not in self.targets]
 
     def ip(self, n):
         return self.cluster.topology.ip(n)
@@ -308,10 +309,105 @@ class Skew(Fault):
             self.cluster.nodes[n].set_clock_offset(0)
 
 
+class Membership(Fault):
+    """A change of the cluster's members through `cairn cluster join/leave`, as an operator
+    makes it while uploads run. Changes are made one at a time, each awaited until every
+    member has adopted its config epoch (docs/operations.md: "One change at a time")."""
+    changing = threading.Lock()
+    handoff_timeout = 300
+
+    def via(self):
+        """A running member other than the targets to send the change to."""
+        for n in self.others():
+            node = self.cluster.nodes[n]
+            if node.running() and not node.paused:
+                return node
+        raise RuntimeError("no running member to send a membership change to")
+
+    def change(self, verb, arg):
+        r = subprocess.run([self.cluster.cairn, "cluster", verb, arg, "--address", self.via().address],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 or "config epoch " not in r.stdout:
+            raise RuntimeError(f"cairn cluster {verb} {arg}: exit {r.returncode}: {(r.stdout + r.stderr).strip()}")
+        return int(r.stdout.split("config epoch ")[1].split(":")[0])
+
+    def leave(self, n):
+        """Removes `n`; it keeps running and hands its blobs off. Returns its log mark."""
+        node = self.cluster.nodes[n]
+        mark = node.log_size()
+        epoch = self.change("leave", n)
+        self.cluster.members.remove(n)
+        self.cluster.wait_converged(epoch=epoch)
+        return mark
+
+    def stop_after_handoff(self, n, mark):
+        """Waits for the removed node's "may be stopped" (every blob it held is on its new
+        replicas), then stops it gracefully, as the runbook says."""
+        node = self.cluster.nodes[n]
+        deadline = time.time() + self.handoff_timeout
+        while "this node may be stopped" not in node.log_since(mark):
+            if time.time() > deadline:
+                raise RuntimeError(f"{n} did not finish its handoff within {self.handoff_timeout} s")
+            if not node.running():
+                raise RuntimeError(f"{n} exited during its handoff (see {node.log_path})")
+            time.sleep(0.5)
+        node.terminate()
+
+    def join(self, n):
+        """Starts `n` empty with `--join` through a member, and waits for every member to adopt it."""
+        node = self.cluster.nodes[n]
+        node.join_via = self.via().address
+        mark = node.log_size()
+        node.start()
+        self.cluster.members.append(n)
+        # It prints "joined the cluster through ADDRESS: config epoch N, K nodes".
+        said = node.log_since(mark).split("joined the cluster through ")[-1]
+        self.cluster.wait_converged(epoch=int(said.split("config epoch ")[1].split(",")[0]))
+
+
+class Join(Membership):
+    """A spare node joins (it receives its share of the blobs while uploads run); the stop
+    removes it again: it hands every blob off and is then stopped."""
+    def start(self):
+        for n in self.targets:
+            if n in self.cluster.members:
+                raise RuntimeError(f"join: {n} is a member already; give a spare (cluster.spares)")
+            with Membership.changing:
+                self.join(n)
+
+    def stop(self):
+        for n in self.targets:
+            with Membership.changing:
+                mark = self.leave(n)
+            self.stop_after_handoff(n, mark)
+
+
+class Leave(Membership):
+    """A member is removed while uploads run and hands its blobs off, and is then stopped;
+    the stop replaces it: same id and address, an empty disk, `--join` (a new machine)."""
+    def start(self):
+        self.marks = {}
+        for n in self.targets:
+            if n not in self.cluster.members:
+                raise RuntimeError(f"leave: {n} is not a member")
+            with Membership.changing:
+                self.marks[n] = self.leave(n)
+
+    def stop(self):
+        for n in self.targets:
+            if self.spec.get("handoff", True):
+                self.stop_after_handoff(n, self.marks[n])
+            else:  # the broken operator: stops it at once (broken/r1-leave-no-handoff)
+                self.cluster.nodes[n].kill()
+            self.cluster.nodes[n].wipe()
+            with Membership.changing:
+                self.join(n)
+
+
 KINDS = {
     "kill": Kill, "wipe": Wipe, "restart": Restart, "pause": Pause, "partition": Partition, "oneway": OneWay,
     "flap": Flap, "loss": Loss, "delay": Delay, "loss+delay": LossAndDelay, "rate": Rate, "disk-full": DiskFull,
-    "skew": Skew,
+    "skew": Skew, "join": Join, "leave": Leave,
 }
 
 
