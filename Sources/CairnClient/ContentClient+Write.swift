@@ -128,25 +128,32 @@ extension ContentClient {
     let (firstReply, firstReplySink) = AsyncThrowingStream.makeStream(of: WriteReply.self)
     let last = ReplyBox()
     let request = StreamingClientRequest<Req>(metadata: metadata) { writer in
-      // The STAT opens the ingest (it carries the ref, size and expected digest).
-      try await writer.write(stat(true))
-      var offset: Int64 = 0
-      if resume {
-        var iterator = firstReply.makeAsyncIterator()
-        guard let first = try await iterator.next() else {
-          throw ContentError.unavailable("write stream ended before the server answered")
+      do {
+        // The STAT opens the ingest (it carries the ref, size and expected digest).
+        try await writer.write(stat(true))
+        var offset: Int64 = 0
+        if resume {
+          var iterator = firstReply.makeAsyncIterator()
+          guard let first = try await iterator.next() else {
+            throw ContentError.unavailable("write stream ended before the server answered")
+          }
+          let serverDigest = try Digest(parsing: first.digest)
+          offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
         }
-        let serverDigest = try Digest(parsing: first.digest)
-        offset = try await source.prepare(resumeAt: first.offset, digest: serverDigest)
+        last.started(resumedFrom: offset)
+        while let chunk = try await source.next(maxBytes: chunkBytes) {
+          try await writer.write(data(offset, chunk))
+          offset += Int64(chunk.count)
+        }
+        last.sent(offset)
+        commitSent?()
+        try await writer.write(commit(offset))
+      } catch let e as ContentError {
+        // The source's own failure (stdin that does not match what the server holds, a
+        // read error): gRPC reports only that the stream was cancelled, so keep the reason.
+        last.producerFailed(e)
+        throw e
       }
-      last.started(resumedFrom: offset)
-      while let chunk = try await source.next(maxBytes: chunkBytes) {
-        try await writer.write(data(offset, chunk))
-        offset += Int64(chunk.count)
-      }
-      last.sent(offset)
-      commitSent?()
-      try await writer.write(commit(offset))
     }
     do {
       try await call(request) { response in
@@ -175,6 +182,8 @@ extension ContentClient {
         return UploadResult(digest: digest, size: size, resumedFrom: resumed, alreadyExisted: true)
       }
       throw e
+    } catch {
+      throw last.producerError ?? error
     }
     guard let result = last.committed() else {
       throw ContentError.unavailable("write stream ended before the commit was acknowledged")
@@ -188,7 +197,10 @@ final class ReplyBox: @unchecked Sendable {
   private var reply: WriteReply?
   private var sentBytes: Int64?
   private var resumed: Int64 = 0
+  private var producerFailure: ContentError?
   func received(_ r: WriteReply) { lock.withLock { reply = r } }
+  func producerFailed(_ e: ContentError) { lock.withLock { producerFailure = e } }
+  var producerError: ContentError? { lock.withLock { producerFailure } }
   func started(resumedFrom: Int64) { lock.withLock { resumed = resumedFrom } }
   func sent(_ n: Int64) { lock.withLock { sentBytes = n } }
 

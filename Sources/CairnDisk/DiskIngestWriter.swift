@@ -153,6 +153,9 @@ actor DiskIngestWriter: IngestWriter {
     switch outcome {
     case .exists(let d):
       await end(keepIngest: false)
+      // The upload ended with its content stored (by another): a Status watch that follows
+      // the ref ends, as on a commit (`cairn status --watch` waited forever here).
+      store.events.publish(.committed(ref: ref, digest: d, size: offset))
       throw ContentError.alreadyExists("content \(d): already exists")
     case .committed(let d, let at, let pending):
       do {

@@ -200,7 +200,10 @@ public final class ContentServer: Service, Sendable {
             jobs.append(task)
             return jobs.isStopped
           }) { task.cancel() }
-          group.addTask { await task.value }
+          // The group cancels this child when a server fails (its address in use): the
+          // job must stop then too, or the group waits for it forever and the failure is
+          // never reported (`cairn serve` on a busy port hung until SIGTERM).
+          group.addTask { await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() } }
         }
         if let unixPath {
           group.addTask {

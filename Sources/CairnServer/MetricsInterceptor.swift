@@ -30,8 +30,13 @@ struct MetricsInterceptor: ServerInterceptor {
     let bytes = ByteCounts()
     let metrics = self.metrics
     let limit = maxMessageBytes
+    let cancellation = context.cancellation
     @Sendable func finish(_ error: (any Error)?) {
-      metrics.recordCall(method: method, code: Self.codeName(error), duration: ContinuousClock.now - start)
+      // A call its client gave up on (Ctrl-C, a deadline, a reset stream) failed on its
+      // side, not ours: `cancelled`, not the internal error the broken stream surfaces as
+      // (error-rate alerts fired on every Ctrl-C).
+      let code = error != nil && (cancellation.isCancelled || error is CancellationError) ? "cancelled" : Self.codeName(error)
+      metrics.recordCall(method: method, code: code, duration: ContinuousClock.now - start)
       metrics.recordBytes(method: method, received: bytes.received.load(ordering: .relaxed), sent: bytes.sent.load(ordering: .relaxed))
     }
     var request = request

@@ -49,7 +49,9 @@ struct StatusWatch: Sendable {
       if let last = following[Bytewise(s.ref)], s.updatedAt < last.updatedAt { return nil }
       return try follow(s)
     case .committed(let ref, _, let size):
-      guard var last = following.removeValue(forKey: Bytewise(ref)) else { return nil }
+      // The last status, unless the watcher has it already (the final progress of an
+      // upload carries the same offset: `cairn status --watch` printed it twice).
+      guard var last = following.removeValue(forKey: Bytewise(ref)), last.offset != size else { return nil }
       last.offset = size
       return last
     case .aborted(let ref):

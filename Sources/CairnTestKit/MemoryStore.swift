@@ -211,8 +211,9 @@ final class MemoryIngestWriter: IngestWriter {
         info: BlobInfo(digest: actual, size: Int64(ingest.data.count), createdAt: now, updatedAt: now, labels: labels))
       return false
     }
-    if exists { throw ContentError.alreadyExists("content \(actual): already exists") }
+    // Either way the upload ended with its content stored: watchers see it end.
     store.events.publish(.committed(ref: ref, digest: actual, size: ingest.status.offset))
+    if exists { throw ContentError.alreadyExists("content \(actual): already exists") }
     var status = ingest.status
     status.updatedAt = now
     return WriterState(status: status, digest: actual)

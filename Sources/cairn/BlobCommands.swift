@@ -14,7 +14,7 @@ struct Put: AsyncParsableCommand {
 
   @OptionGroup var client: ClientOptions
   @Argument(help: "File to upload, or - for standard input.") var file: String
-  @Option(help: "Ref (upload name) to write under; default: put-<file name>-<size>.") var ref: String?
+  @Option(help: "Ref (upload name) to write under; default: put-<file name>-<size>, or for stdin a new ref per run.") var ref: String?
   @Option(help: "Expected digest: the server refuses content that does not match.") var digest: String?
   @Option(name: .customLong("label"), help: "KEY=VALUE label set at commit (repeatable; modern API).")
   var labels: [String] = []
@@ -29,15 +29,23 @@ struct Put: AsyncParsableCommand {
         let f = try FileSource(path: file)
         size = f.size
         source = f
-      } catch { throw fail(error) }
+      } catch { throw failLocally(error) }
     }
-    let expected: Digest?
-    do { expected = try digest.map { try Digest(parsing: $0) } } catch { throw fail(error) }
-    let ref = self.ref ?? "put-\((file as NSString).lastPathComponent)-\(size)"
+    let expected = try digest.map(digestArgument)
+    // Standard input cannot be read twice, so its upload cannot resume: each run takes a
+    // ref of its own (two at once must not share a lock), and a failed one is aborted.
+    let stdinRef = file == "-" && self.ref == nil
+    let ref = self.ref ?? (stdinRef ? "put-stdin-\(getpid())-\(Timestamp.now().totalNanoseconds)" : "put-\((file as NSString).lastPathComponent)-\(size)")
     let labels = try parseLabels(self.labels)
     let bar = ProgressBar("put \(ref)", total: size > 0 ? size : nil)
-    let result = try await client.run { c in
-      try await c.write(ref: ref, source: source, size: size, expected: expected, labels: labels) { bar.update($0) }
+    let result: UploadResult
+    do {
+      result = try await client.run { c in
+        try await c.write(ref: ref, source: source, size: size, expected: expected, labels: labels) { bar.update($0) }
+      }
+    } catch {
+      if stdinRef { try? await client.run { try await $0.abort(ref: ref) } }
+      throw error
     }
     bar.finish()
     if result.resumedFrom > 0 {
@@ -70,11 +78,10 @@ struct Get: AsyncParsableCommand {
   @Option(help: "Bytes to read (0 = to the end).") var size: Int64 = 0
 
   func run() async throws {
-    let d: Digest
-    do { d = try Digest(parsing: digest) } catch { throw fail(error) }
+    let d = try digestArgument(digest)
     let partial = output.map { $0 + ".partial" }
     let fd: Int32 = partial.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? 1
-    if fd < 0 { throw fail(ContentError.internalError("cannot create \(partial!): \(String(cString: strerror(errno)))")) }
+    if fd < 0 { throw failLocally(ContentError.internalError("cannot create \(partial!): \(String(cString: strerror(errno)))")) }
     defer { if fd != 1 { close(fd) } }
     let sink = HashingSink(fd: fd, algorithm: d.algorithm)
     let (info, read): (BlobInfo, Int64) = try await client.run { c in
@@ -131,6 +138,7 @@ struct Info: AsyncParsableCommand {
   @Argument(help: "Digest of the blob.") var digest: String
 
   func run() async throws {
+    _ = try digestArgument(digest)
     let info = try await client.run { try await $0.info(digest) }
     print("digest:  \(info.digest)")
     print("size:    \(info.size) (\(formatBytes(info.size)))")
@@ -171,6 +179,7 @@ struct Remove: AsyncParsableCommand {
   @Argument(help: "Digests.") var digests: [String]
 
   func run() async throws {
+    for d in digests { _ = try digestArgument(d) }
     try await client.run { c in
       for d in digests { try await c.delete(d) }
     }
@@ -185,6 +194,7 @@ struct Label: AsyncParsableCommand {
   @Argument(help: "KEY=VALUE pairs.") var pairs: [String]
 
   func run() async throws {
+    _ = try digestArgument(digest)
     let labels = try parseLabels(pairs)
     let info = try await client.run { c in
       try await c.update(digest, labels: labels, fieldPaths: labels.keys.sorted().map { "labels.\($0)" })

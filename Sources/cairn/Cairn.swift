@@ -9,7 +9,7 @@ struct Cairn: AsyncParsableCommand {
     commandName: "cairn",
     abstract: "A replicated, content-addressable blob store that speaks containerd's Content API.",
     discussion: """
-      Exit codes: 0 success; 1 local failure; 64 usage error; 100+N a gRPC status N from the
+      Exit codes: 0 success; 1 local failure (no server asked); 64 usage error; 100+N a gRPC status N from the
       server (105 NOT_FOUND, 106 ALREADY_EXISTS, 109 FAILED_PRECONDITION, 111 OUT_OF_RANGE,
       114 UNAVAILABLE, 115 DATA_LOSS, ...).
       """,
@@ -40,8 +40,14 @@ struct ClientOptions: ParsableArguments {
   @Option(help: "Bearer token sent on every call (default: $CAIRN_TOKEN).") var token: String?
 
   /// Connects and runs `body`; a server status becomes a message naming it and exit 100+code.
-  func run<T: Sendable>(_ body: (ContentClient) async throws -> T) async throws -> T {
+  /// `unimplemented`: what an UNIMPLEMENTED answer means for this command (a single node
+  /// has no cluster RPCs), said instead of gRPC's "Requested RPC isn't implemented".
+  func run<T: Sendable>(unimplemented: String? = nil, _ body: (ContentClient) async throws -> T) async throws -> T {
     takeOverConcurrencyPool()
+    if address.hasPrefix("http://") || address.hasPrefix("https://") {
+      throw failLocally(
+        ContentError.invalidArgument("--address \(address) is a URL: give HOST:PORT or unix:///PATH (TLS is --tls-ca, not https://)"))
+    }
     var security = ClientSecurity.current
     security.caPath = tlsCa ?? security.caPath
     security.certificatePath = tlsCert ?? security.certificatePath
@@ -51,6 +57,8 @@ struct ClientOptions: ParsableArguments {
     do {
       return try await ContentClient.with(address: address, api: api, namespace: namespace, client: client ?? ProcessInfo.processInfo.environment["CAIRN_CLIENT"], body)
     } catch {
+      let e = ContentError.from(error)
+      if e.code == .unimplemented, let unimplemented { throw fail(ContentError(.unimplemented, unimplemented)) }
       throw fail(error)
     }
   }
@@ -64,6 +72,19 @@ func fail(_ error: any Error) -> ExitCode {
   let ce = ContentError.from(error)
   FileHandle.standardError.write(Data("cairn: \(ce.code.name): \(ce.message)\n".utf8))
   return ce.code == .internalError && !(error is ContentError) ? ExitCode(1) : ExitCode(Int32(100 + ce.code.rawValue))
+}
+
+/// A failure before any server was asked (a file that cannot be read, a malformed digest or
+/// address): its message and exit 1, so that scripts tell it from a server's answer (100+N).
+func failLocally(_ error: any Error) -> ExitCode {
+  if let e = error as? ExitCode { return e }
+  FileHandle.standardError.write(Data("cairn: \(ContentError.from(error).message)\n".utf8))
+  return ExitCode(1)
+}
+
+/// A digest from the command line, checked before connecting (exit 1 if malformed).
+func digestArgument(_ text: String) throws -> Digest {
+  do { return try Digest(parsing: text) } catch { throw failLocally(error) }
 }
 
 func formatBytes(_ n: Int64) -> String {

@@ -17,8 +17,11 @@ struct ClusterStatus: AsyncParsableCommand {
   @OptionGroup var client: ClientOptions
   @Flag(help: "Print the answer as JSON.") var json = false
 
+  static let singleNode =
+    "this node is a single node, not a cluster member: `cairn cluster` commands need a node started with --peers, --join or discover_dns"
+
   func run() async throws {
-    let s = try await client.run { try await $0.clusterStatus() }
+    let s = try await client.run(unimplemented: ClusterStatus.singleNode) { try await $0.clusterStatus() }
     if json {
       print(try s.jsonString())
       return
@@ -62,17 +65,20 @@ struct ClusterLocate: AsyncParsableCommand {
   @OptionGroup var client: ClientOptions
   @Option(help: "A ref: prints its owner (the node holding its upload and lock).") var ref: [String] = []
   @Option(help: "A digest: prints its replica set, in preference order.") var digest: [String] = []
+  @Argument(help: "Digests, as --digest.") var digests: [String] = []
 
   func run() async throws {
-    let s = try await client.run { try await $0.clusterStatus() }
+    let digest = self.digest + digests
+    guard !ref.isEmpty || !digest.isEmpty else { throw ValidationError("give a digest (or --digest D), or --ref REF") }
+    for text in digest { _ = try digestArgument(text) }
+    let s = try await client.run(unimplemented: ClusterStatus.singleNode) { try await $0.clusterStatus() }
     let ring = Ring(nodes: s.members.map { NodeID($0.state.id) }, vnodesPerNode: Int(s.vnodes))
     let live = Set(s.members.filter { $0.state.status != .dead }.map { NodeID($0.state.id) })
     for r in ref {
       print("ref \(quoted(r)): owner \(ring.owner(ofRef: r, isLive: live.contains)?.name ?? "none")")
     }
     for text in digest {
-      let d: Digest
-      do { d = try Digest(parsing: text) } catch { throw fail(error) }
+      let d = try digestArgument(text)
       print("\(d): replicas \(ring.replicas(of: d, count: Int(s.replicas)).map(\.name).joined(separator: " "))")
     }
   }
@@ -90,7 +96,7 @@ struct ClusterJoin: AsyncParsableCommand {
     let peer: [NodeID: String]
     do { peer = try ClusterConfig.parsePeers(node) } catch { throw ValidationError(error.message) }
     let add = Dictionary(uniqueKeysWithValues: peer.map { ($0.key.name, $0.value) })
-    let c = try await client.run { try await $0.changeMembership(add: add, remove: []) }
+    let c = try await client.run(unimplemented: ClusterStatus.singleNode) { try await $0.changeMembership(add: add, remove: []) }
     print("config epoch \(c.epoch): \(c.peers.keys.sorted().joined(separator: ", "))")
   }
 }
@@ -103,7 +109,7 @@ struct ClusterLeave: AsyncParsableCommand {
   @Argument(help: "The node id to remove.") var id: String
 
   func run() async throws {
-    let c = try await client.run { try await $0.changeMembership(add: [:], remove: [id]) }
+    let c = try await client.run(unimplemented: ClusterStatus.singleNode) { try await $0.changeMembership(add: [:], remove: [id]) }
     print("config epoch \(c.epoch): \(c.peers.keys.sorted().joined(separator: ", "))")
   }
 }

@@ -26,10 +26,10 @@ struct Demo: AsyncParsableCommand {
     let peers = ids.enumerated().map { "\($1)=127.0.0.1:\(basePort + $0)" }.joined(separator: ",")
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
 
-    // Children stop on our signal, not on the terminal's: a second Ctrl-C must not kill
-    // them before their graceful shutdown.
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
+    // No SIG_IGN here: on Linux a Dispatch signal source reads a signalfd, and an ignored
+    // signal is discarded before it reaches one (Ctrl-C and SIGTERM did nothing), and the
+    // children would inherit the ignoring. The terminal's Ctrl-C reaches the nodes too;
+    // each shuts down gracefully on it, as on our SIGTERM.
     var children: [(id: String, process: Process)] = []
     for (i, id) in ids.enumerated() {
       var args = [
@@ -68,15 +68,24 @@ struct Demo: AsyncParsableCommand {
     // A node that dies on its own is reported; the rest keep running.
     for (id, p) in children {
       p.terminationHandler = { proc in
-        print("cairn demo: \(id) exited with status \(proc.terminationStatus)")
+        print("cairn demo: \(id) \(Self.describeExit(proc))")
         fflush(nil)
       }
     }
     for await _ in stop.stream { break }
     print("cairn demo: stopping \(nodes) nodes")
+    fflush(nil)
+    for (_, p) in children { p.terminationHandler = nil }
     for (_, p) in children where p.isRunning { kill(p.processIdentifier, SIGTERM) }
     for (_, p) in children { p.waitUntilExit() }
     _ = sources
     print("cairn demo: stopped; data kept in \(root)")
+  }
+
+  /// "exited with status 1", "killed by signal 9 (SIGKILL)".
+  static func describeExit(_ p: Process) -> String {
+    guard p.terminationReason == .uncaughtSignal else { return "exited with status \(p.terminationStatus)" }
+    let name = strsignal(p.terminationStatus).map { String(cString: $0) } ?? "signal"
+    return "killed by signal \(p.terminationStatus) (\(name))"
   }
 }

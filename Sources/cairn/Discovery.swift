@@ -8,7 +8,7 @@ import Glibc
 
 /// Resolves a headless service until it names `size` peers (pods start one by one), with
 /// a progress line per change; the peer list is then fixed for the node's lifetime.
-func discoverPeers(service: String, size: Int, timeout: Double) async throws -> [NodeID: String] {
+func discoverPeers(service: String, size: Int, timeout: Double, announce: (String) -> Void) async throws -> [NodeID: String] {
   guard let colon = service.lastIndex(of: ":"), let port = Int(service[service.index(after: colon)...]) else {
     throw ContentError.invalidArgument("--discover-dns \(quoted(service)) is not NAME:PORT")
   }
@@ -19,7 +19,7 @@ func discoverPeers(service: String, size: Int, timeout: Double) async throws -> 
     let names = reverseNames(of: resolve(host))
     let peers = try DNSDiscovery.peers(fromNames: names, port: port)
     if peers.count != last {
-      print("cairn: discovered \(peers.count) of \(size) peers via \(host): \(peers.keys.sorted().map(\.name).joined(separator: " "))")
+      announce("discovered \(peers.count) of \(size) peers via \(host): \(peers.keys.sorted().map(\.name).joined(separator: " "))")
       fflush(nil)
       last = peers.count
     }

@@ -24,9 +24,20 @@ struct JSONLogHandler: LogHandler {
     for (k, v) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) where fields[k] == nil {
       fields[k] = Self.plain(v)
     }
+    Self.write(fields, to: .standardError)
+  }
+
+  /// One line: the fields as a JSON object.
+  static func write(_ fields: [String: Any], to handle: FileHandle) {
     guard var data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
     data.append(0x0A)
-    FileHandle.standardError.write(data)
+    handle.write(data)
+  }
+
+  /// What `cairn serve` announces on standard output (listening, data directory, …) as a
+  /// JSON line of the same shape, whatever the log level.
+  static func announce(_ message: String) {
+    write(["time": timestamp(), "level": "notice", "logger": "cairn", "message": message], to: .standardOutput)
   }
 
   static func plain(_ v: Logger.Metadata.Value) -> Any {

@@ -19,6 +19,12 @@ struct NodeRunner {
   let plan: NodePlan
   let settings: Settings
 
+  /// A line scripts and people wait for ("cairn: listening on …") on standard output: text,
+  /// or with `--log-format json` a JSON line like every other (it printed plain text first).
+  func announce(_ message: String) {
+    if plan.logJSON { JSONLogHandler.announce(message) } else { print("cairn: \(message)") }
+  }
+
   func run() async throws {
     bootstrapLogging(plan.logLevel, json: plan.logJSON)
     let logger = Logger(label: "cairn")
@@ -126,24 +132,29 @@ struct NodeRunner {
       logger.warning(
         "INSECURE: every caller is trusted with everything, the peer protocol included, on \(plan.listenText) (--insecure). Anyone who reaches the port can read, write and delete blobs and change the cluster's membership.")
     }
-    let announce = Task {
+    let announcing = Task {
       guard let addresses = try? await server.listeningAddresses() else { return }
       listening.store(true, ordering: .relaxed)
       // Scripts and tests wait for these lines to know the node is ready.
-      for a in addresses { print("cairn: listening on \(a)\(tls != nil && !a.hasPrefix("unix") ? " (TLS)" : "")") }
-      if let a = try? await adminServer?.address { print("cairn: admin on http://\(a.ipAddress ?? "?"):\(a.port ?? 0)/") }
-      print("cairn: data in \(store.root)")
+      for a in addresses { announce("listening on \(a)\(tls != nil && !a.hasPrefix("unix") ? " (TLS)" : "")") }
+      if let a = try? await adminServer?.address { announce("admin on http://\(a.ipAddress ?? "?"):\(a.port ?? 0)/") }
+      announce("data in \(store.root)")
       if let cluster {
-        print("cairn: node \(cluster.me) of \(cluster.peers.count), replicas \(cluster.replicas), write quorum \(cluster.writeQuorum), config \(cluster.fingerprint)")
+        announce("node \(cluster.me) of \(cluster.peers.count), replicas \(cluster.replicas), write quorum \(cluster.writeQuorum), config \(cluster.fingerprint)")
       }
       fflush(nil)
     }
     do {
       try await group.run()
     } catch {
-      announce.cancel()
+      announcing.cancel()
       await node?.shutdown()
       await store.shutdown()
+      // NIO says only "bind(...): Address already in use": name what this node listens on.
+      if "\(error)".contains("Address already in use") {
+        let admin = plan.admin.map { " or its admin port \($0.host):\($0.port)" } ?? ""
+        throw fail(ContentError.unavailable("cannot listen on \(plan.listenText)\(admin): address already in use (another process listens there)"))
+      }
       throw fail(error)
     }
     await node?.shutdown()
@@ -201,7 +212,7 @@ struct NodeRunner {
       let id = givenID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
       do {
         try plan.checkPeerCredential(settings, for: id)
-        let peerList = try await discoverPeers(service: service, size: size, timeout: 300)
+        let peerList = try await discoverPeers(service: service, size: size, timeout: 300, announce: announce)
         return try ClusterConfig(
           me: NodeID(id), peers: peerList, replicas: plan.replicas, writeQuorum: plan.writeQuorum, vnodesPerNode: plan.vnodes)
       } catch {
@@ -223,7 +234,7 @@ struct NodeRunner {
         let m = try await ContentClient.with(address: seed, security: security) {
           try await $0.changeMembership(add: [id.name: address], remove: [])
         }
-        print("cairn: joined the cluster through \(seed): config epoch \(m.epoch), \(m.peers.count) nodes")
+        announce("joined the cluster through \(seed): config epoch \(m.epoch), \(m.peers.count) nodes")
         return try ClusterConfig(
           me: id, peers: Dictionary(uniqueKeysWithValues: m.peers.map { (NodeID($0.key), $0.value) }),
           replicas: Int(m.replicas), writeQuorum: Int(m.writeQuorum), vnodesPerNode: Int(m.vnodes), epoch: m.epoch)

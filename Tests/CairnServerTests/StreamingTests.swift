@@ -39,8 +39,33 @@ import Testing
       var rest: [IngestStatus] = []
       while let u = await it.next() { rest.append(u) }
       try await watcher.value  // the stream ended by itself
-      #expect(rest.contains { $0.ref == "build/a" && $0.offset == 3000 })
+      // Once each: the commit adds no copy of the last progress (it printed twice).
+      #expect(rest.filter { $0.ref == "build/a" && $0.offset == 3000 }.count == 1, "\(rest)")
       #expect(!rest.contains { $0.ref == "other" })
+    }
+  }
+
+  /// An upload whose commit finds its content stored already (ALREADY_EXISTS) ends the
+  /// watch that follows it, as a commit does (`cairn status --watch` waited forever).
+  @Test func statusWatchEndsWhenTheContentWasStoredAlready() async throws {
+    let node = try await TestNode.start()
+    defer { Task { await node.stop() } }
+    let blob = bytes(2000, seed: 4)
+    try await ContentClient.with(address: node.unix, api: .seed) { client in
+      _ = try await client.write(ref: "first", source: DataSource(blob), size: 2000)
+      let w = try await node.store.openWriter(ref: "dup/a", total: 2000, expected: nil)
+      _ = try await w.append(blob)
+      let (updates, sink) = AsyncStream.makeStream(of: IngestStatus.self)
+      let watcher = Task {
+        try await client.watchStatus(prefixes: ["dup/"]) { sink.yield($0) }
+        sink.finish()
+      }
+      var it = updates.makeAsyncIterator()
+      #expect(try #require(await it.next()).offset == 2000)
+      await #expect(throws: ContentError.self) { _ = try await w.commit(size: 2000, expected: nil, labels: [:]) }
+      await w.close()
+      while await it.next() != nil {}
+      try await watcher.value  // ended by itself
     }
   }
 
