@@ -15,12 +15,8 @@ import Glibc
   @Test(arguments: [SIGINT, SIGTERM]) func demoStopsOnASignal(_ sig: Int32) async throws {
     let dir = try TemporaryDirectory("cairn-demo")
     let base = try freeLoopbackPorts(1)[0]
-    let demo = Process()
-    demo.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    demo.arguments = ["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/d"]
     let out = Pipe()
-    demo.standardOutput = out
-    try demo.run()
+    let demo = try startCairn(["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/d"], stdout: out)
     try await waitUntil("the demo's three nodes serve", timeout: 90) {
       for port in base..<(base + 3) where !(try await ContentClient.with(address: "127.0.0.1:\(port)") { try await $0.isServing() }) {
         return false
@@ -66,14 +62,8 @@ import Glibc
     let address = node.tcpAddress
 
     // Interrupted half-way: the CLI dies with its stdin still open.
-    let put = Process()
-    put.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    put.arguments = ["put", "-", "--address", address]
     let input = Pipe()
-    put.standardInput = input
-    put.standardOutput = FileHandle.nullDevice
-    put.standardError = FileHandle.nullDevice
-    try put.run()
+    let put = try startCairn(["put", "-", "--address", address], stdin: input)
     input.fileHandleForWriting.write(Data(repeating: 7, count: 3 << 20))
     try await waitUntil("the interrupted upload has bytes on the server") {
       try await ContentClient.with(address: address) { try await $0.listStatuses() }.contains { $0.offset > 0 }
@@ -107,31 +97,16 @@ import Glibc
     #expect(try await runCairn(["put", "-", "--address", address], stdin: blob).0 == 0)
 
     // The same bytes again under another ref, held open before its commit.
-    let put = Process()
-    put.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    put.arguments = ["put", "-", "--ref", "dup-1", "--address", address]
     let input = Pipe()
-    put.standardInput = input
-    put.standardOutput = FileHandle.nullDevice
-    put.standardError = FileHandle.nullDevice
-    try put.run()
+    let put = try startCairn(["put", "-", "--ref", "dup-1", "--address", address], stdin: input)
     input.fileHandleForWriting.write(blob)
     try await waitUntil("the second upload holds every byte") {
       try await ContentClient.with(address: address) { try await $0.listStatuses() }.contains { $0.ref == "dup-1" && $0.offset == blob.count }
     }
-    let watch = Process()
-    watch.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    watch.arguments = ["status", "--watch", "--prefix", "dup-", "--address", address]
     let out = Pipe()
-    watch.standardOutput = out
-    try watch.run()
+    let watch = try startCairn(["status", "--watch", "--prefix", "dup-", "--address", address], stdout: out)
     // Its first line (the snapshot) says it follows the upload; then the commit.
-    var printed = Data()
-    while !String(decoding: printed, as: UTF8.self).contains("\n") {
-      let chunk = out.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      printed.append(chunk)
-    }
+    var printed = read(out, until: "\n")
     try input.fileHandleForWriting.close()  // the commit: ALREADY_EXISTS, "already stored"
     put.waitUntilExit()
     #expect(put.terminationStatus == 0)
@@ -148,21 +123,12 @@ extension TerminalTests {
   /// (the announcements were plain text before the JSON).
   @Test func jsonLogsAreAllJSON() async throws {
     let dir = try TemporaryDirectory("cairn-json")
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    p.arguments = ["serve", "--data", dir.path + "/n", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"]
     let out = Pipe()
     let err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
+    let p = try startCairn(
+      ["serve", "--data", dir.path + "/n", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"], stdout: out, stderr: err)
     // Until it says where its data is, as a JSON line.
-    var stdout = Data()
-    while !String(decoding: stdout, as: UTF8.self).contains("data in") {
-      let chunk = out.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      stdout.append(chunk)
-    }
+    var stdout = read(out, until: "data in")
     kill(p.processIdentifier, SIGTERM)
     stdout.append(out.fileHandleForReading.readDataToEndOfFile())
     let stderr = err.fileHandleForReading.readDataToEndOfFile()
@@ -174,4 +140,27 @@ extension TerminalTests {
       #expect(object?["message"] != nil, "not a JSON log line: \(line)")
     }
   }
+}
+
+/// `cairn ARGS` started with the given pipes (others to /dev/null).
+func startCairn(_ args: [String], stdin: Pipe? = nil, stdout: Pipe? = nil, stderr: Pipe? = nil) throws -> Process {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
+  p.arguments = args
+  if let stdin { p.standardInput = stdin }
+  p.standardOutput = stdout ?? FileHandle.nullDevice
+  p.standardError = stderr ?? FileHandle.nullDevice
+  try p.run()
+  return p
+}
+
+/// What `pipe` carries until `text` appears in it (or it ends).
+func read(_ pipe: Pipe, until text: String) -> Data {
+  var data = Data()
+  while !String(decoding: data, as: UTF8.self).contains(text) {
+    let chunk = pipe.fileHandleForReading.availableData
+    if chunk.isEmpty { break }
+    data.append(chunk)
+  }
+  return data
 }
