@@ -10,6 +10,14 @@
 /// every message, each a bounded number of times. A member that hears it is suspected or
 /// dead refutes by raising its incarnation.
 ///
+/// Three of Lifeguard's refinements (Dadgar et al., 2018) keep a slow node from accusing
+/// healthy ones: a node whose own probes go unanswered, that must refute suspicions of
+/// itself, or whose ticks come late stretches its probe timeout and interval (`healthScore`);
+/// time during which the node did not run at all (a tick far later than asked for: CPU
+/// starvation, a paused process) does not count against the members it waits for; and a
+/// member is told of its suspicion at once, by the node that suspects it, so that a live
+/// one refutes within a round trip rather than when gossip happens to reach it.
+///
 /// Two additions to the paper close the gaps a real network opens: every `syncEvery`
 /// periods the probe carries the sender's whole view and the ack answers with the
 /// receiver's (push-pull anti-entropy), and dead members are probed too, at that pace,
@@ -36,6 +44,8 @@ public struct SWIM: Sendable {
     public var retransmitFactor: Int = 3
     /// Every this many periods the probe is a full-state exchange (and may go to a dead member).
     public var syncEvery: Int = 5
+    /// The highest `healthScore`: probe timeout and interval stretch at most (1 + this) times.
+    public var maxHealthScore: Int = 8
 
     public init() {}
   }
@@ -55,7 +65,10 @@ public struct SWIM: Sendable {
   private struct Probe: Sendable {
     var target: NodeID
     var seq: UInt64
-    var startedAt: Int64
+    /// No ack by then: others are asked to probe the target.
+    var timeoutAt: Int64
+    /// No ack by then: the target is suspected.
+    var endsAt: Int64
     var askedOthers = false
     var acked = false
   }
@@ -82,6 +95,12 @@ public struct SWIM: Sendable {
   private var relays: [UInt64: Relay] = [:]
   /// Updates still to piggyback, with how many more messages each rides on.
   private var pending: [NodeID: Int] = [:]
+  /// How unsure this node is of its own timeliness (Lifeguard's local health multiplier),
+  /// 0...maxHealthScore: up by one for each probe of a live member left unanswered, each
+  /// suspicion of itself it refutes and each late tick; down by one for each probe
+  /// answered. Probe timeout and interval are stretched by (1 + healthScore).
+  public private(set) var healthScore = 0
+  private var lastTick: Int64?
 
   /// `incarnation` should exceed any this node used before (a restarted node starts
   /// from its start time, so that it supersedes what others remember of it).
@@ -95,7 +114,8 @@ public struct SWIM: Sendable {
     }
     self.members = members
     // Spread the first probes of a cluster that starts at once.
-    nextProbeAt = now + Int64(rng.next() % UInt64(max(1, config.probeInterval)))
+    nextProbeAt = now.saturatingAdd(Int64(rng.next() % UInt64(max(1, config.probeInterval))))
+    lastTick = now
     pending[me] = retransmitLimit
   }
 
@@ -117,10 +137,47 @@ public struct SWIM: Sendable {
 
   // MARK: Time
 
+  /// A tick later than this after the previous one means the node did not run in between.
+  public var stallThreshold: Int64 { config.probeTimeout }
+
+  private func stretched(_ base: Int64) -> Int64 {
+    let (v, overflow) = base.multipliedReportingOverflow(by: Int64(1 + healthScore))
+    return overflow ? .max : v
+  }
+
+  private mutating func adjustHealth(_ delta: Int) {
+    healthScore = min(config.maxHealthScore, max(0, healthScore + delta))
+  }
+
+  /// The node did not run for `stall` nanoseconds: every deadline it keeps moves by as
+  /// much, so members are not blamed for answers it was not there to take.
+  private mutating func postpone(by stall: Int64) {
+    if var p = probe {
+      p.timeoutAt = p.timeoutAt.saturatingAdd(stall)
+      p.endsAt = p.endsAt.saturatingAdd(stall)
+      probe = p
+    }
+    nextProbeAt = nextProbeAt.saturatingAdd(stall)
+    suspicionDeadlines = suspicionDeadlines.mapValues { $0.saturatingAdd(stall) }
+    relays = relays.mapValues { r in
+      var r = r
+      r.expiresAt = r.expiresAt.saturatingAdd(stall)
+      return r
+    }
+  }
+
   public mutating func tick(now: Int64) -> [Action] {
     var actions: [Action] = []
+    if let last = lastTick {
+      let (gap, overflow) = now.subtractingReportingOverflow(last)
+      if !overflow && gap > stallThreshold {
+        postpone(by: gap)
+        adjustHealth(+1)
+      }
+    }
+    lastTick = now
     if var p = probe {
-      if !p.acked && !p.askedOthers && now >= p.startedAt + config.probeTimeout {
+      if !p.acked && !p.askedOthers && now >= p.timeoutAt {
         p.askedOthers = true
         let helpers = pick(config.indirectProbes, from: members.values.filter { $0.status == .alive && $0.id != me && $0.id != p.target }.map(\.id))
         for h in helpers {
@@ -128,16 +185,23 @@ public struct SWIM: Sendable {
         }
       }
       probe = p
-      if now >= p.startedAt + config.probeInterval {
-        if !p.acked, let target = members[p.target], target.status == .alive {
-          actions += suspect(target, now: now)
+      if now >= p.endsAt {
+        if !p.acked, let target = members[p.target], target.isLive {
+          adjustHealth(+1)
+          if target.status == .alive {
+            actions += suspect(target, now: now)
+            // Lifeguard's buddy system: the suspect hears it from us now, and refutes on
+            // its ack if it is alive, instead of when gossip reaches it.
+            seq &+= 1
+            actions.append(.send(to: target.id, .ping(seq: seq, updates: updates(for: target.id), fullSync: false)))
+          }
         }
         probe = nil
       }
     }
     if probe == nil && now >= nextProbeAt {
       actions += startProbe(now: now)
-      nextProbeAt = now + config.probeInterval
+      nextProbeAt = now.saturatingAdd(stretched(config.probeInterval))
     }
     for (id, deadline) in suspicionDeadlines where now >= deadline {
       suspicionDeadlines[id] = nil
@@ -160,10 +224,12 @@ public struct SWIM: Sendable {
       target = nextRoundRobinTarget()
     }
     guard let target else { return [] }
-    seq += 1
-    probe = Probe(target: target, seq: seq, startedAt: now)
-    let updates = fullSync ? Array(members.values) : takeUpdates()
-    return [.send(to: target, .ping(seq: seq, updates: updates, fullSync: fullSync))]
+    seq &+= 1
+    probe = Probe(
+      target: target, seq: seq, timeoutAt: now.saturatingAdd(stretched(config.probeTimeout)),
+      endsAt: now.saturatingAdd(stretched(config.probeInterval)))
+    let piggyback = fullSync ? Array(members.values) : updates(for: target)
+    return [.send(to: target, .ping(seq: seq, updates: piggyback, fullSync: fullSync))]
   }
 
   private mutating func nextRoundRobinTarget() -> NodeID? {
@@ -199,12 +265,13 @@ public struct SWIM: Sendable {
     case .pingRequest(let s, let target, let updates):
       actions += merge(updates, now: now)
       guard target != me, target != sender, members[target] != nil, relays.count < Self.maxRelays else { return actions }
-      seq += 1
-      relays[seq] = Relay(requester: sender, requesterSeq: s, expiresAt: now + config.probeInterval)
+      seq &+= 1
+      relays[seq] = Relay(requester: sender, requesterSeq: s, expiresAt: now.saturatingAdd(config.probeInterval))
       actions.append(.send(to: target, .ping(seq: seq, updates: takeUpdates(), fullSync: false)))
     case .ack(let s, let target, let updates):
       actions += merge(updates, now: now)
       if var p = probe, p.seq == s, p.target == target {
+        if !p.acked { adjustHealth(-1) }
         p.acked = true
         probe = p
       } else if let relay = relays.removeValue(forKey: s) {
@@ -234,6 +301,8 @@ public struct SWIM: Sendable {
           var refuted = mine
           refuted.incarnation = u.incarnation + 1
           actions += apply(refuted, now: now)
+          // Suspected while alive: this node was probably too slow to answer in time.
+          adjustHealth(+1)
         }
         continue
       }
@@ -253,11 +322,21 @@ public struct SWIM: Sendable {
     version += 1
     pending[m.id] = retransmitLimit
     switch m.status {
-    case .suspect where suspicionDeadlines[m.id] == nil: suspicionDeadlines[m.id] = now + config.suspicionTimeout
+    case .suspect where suspicionDeadlines[m.id] == nil: suspicionDeadlines[m.id] = now.saturatingAdd(config.suspicionTimeout)
     case .alive, .dead: suspicionDeadlines[m.id] = nil
     default: break
     }
     return [.changed(m)]
+  }
+
+  /// The piggyback for a ping to `target`: a suspect hears of its own suspicion first.
+  private mutating func updates(for target: NodeID) -> [Member] {
+    var out = takeUpdates()
+    if let m = members[target], m.status == .suspect, !out.contains(where: { $0.id == target }) {
+      out.insert(m, at: 0)
+      if out.count > config.maxPiggyback { out.removeLast() }
+    }
+    return out
   }
 
   /// Up to `maxPiggyback` pending updates, the least sent first.
@@ -289,5 +368,13 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
       let j = Int(next() % UInt64(i + 1))
       a.swapAt(i, j)
     }
+  }
+}
+
+extension Int64 {
+  /// `self + other`, held at the bounds instead of trapping.
+  func saturatingAdd(_ other: Int64) -> Int64 {
+    let (v, overflow) = addingReportingOverflow(other)
+    return overflow ? (other > 0 ? .max : .min) : v
   }
 }

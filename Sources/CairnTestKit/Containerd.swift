@@ -50,27 +50,17 @@ public final class ContainerdProcess: @unchecked Sendable {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = ["--config", dir + "/config.toml"]
-    let pipe = Pipe()
-    p.standardError = pipe
+    let pipe = try OutputPipe()
+    p.standardError = pipe.writeHandle
     p.standardOutput = FileHandle.nullDevice
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-    let reader = pipe.fileHandleForReading
     let log = FileManager.default.createFile(atPath: logPath, contents: nil) ? FileHandle(forWritingAtPath: logPath) : nil
-    Thread.detachNewThread {
-      var buffer = Data()
-      while true {
-        let chunk = reader.availableData
-        if chunk.isEmpty { break }
-        log?.write(chunk)
-        buffer.append(chunk)
-        while let nl = buffer.firstIndex(of: 0x0a) {
-          continuation.yield(String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self))
-          buffer.removeSubrange(buffer.startIndex...nl)
-        }
-      }
-      continuation.finish()
-    }
+    pipe.readLines({ line in
+      log?.write(Data((line + "\n").utf8))
+      continuation.yield(line)
+    }, done: { continuation.finish() })
     try p.run()
+    pipe.childStarted()
     process = p
     let deadline = Task {
       try await Task.sleep(for: .seconds(timeout))

@@ -68,8 +68,8 @@ public final class ServerProcess: @unchecked Sendable {
       p.executableURL = URL(fileURLWithPath: "/bin/sh")
       p.arguments = ["-c", "exec \"$@\"", "sh", Self.binary] + arguments
     }
-    let pipe = Pipe()
-    p.standardOutput = pipe
+    let pipe = try OutputPipe()
+    p.standardOutput = pipe.writeHandle
     // Logs go to a file beside the data directory, never to the test's own output: a
     // node that outlived its test would otherwise hold that pipe open.
     if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
@@ -78,37 +78,36 @@ public final class ServerProcess: @unchecked Sendable {
       return h
     }
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-    let reader = pipe.fileHandleForReading
     let output = self.output
-    Thread.detachNewThread {
-      var buffer = Data()
-      while true {
-        let chunk = reader.availableData
-        if chunk.isEmpty { break }
-        buffer.append(chunk)
-        while let nl = buffer.firstIndex(of: 0x0a) {
-          let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
-          buffer.removeSubrange(buffer.startIndex...nl)
-          output.lines.withLock { $0.append(line) }
-          continuation.yield(line)
-        }
-      }
-      continuation.finish()
-    }
+    pipe.readLines({ line in
+      output.lines.withLock { $0.append(line) }
+      continuation.yield(line)
+    }, done: { continuation.finish() })
     try p.run()
+    pipe.childStarted()
     process = p
     let deadline = Task {
       try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
       continuation.finish()
     }
     defer { deadline.cancel() }
-    for await line in lines {
+    for await raw in lines {
+      let line = Self.plainAnnouncement(raw)
       if line.hasPrefix("cairn: listening on "), !line.contains("unix://") {
         tcpAddress = String(line.dropFirst("cairn: listening on ".count).split(separator: " ").first ?? "")
       }
       if line.hasPrefix(readyPrefix) { return }
     }
     throw ServerProcessError("cairn \(arguments.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
+  }
+
+  /// A line of standard output as plain text: with `--log-format json` a node announces
+  /// itself in JSON objects (`"logger":"cairn","message":"listening on …"`).
+  static func plainAnnouncement(_ line: String) -> String {
+    guard line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+      let logger = object["logger"] as? String, let message = object["message"] as? String
+    else { return line }
+    return "\(logger): \(message)"
   }
 
   public var unixAddress: String { "unix://" + unixPath }
@@ -157,23 +156,32 @@ public func runTool(_ path: String, _ args: [String], stdin: Data? = nil) async 
   let p = Process()
   p.executableURL = URL(fileURLWithPath: path)
   p.arguments = args
-  let out = Pipe()
-  let err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
+  let out = try OutputPipe()
+  let err = try OutputPipe()
+  p.standardOutput = out.writeHandle
+  p.standardError = err.writeHandle
   let input = Pipe()
   p.standardInput = input
   try p.run()
+  out.childStarted()
+  err.childStarted()
   if let stdin { input.fileHandleForWriting.write(stdin) }
   try input.fileHandleForWriting.close()
-  return await withCheckedContinuation { c in
+  // Each output on a thread of its own: a child that fills one pipe while the other is
+  // being read to its end would otherwise wait forever.
+  async let o = readToEnd(err: false)
+  async let e = readToEnd(err: true)
+  func readToEnd(err isErr: Bool) async -> [UInt8] {
+    await withCheckedContinuation { c in Thread.detachNewThread { c.resume(returning: (isErr ? err : out).readToEnd()) } }
+  }
+  let (stdout, stderr) = await (o, e)
+  let status = await withCheckedContinuation { c in
     Thread.detachNewThread {
-      let o = out.fileHandleForReading.readDataToEndOfFile()
-      let e = err.fileHandleForReading.readDataToEndOfFile()
       p.waitUntilExit()
-      c.resume(returning: (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self)))
+      c.resume(returning: p.terminationStatus)
     }
   }
+  return (status, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
 }
 
 /// A temporary directory removed when the value goes away.

@@ -38,18 +38,122 @@ import Testing
     #expect(a.members[target]?.status == .alive)
   }
 
+  /// Ticks every 10 ms from `from` (exclusive) to `to` (inclusive), as the node's driver
+  /// does: a longer gap is a stall, which postpones every deadline.
+  func advance(_ n: inout SWIM, from: Int64, to: Int64) -> [SWIM.Action] {
+    var actions: [SWIM.Action] = []
+    var t = from
+    while t < to {
+      t = min(to, t + second / 100)
+      actions += n.tick(now: t)
+    }
+    return actions
+  }
+
+  func isSuspicion(_ a: SWIM.Action, of id: NodeID) -> Bool {
+    if case .changed(let m) = a { return m.id == id && m.status == .suspect }
+    return false
+  }
+
   @Test func silentTargetGetsIndirectProbesThenSuspicionThenDeath() {
     var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     let (target, _, t) = firstProbe(&a)
-    let afterTimeout = sends(a.tick(now: t + a.config.probeTimeout))
+    let afterTimeout = sends(advance(&a, from: t, to: t + a.config.probeTimeout))
     let helpers = afterTimeout.filter { if case .pingRequest(_, target, _) = $0.1 { return true } else { return false } }
     #expect(helpers.count == 2, "the other two members are asked to probe \(target)")
     #expect(!helpers.contains { $0.0 == target })
-    let end = a.tick(now: t + a.config.probeInterval)
-    #expect(end.contains(.changed(Member(id: target, address: peers[target]!, incarnation: 0, status: .suspect))))
-    _ = a.tick(now: t + a.config.probeInterval + a.config.suspicionTimeout)
+    let end = advance(&a, from: t + a.config.probeTimeout, to: t + a.config.probeInterval)
+    #expect(end.contains { isSuspicion($0, of: target) })
+    _ = advance(&a, from: t + a.config.probeInterval, to: t + a.config.probeInterval + a.config.suspicionTimeout)
     #expect(a.members[target]?.status == .dead)
     #expect(!a.liveMembers.contains(target))
+  }
+
+  /// Lifeguard's buddy system: the member a node starts to suspect is told so at once, and
+  /// a live one refutes on that very ping's ack.
+  @Test func aSuspectHearsOfItAtOnceAndRefutes() {
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    let (target, _, t) = firstProbe(&a)
+    let end = advance(&a, from: t, to: t + a.config.probeInterval)
+    let told = sends(end).filter { to, m in
+      if case .ping(_, let updates, _) = m { return to == target && updates.contains { $0.id == target && $0.status == .suspect } }
+      return false
+    }
+    #expect(told.count == 1, "\(sends(end))")
+    guard let (_, ping) = told.first, case .ping(let seq, _, _) = ping else { return }
+    var b = node(target, incarnation: 0)
+    let answer = sends(b.receive(ping, from: "a", now: t + a.config.probeInterval + 1))
+    #expect(b.myself.incarnation == 1 && b.healthScore == 1, "refuting tells b it may be the slow one")
+    guard let (_, ack) = answer.first else { Issue.record("no ack"); return }
+    if case .ack(let s, _, _) = ack { #expect(s == seq) }
+    _ = a.receive(ack, from: target, now: t + a.config.probeInterval + 2)
+    #expect(a.members[target]?.status == .alive && a.members[target]?.incarnation == 1)
+  }
+
+  /// A node that did not run (a tick far later than asked for) blames nobody for the
+  /// answers it was not there to take: deadlines move by the stall, and its health drops.
+  @Test func aStarvedNodeBlamesNobody() {
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    let (target, seq, t) = firstProbe(&a)
+    let stalled = a.tick(now: t + 5 * second)
+    #expect(!stalled.contains { isSuspicion($0, of: target) }, "\(stalled)")
+    #expect(a.healthScore == 1)
+    // The ack that waited in the queue during the stall is taken now.
+    _ = a.receive(.ack(seq: seq, target: target, updates: []), from: target, now: t + 5 * second + 1)
+    let probeEnd = t + 5 * second + a.config.probeInterval
+    let after = advance(&a, from: t + 5 * second, to: probeEnd + second / 50)
+    #expect(!after.contains { isSuspicion($0, of: target) } && a.members[target]?.status == .alive)
+    // Suspicions wait out a stall too: a member suspected before it is not declared dead
+    // the moment the node runs again.
+    var c = SWIM(me: "c", address: "c:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    let rumour = Member(id: "b", address: "b:1", incarnation: 0, status: .suspect)
+    _ = c.receive(.ping(seq: 1, updates: [rumour], fullSync: false), from: "d", now: 10)
+    _ = c.tick(now: 10 + 10 * second)
+    #expect(c.members["b"]?.status == .suspect)
+  }
+
+  /// Each probe left unanswered stretches the next probe's timeout; answered ones shrink it
+  /// back. A node that is itself slow gives its members more time before it accuses them.
+  @Test func unansweredProbesStretchTheNextOnes() {
+    var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
+    var t: Int64 = 0
+    var timeouts: [Int64] = []
+    // No probe is answered: each probe's ping-requests go out later than the one before.
+    // (Each suspected member refutes at once, by gossip, so that there are always live
+    // members to ask.)
+    for _ in 0..<3 {
+      var startedAt: Int64?
+      var askedAt: Int64?
+      while askedAt == nil && t < 100 * second {
+        t += second / 100
+        let actions = a.tick(now: t)
+        for (_, m) in sends(actions) {
+          if case .ping = m, startedAt == nil { startedAt = t }
+          if case .pingRequest = m, let s = startedAt, askedAt == nil { askedAt = t - s }
+        }
+        for case .changed(let m) in actions where m.status == .suspect {
+          let refutation = Member(id: m.id, address: m.address, incarnation: m.incarnation + 1, status: .alive)
+          _ = a.receive(.ping(seq: 0, updates: [refutation], fullSync: false), from: m.id, now: t)
+        }
+      }
+      guard let askedAt else {
+        Issue.record("no ping-request within 100 s")
+        return
+      }
+      timeouts.append(askedAt)
+    }
+    #expect(timeouts[0] == a.config.probeTimeout)
+    #expect(timeouts[1] > timeouts[0] && timeouts[2] > timeouts[1], "\(timeouts)")
+    #expect(a.healthScore >= 2)
+    // Answered probes bring it back down.
+    let end = t + 30 * second
+    while t < end {
+      t += second / 100
+      for (to, m) in sends(a.tick(now: t)) {
+        if case .ping(let seq, _, _) = m { _ = a.receive(.ack(seq: seq, target: to, updates: []), from: to, now: t) }
+      }
+    }
+    #expect(a.healthScore == 0)
   }
 
   @Test func indirectAckArrivesThroughHelper() {

@@ -330,9 +330,10 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
     p.arguments = ["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/demo"]
-    let out = Pipe()
-    p.standardOutput = out
+    let out = try OutputPipe()
+    p.standardOutput = out.writeHandle
     try p.run()
+    out.childStarted()
     defer {
       if p.isRunning {
         kill(p.processIdentifier, SIGTERM)
@@ -341,8 +342,7 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     }
     var text = ""
     while !text.contains("Ctrl-C stops every node.") {
-      let chunk = out.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
+      guard let chunk = out.read() else { break }
       text += String(decoding: chunk, as: UTF8.self)
     }
     #expect(text.contains("n3  127.0.0.1:\(base + 2)"))
@@ -358,7 +358,7 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     let d = try await put("127.0.0.1:\(base)", data, ref: "demo").digest
     #expect(try await get("127.0.0.1:\(base + 2)", d) == data)
     kill(p.processIdentifier, SIGINT)
-    let rest = out.fileHandleForReading.readDataToEndOfFile()
+    let rest = out.readToEnd()
     p.waitUntilExit()
     #expect(p.terminationStatus == 0)
     #expect(String(decoding: rest, as: UTF8.self).contains("stopped"))
