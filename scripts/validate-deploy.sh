@@ -25,7 +25,7 @@ ok() { echo "  ok: $*"; }
 ok "cairn certs init made a CA, peer certificates, a tokens file and the Kubernetes Secrets"
 
 echo "deploy/kubernetes"
-for k in deploy/kubernetes deploy/kubernetes/insecure; do
+for k in deploy/kubernetes deploy/kubernetes/insecure deploy/kubernetes/agent; do
   kubectl kustomize "$k" > "$TMP/rendered.yaml" 2> >(grep -v "commonLabels' is deprecated" >&2)
   kubernetes-validate --strict --quiet -k 1.31.0 "$TMP/rendered.yaml"
   ok "$k renders ($(grep -c '^kind:' "$TMP/rendered.yaml") objects) and matches the 1.31 schemas"
@@ -34,6 +34,14 @@ done
 grep -q "kind: StatefulSet" "$TMP/kubernetes.yaml" && grep -q "volumeClaimTemplates" "$TMP/kubernetes.yaml" \
   && grep -q "readinessProbe" "$TMP/kubernetes.yaml" && grep -q "kind: PodDisruptionBudget" "$TMP/kubernetes.yaml" \
   || { echo "rendered manifests lack a StatefulSet with claims and probes, or the PDB"; exit 1; }
+grep -q "kind: DaemonSet" "$TMP/agent.yaml" && grep -q -- "- /run/cairn/agent.sock" "$TMP/agent.yaml" \
+  || { echo "the agent's DaemonSet does not serve /run/cairn/agent.sock, the socket deploy/containerd/config.toml names"; exit 1; }
+# One version: the images deployed are the build's (CairnCore's CairnVersion).
+version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/CairnCore/Version.swift)
+for k in kubernetes agent; do
+  grep -q "image: cairn:$version\$" "$TMP/$k.yaml" || { echo "deploy/kubernetes ($k) does not deploy cairn:$version"; exit 1; }
+done
+ok "the manifests deploy the image of this version (cairn:$version), the agent on every node"
 kubernetes-validate --strict --quiet -k 1.31.0 "$TMP/certs/kubernetes-secrets.yaml"
 python3 scripts/check-k8s-secrets.py "$TMP/kubernetes.yaml" "$TMP/certs/kubernetes-secrets.yaml"
 # Every pod's settings as it sees them: the ConfigMap plus its environment (its own
@@ -64,6 +72,13 @@ if command -v systemd-analyze >/dev/null; then
   sed "s|/usr/local/bin/cairn|$CAIRN|g" deploy/systemd/cairn.service > "$TMP/cairn.service"
   systemd-analyze verify "$TMP/cairn.service"
   ok "systemd-analyze verify cairn.service"
+  sed "s|/usr/local/bin/cairn|$CAIRN|g" deploy/systemd/cairn-agent.service > "$TMP/cairn-agent.service"
+  systemd-analyze verify "$TMP/cairn-agent.service"
+  ok "systemd-analyze verify cairn-agent.service"
+  grep -q -- "--unix /run/cairn/agent.sock" deploy/systemd/cairn-agent.service \
+    && grep -q 'address = "/run/cairn/agent.sock"' deploy/containerd/config.toml \
+    || { echo "the agent unit's socket is not the one deploy/containerd/config.toml names"; exit 1; }
+  ok "the agent unit serves the socket containerd's config names"
 else
   echo "  skipped: systemd-analyze is not installed"
 fi
@@ -79,4 +94,15 @@ if command -v containerd >/dev/null; then
 else
   echo "  skipped: containerd is not installed"
 fi
+echo "deploy/prometheus"
+command -v promtool >/dev/null || { echo "promtool missing (Debian package prometheus; scripts/setup installs it)"; exit 1; }
+promtool check rules deploy/prometheus/cairn-alerts.yaml >/dev/null
+(cd deploy/prometheus && promtool test rules cairn-alerts.test.yaml >/dev/null)
+ok "cairn-alerts.yaml: promtool check rules, and promtool test rules fires each tested alert"
+# Every metric an alert uses is one a node exports (names from `cairn` itself, not a list).
+for metric in $(grep -o '\b\(cairn\|process\)_[a-z_]*' deploy/prometheus/cairn-alerts.yaml | sort -u); do
+  grep -rq "\"$metric\"" Sources/ || { echo "cairn-alerts.yaml uses $metric, which no node exports"; exit 1; }
+done
+ok "every metric the alerts use is exported by Sources/"
+
 echo "deploy/: valid"

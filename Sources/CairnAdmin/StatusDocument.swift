@@ -68,6 +68,63 @@ public struct StatusDocument: Codable, Sendable {
   public var members: [Member]
   /// How the node tells callers apart ("INSECURE ..." when it trusts everyone on purpose).
   public var security: String = ""
+  /// `cairn version` of this node, and when its process started (seconds since 1970).
+  public var version = ""
+  public var startedAt: Double = 0
+  /// Why /readyz answers 503, when it does.
+  public var notReadyReason: String?
+  /// What an operator should know now, worst first: the page's banner.
+  public var problems: [Problem] = []
+  /// This node's calls since start, by method (cumulative: the page takes differences).
+  public var methods: [String: MethodTotals] = [:]
+  /// The upper bounds of `MethodTotals.buckets`, in seconds.
+  public var latencyBucketSeconds: [Double] = []
+
+  public struct Problem: Codable, Sendable, Equatable {
+    /// "critical" (data at risk or the node out of service) or "warning".
+    public var level: String
+    public var text: String
+    public init(level: String, text: String) {
+      self.level = level
+      self.text = text
+    }
+  }
+
+  /// Cumulative calls, errors and latency buckets of one method.
+  public struct MethodTotals: Codable, Sendable, Equatable {
+    public var calls: Int64
+    public var errors: Int64
+    public var buckets: [Int64]
+    public init(calls: Int64, errors: Int64, buckets: [Int64]) {
+      self.calls = calls
+      self.errors = errors
+      self.buckets = buckets
+    }
+  }
+
+  /// The banner's lines, from the members' states and reports: a dead member leaves its
+  /// blobs with fewer than R replicas (under-replicated) until it returns or repair copies
+  /// them; owed hints and a repair backlog mean copies are still missing.
+  public static func problems(ready: Bool, notReadyReason: String?, replicas: Int, members: [Member]) -> [Problem] {
+    var out: [Problem] = []
+    if !ready { out.append(Problem(level: "critical", text: "this node is not ready: \(notReadyReason ?? "starting")")) }
+    let dead = members.filter { $0.state == "dead" }.map(\.id)
+    if !dead.isEmpty {
+      let names = dead.joined(separator: ", ")
+      let level = dead.count >= replicas ? "critical" : "warning"
+      out.append(Problem(
+        level: level,
+        text: "\(names) \(dead.count == 1 ? "is" : "are") dead: under-replicated, the blobs \(dead.count == 1 ? "it holds have" : "they hold have") fewer than \(replicas) copies until \(dead.count == 1 ? "it returns" : "they return") or repair copies them"
+          + (dead.count >= replicas ? "; some blobs may have no live copy" : "")))
+    }
+    let unsure = members.filter { $0.state == "suspect" || $0.state == "unreachable" }.map { "\($0.id) (\($0.state))" }
+    if !unsure.isEmpty { out.append(Problem(level: "warning", text: "not answering: \(unsure.joined(separator: ", "))")) }
+    let hints = members.compactMap(\.hintsPending).reduce(0, +)
+    if hints > 0 { out.append(Problem(level: "warning", text: "\(hints) replica cop\(hints == 1 ? "y is" : "ies are") owed to unreachable members (hints)")) }
+    let backlog = members.compactMap(\.repairBacklog).reduce(0, +)
+    if backlog > 0 { out.append(Problem(level: "warning", text: "repair backlog: \(backlog) blob cop\(backlog == 1 ? "y" : "ies") missing where they belong")) }
+    return out
+  }
 
   public init(node: String, cluster: Bool, replicas: Int, writeQuorum: Int, ready: Bool, time: Double, members: [Member]) {
     self.node = node

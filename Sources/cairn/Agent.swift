@@ -12,10 +12,10 @@ struct Agent: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run the node-local endpoint for containerd: a unix socket that serves both Content APIs from a Cairn cluster.",
     discussion: """
-      Uploads land in local ingests and are published to the cluster at COMMIT (a blob the
-      cluster already has is only claimed, not sent); blob calls go to the cluster as this
-      host's client identity, so containerd's garbage collector sees and deletes only this
-      host's blobs; committed blobs stay in a bounded local cache for the reads that follow.
+      Uploads land in local ingests and are published to the cluster at COMMIT (a blob the \
+      cluster already has is only claimed, not sent); blob calls go to the cluster as this \
+      host's client identity, so containerd's garbage collector sees and deletes only this \
+      host's blobs; committed blobs stay in a bounded local cache for the reads that follow. \
       A cluster node that fails costs a retry on the next one. See docs/containerd.md.
       """)
 
@@ -23,11 +23,11 @@ struct Agent: AsyncParsableCommand {
   @Option(help: "Cluster nodes, HOST:PORT or unix:///PATH, comma separated (default $CAIRN_CLUSTER).")
   var cluster: String?
   @Option(help: "This host's client identity (default: the host name's first label).") var client: String?
-  @Option(help: "Directory for local ingests and the cache (default ./cairn-agent).") var data: String = "./cairn-agent"
-  @Option(help: "Local cache size (suffixes k, m, g are powers of 1024; default 10g).") var cacheBytes: String = "10g"
-  @Option(help: "Seconds a call keeps trying other nodes before UNAVAILABLE (default 30).") var failoverSeconds: Double = 30
-  @Option(help: "Seconds after which an untouched local upload is removed (default 86400).") var ingestExpiry: Double = 86400
-  @Option(help: "Seconds a writer waits for a ref another writer holds before UNAVAILABLE (default 2: containerd closes a stream and reopens its ref at once, and a busy host notices the close late).")
+  @Option(help: "Directory for local ingests and the cache.") var data: String = "./cairn-agent"
+  @Option(help: "Local cache size (bytes, or with a unit: 512MiB, 10GiB, 10g).") var cacheBytes: String = "10g"
+  @Option(help: "Seconds a call keeps trying other nodes before UNAVAILABLE.") var failoverSeconds: Double = 30
+  @Option(help: "Seconds after which an untouched local upload is removed.") var ingestExpiry: Double = 86400
+  @Option(help: "Seconds a writer waits for a ref another writer holds before UNAVAILABLE (2, not serve's 0.5: containerd closes a stream and reopens its ref at once, and a busy host notices the close late).")
   var lockWait: Double = 2
   @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
 
@@ -37,7 +37,7 @@ struct Agent: AsyncParsableCommand {
     guard let addresses = (cluster ?? ProcessInfo.processInfo.environment["CAIRN_CLUSTER"])?
       .split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces) }), !addresses.isEmpty
     else { throw ValidationError("give --cluster HOST:PORT,... (or $CAIRN_CLUSTER)") }
-    guard let cacheMax = parseSize(cacheBytes), cacheMax >= 0 else { throw ValidationError("--cache-bytes \(cacheBytes) is not a size") }
+    guard let cacheMax = ByteSize.parse(cacheBytes), cacheMax >= 0 else { throw ValidationError("--cache-bytes \(cacheBytes) is not a size") }
     guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
     guard failoverSeconds >= 0, ingestExpiry > 0, lockWait >= 0 else {
       throw ValidationError("--failover-seconds, --ingest-expiry and --lock-wait must not be negative")

@@ -9,14 +9,14 @@ struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Measure write (and read) throughput and latency against Cairn or containerd.",
     discussion: """
-      Writes --count blobs of --size bytes with --concurrency parallel uploads over one
-      connection (distinct pseudo-random content, so nothing deduplicates), then with --read
-      reads each back. Reports MiB/s, blobs/s and latency percentiles (HdrHistogram).
+      Writes --count blobs of --size bytes with --concurrency parallel uploads over one \
+      connection (distinct pseudo-random content, so nothing deduplicates), then with --read \
+      reads each back. Reports MiB/s, blobs/s and latency percentiles (HdrHistogram). \
       Against containerd give --namespace.
       """)
 
   @OptionGroup var client: ClientOptions
-  @Option(help: "Bytes per blob (suffixes k, m, g are powers of 1024).") var size: String = "4k"
+  @Option(help: "Bytes per blob (or with a unit: 4k, 64KiB, 1MiB).") var size: String = "4k"
   @Option(help: "Number of blobs.") var count: Int = 1000
   @Option(help: "Uploads (and reads) in flight at once.") var concurrency: Int = 1
   @Flag(help: "Also read every blob back.") var read = false
@@ -29,7 +29,7 @@ struct Bench: AsyncParsableCommand {
   var gcRootLabel = false
 
   func run() async throws {
-    guard let blobSize = parseSize(size), blobSize >= 0, let chunkBytes = parseSize(chunk), chunkBytes > 0 else {
+    guard let blobSize = ByteSize.parse(size), blobSize >= 0, let chunkBytes = ByteSize.parse(chunk), chunkBytes > 0 else {
       throw ValidationError("sizes look like 4096, 4k, 64m or 1g")
     }
     guard count > 0, concurrency > 0 else { throw ValidationError("--count and --concurrency must be positive") }
@@ -158,21 +158,6 @@ struct BenchReport: Codable {
     row("write", write)
     if let read { row("read", read) }
   }
-}
-
-func parseSize(_ s: String) -> Int64? {
-  let lower = s.lowercased()
-  let mult: Int64
-  var digits = Substring(lower)
-  switch lower.last {
-  case "k": mult = 1 << 10
-  case "m": mult = 1 << 20
-  case "g": mult = 1 << 30
-  default: mult = 1
-  }
-  if mult > 1 { digits = digits.dropLast() }
-  if digits.hasSuffix("i") { return nil }
-  return Int64(digits).map { $0 * mult }
 }
 
 final class Counters: Sendable {

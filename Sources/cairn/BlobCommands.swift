@@ -44,7 +44,18 @@ struct Put: AsyncParsableCommand {
         try await c.write(ref: ref, source: source, size: size, expected: expected, labels: labels) { bar.update($0) }
       }
     } catch {
-      if stdinRef { try? await client.run { try await $0.abort(ref: ref) } }
+      // A content that does not hash to --digest will not on a rerun either: its upload is
+      // dropped rather than left behind to be resumed, and the user is told so.
+      // (`client.run` has turned the server's status into the exit code 100 + N.)
+      let wrongContent = expected != nil && (error as? ExitCode)?.rawValue == 100 + Int32(ContentError.Code.failedPrecondition.rawValue)
+      if stdinRef || wrongContent {
+        // Best effort: the upload's failure is what the user needs to hear, and the server
+        // expires a left-over upload after ingest_expiry.
+        let aborted = (try? await client.run { try await $0.abort(ref: ref) }) != nil
+        if wrongContent && aborted {
+          FileHandle.standardError.write(Data("cairn: the upload under ref \(ref) was aborted: its content does not match --digest\n".utf8))
+        }
+      }
       throw error
     }
     bar.finish()
@@ -69,39 +80,66 @@ func parseLabels(_ pairs: [String]) throws -> [String: String] {
 
 struct Get: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Download a blob; a whole-blob download is verified against its digest.")
+    abstract: "Download a blob; a whole-blob download is verified against its digest.",
+    discussion: """
+      With -o FILE the bytes go to FILE.partial, renamed to FILE once verified; a download that was \
+      interrupted continues from the FILE.partial it left. Standard output must not be a terminal \
+      unless -o - asks for it.
+      """)
 
   @OptionGroup var client: ClientOptions
   @Argument(help: "Digest of the blob.") var digest: String
-  @Option(name: .shortAndLong, help: "Output file (default: standard output).") var output: String?
+  @Option(name: .shortAndLong, help: "Output file; - for standard output (the default when it is not a terminal).") var output: String?
   @Option(help: "First byte to read.") var offset: Int64 = 0
   @Option(help: "Bytes to read (0 = to the end).") var size: Int64 = 0
 
   func run() async throws {
     let d = try digestArgument(digest)
-    let partial = output.map { $0 + ".partial" }
-    let fd: Int32 = partial.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? 1
+    guard offset >= 0, size >= 0 else { throw failLocally(ContentError.invalidArgument("--offset and --size cannot be negative")) }
+    if output == nil && isatty(1) == 1 {
+      throw failLocally(ContentError.invalidArgument("standard output is a terminal: give -o FILE, or -o - to write the bytes there anyway"))
+    }
+    let file = output == "-" ? nil : output
+    let partial = file.map { $0 + ".partial" }
+    // Only a whole-blob download resumes: its .partial holds the blob's first bytes.
+    let resumable = offset == 0 && size == 0
+    let fd: Int32 = partial.map { open($0, O_RDWR | O_CREAT | O_CLOEXEC | (resumable ? 0 : O_TRUNC), 0o644) } ?? 1
     if fd < 0 { throw failLocally(ContentError.internalError("cannot create \(partial!): \(String(cString: strerror(errno)))")) }
     defer { if fd != 1 { close(fd) } }
     let sink = HashingSink(fd: fd, algorithm: d.algorithm)
+    if partial != nil && resumable {
+      do { try sink.resume() } catch { throw failLocally(error) }
+    }
+    let resumedAt = sink.written
     let (info, read): (BlobInfo, Int64) = try await client.run { c in
       let info = try await c.info(digest)
-      let bar = ProgressBar("get", total: size > 0 ? min(size, info.size - offset) : info.size - max(0, offset))
-      let n = try await c.read(digest, offset: offset, size: size) { chunk in
-        try sink.write(chunk)
-        bar.update(sink.written)
+      if resumedAt > info.size { try sink.restart() }
+      let from = resumable ? sink.written : offset
+      if resumedAt > 0 && sink.written > 0 {
+        FileHandle.standardError.write(Data("cairn: continuing \(partial!) at \(formatBytes(from)) of \(formatBytes(info.size))\n".utf8))
+      }
+      let bar = ProgressBar("get", total: size > 0 ? min(size, info.size - from) : info.size - min(info.size, from))
+      bar.update(0)
+      var n: Int64 = 0
+      if !(resumable && from >= info.size) {
+        n = try await c.read(digest, offset: from, size: size) { chunk in
+          try sink.write(chunk)
+          bar.update(sink.written - from)
+        }
       }
       bar.finish()
-      return (info, n)
+      return (info, from + n)
     }
-    if offset <= 0 && read == info.size {
+    if (resumable || offset == 0) && read == info.size {
       let actual = sink.digest()
       if actual != d {
         if let partial { unlink(partial) }
-        throw fail(ContentError.dataLoss("downloaded bytes hash to \(actual), not \(d)"))
+        throw fail(ContentError.dataLoss("downloaded bytes hash to \(actual), not \(d)\(partial == nil ? "" : "; \(partial!) removed")"))
       }
     }
-    if let partial, let output { rename(partial, output) }
+    if let partial, let file, rename(partial, file) != 0 {
+      throw failLocally(ContentError.internalError("renaming \(partial) to \(file): \(String(cString: strerror(errno)))"))
+    }
   }
 }
 
@@ -130,16 +168,44 @@ final class HashingSink: @unchecked Sendable {
     written += Int64(data.count)
   }
   func digest() -> Digest { digester.digest() }
+
+  /// Takes the bytes already in the file (an interrupted download's) as written: hashes
+  /// them and moves to their end.
+  func resume() throws {
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    guard lseek(fd, 0, SEEK_SET) == 0 else { throw ContentError.internalError("seek: \(String(cString: strerror(errno)))") }
+    while true {
+      let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw ContentError.internalError("reading the partial download: \(String(cString: strerror(errno)))")
+      }
+      if n == 0 { break }
+      digester.update(Data(buffer[..<n]))
+      written += Int64(n)
+    }
+  }
+
+  /// Starts over in an empty file (a partial download longer than the blob is not its start).
+  func restart() throws {
+    guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+      throw ContentError.internalError("truncating the partial download: \(String(cString: strerror(errno)))")
+    }
+    digester = Digester(digester.algorithm)
+    written = 0
+  }
 }
 
 struct Info: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Show a blob's size, timestamps and labels.")
   @OptionGroup var client: ClientOptions
   @Argument(help: "Digest of the blob.") var digest: String
+  @Flag(help: "As a JSON object (digest, size, created, updated, labels), for scripts.") var json = false
 
   func run() async throws {
     _ = try digestArgument(digest)
     let info = try await client.run { try await $0.info(digest) }
+    if json { return try JSONOutput.print(JSONOutput.Blob(info)) }
     print("digest:  \(info.digest)")
     print("size:    \(info.size) (\(formatBytes(info.size)))")
     print("created: \(info.createdAt)")
@@ -155,9 +221,11 @@ struct List: AsyncParsableCommand {
   @OptionGroup var client: ClientOptions
   @Argument(help: "Filters.") var filters: [String] = []
   @Flag(name: .shortAndLong, help: "Print digests only.") var quiet = false
+  @Flag(help: "As a JSON array of objects (digest, size, created, updated, labels), for scripts.") var json = false
 
   func run() async throws {
     let infos = try await client.run { try await $0.list(filters: filters) }
+    if json { return try JSONOutput.print(infos.map(JSONOutput.Blob.init)) }
     if quiet {
       for i in infos { print(i.digest) }
       return

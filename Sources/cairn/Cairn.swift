@@ -9,21 +9,25 @@ struct Cairn: AsyncParsableCommand {
     commandName: "cairn",
     abstract: "A replicated, content-addressable blob store that speaks containerd's Content API.",
     discussion: """
-      Exit codes: 0 success; 1 local failure (no server asked); 64 usage error; 100+N a gRPC status N from the
-      server (105 NOT_FOUND, 106 ALREADY_EXISTS, 109 FAILED_PRECONDITION, 111 OUT_OF_RANGE,
+      Exit codes: 0 success; 1 local failure (no server asked); 64 usage error; 100+N a gRPC status N from the \
+      server (105 NOT_FOUND, 106 ALREADY_EXISTS, 109 FAILED_PRECONDITION, 111 OUT_OF_RANGE, \
       114 UNAVAILABLE, 115 DATA_LOSS, ...).
       """,
+    version: "cairn \(CairnVersion.current)",
     subcommands: [
       Serve.self, Put.self, Get.self, Info.self, Health.self, List.self, Remove.self, Label.self, Status.self, Abort.self,
       Bench.self, Herd.self, ClusterCommand.self, Demo.self, Agent.self, ChaosCommand.self, ConfigCommand.self,
-      TokenCommand.self, CertsCommand.self,
+      TokenCommand.self, CertsCommand.self, Version.self,
     ])
 }
 
 /// Options every client command takes.
 struct ClientOptions: ParsableArguments {
-  @Option(help: "Server: HOST:PORT or unix:///PATH (default: $CAIRN_ADDRESS, else 127.0.0.1:7400).")
-  var address: String = ProcessInfo.processInfo.environment["CAIRN_ADDRESS"] ?? "127.0.0.1:7400"
+  @Option(name: .customLong("address"), help: ArgumentHelp("Server: HOST:PORT or unix:///PATH (default: $CAIRN_ADDRESS, else 127.0.0.1:7400).", valueName: "address"))
+  var addressOption: String?
+  /// The flag, else $CAIRN_ADDRESS, else the default port on loopback (one place says it,
+  /// the help says it once).
+  var address: String { addressOption ?? ProcessInfo.processInfo.environment["CAIRN_ADDRESS"] ?? "127.0.0.1:7400" }
 
   @Option(help: "Content API: seed (containerd.v1.Content) or modern (containerd.services.content.v1.Content).")
   var api: ContentAPI = .modern
@@ -87,13 +91,17 @@ func digestArgument(_ text: String) throws -> Digest {
   do { return try Digest(parsing: text) } catch { throw failLocally(error) }
 }
 
-func formatBytes(_ n: Int64) -> String {
-  let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-  var v = Double(n)
-  var u = 0
-  while v >= 1024 && u < units.count - 1 {
-    v /= 1024
-    u += 1
+func formatBytes(_ n: Int64) -> String { ByteSize.format(n) }
+
+struct Version: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Print this build's version (also: cairn --version).")
+  @Flag(help: "As a JSON object, for scripts.") var json = false
+
+  func run() {
+    if json {
+      print(#"{"version":"\#(CairnVersion.current)"}"#)
+    } else {
+      print("cairn \(CairnVersion.current)")
+    }
   }
-  return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
 }

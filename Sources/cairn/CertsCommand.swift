@@ -24,10 +24,10 @@ struct CertsInit: AsyncParsableCommand {
     commandName: "init",
     abstract: "A new cluster CA, a peer certificate per node, an operator certificate and client certificates.",
     discussion: """
-      Writes DIR/ca.pem and DIR/ca.key (keep the key offline; `cairn certs issue` needs it to add nodes and clients),
-      ROLE-NAME.pem / ROLE-NAME.key for each certificate (keys P-256, mode 0600), and DIR/tokens, a tokens_file
-      granting the token in DIR/monitor.token the monitor permission (Prometheus, the dashboard). With
-      --kubernetes NAMESPACE it also writes DIR/kubernetes-secrets.yaml: the Secrets deploy/kubernetes mounts
+      Writes DIR/ca.pem and DIR/ca.key (keep the key offline; `cairn certs issue` needs it to add nodes and clients), \
+      ROLE-NAME.pem / ROLE-NAME.key for each certificate (keys P-256, mode 0600), and DIR/tokens, a tokens_file \
+      granting the token in DIR/monitor.token the monitor permission (Prometheus, the dashboard). With \
+      --kubernetes NAMESPACE it also writes DIR/kubernetes-secrets.yaml: the Secrets deploy/kubernetes mounts \
       (cairn-tls: ca.pem and the peer files, never ca.key; cairn-tokens; cairn-monitor-token).
       """)
 

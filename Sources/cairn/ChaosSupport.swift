@@ -89,7 +89,7 @@ struct SizeMix {
   init(_ text: String) throws {
     choices = try text.split(separator: ",").map { item in
       let p = item.split(separator: ":")
-      guard p.count == 2, let size = parseSize(String(p[0])), size > 0, let w = Int(p[1]), w > 0 else {
+      guard p.count == 2, let size = ByteSize.parse(String(p[0])), size > 0, let w = Int(p[1]), w > 0 else {
         throw ValidationError("--sizes wants SIZE:WEIGHT,...; got \(item)")
       }
       return (size, w)

@@ -11,11 +11,11 @@ struct ChaosWorkload: AsyncParsableCommand {
     commandName: "workload",
     abstract: "Concurrent writers and readers against random nodes, recording every operation in a history.",
     discussion: """
-      Writers upload distinct blobs (sizes drawn from --sizes), race each other on a few
-      shared refs, and interrupt some uploads half-way to resume them through another node.
-      Readers read acknowledged blobs back from random nodes and hash them. Deleters (if any)
-      delete acknowledged blobs through random nodes, and upload a share of them again
-      under a new ref. Both APIs are used at random (Delete is the modern API's). Every
+      Writers upload distinct blobs (sizes drawn from --sizes), race each other on a few \
+      shared refs, and interrupt some uploads half-way to resume them through another node. \
+      Readers read acknowledged blobs back from random nodes and hash them. Deleters (if any) \
+      delete acknowledged blobs through random nodes, and upload a share of them again \
+      under a new ref. Both APIs are used at random (Delete is the modern API's). Every \
       operation becomes one JSON line in --history.
       """)
 
@@ -45,7 +45,7 @@ struct ChaosWorkload: AsyncParsableCommand {
     let targets = try parseNodeList(nodes)
     let mix = try SizeMix(sizes)
     let sharedBytes = try sharedSize.map { text -> Int64 in
-      guard let n = parseSize(text), n > 0 else { throw ValidationError("--shared-size looks like 64k or 32m") }
+      guard let n = ByteSize.parse(text), n > 0 else { throw ValidationError("--shared-size looks like 64k or 32m") }
       return n
     }
     let seed = self.seed ?? UInt64.random(in: 1...UInt64(UInt32.max))

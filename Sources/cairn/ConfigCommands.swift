@@ -12,18 +12,35 @@ struct ConfigCheck: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "check",
     abstract: "Validate a config file as `cairn serve --config FILE` would, without starting anything.",
-    discussion: "Exit 0 and a summary if it is valid; otherwise the first problem (key, value, where it was set, why) and exit 64. Files it names (certificates, tokens) must exist and parse. With --env, CAIRN_* variables apply on top, as they would for serve.")
+    discussion: "Exit 0 and a summary if it is valid; otherwise every problem (key, value, where it was set, why), one per line, and exit 64. Files it names (certificates, tokens) must exist and parse. With --env, CAIRN_* variables apply on top, as they would for serve.")
 
   @Argument(help: "The config file.") var file: String
   @Flag(help: "Apply CAIRN_* environment variables on top of the file.") var env = false
 
   func run() async throws {
-    let loaded: ConfigFile
-    do { loaded = try ConfigFile.load(file, allowed: OptionCatalog.keys) } catch {
-      throw ValidationError(ContentError.from(error).message)
+    let plan = try configurationProblems {
+      let loaded = try ConfigFile.load(file, allowed: OptionCatalog.keys)
+      // Every problem, not just the first: after one, the key's default stands in for it
+      // and the check goes on (a problem that follows from a default is still a problem).
+      var settings = Settings(file: loaded, env: env ? ProcessInfo.processInfo.environment : [:], flags: [:])
+      var found: [String] = []
+      for _ in 0..<OptionCatalog.options.count {
+        do {
+          let plan = try NodePlan(settings)
+          if found.isEmpty { return plan }
+          break
+        } catch let problem as ConfigProblem {
+          if !found.contains(problem.message) { found.append(problem.message) }
+          // A key that is not set cannot be dropped: the problem is another key's absence.
+          guard settings.string(problem.key) != nil else { break }
+          settings = settings.without(problem.key)
+        } catch {
+          found.append(ContentError.from(error).message)
+          break
+        }
+      }
+      throw ContentError.invalidArgument(found.joined(separator: "\n"))
     }
-    let settings = Settings(file: loaded, env: env ? ProcessInfo.processInfo.environment : [:], flags: [:])
-    let plan = try NodePlan(settings)
     var summary = ["\(file): valid"]
     summary.append("data \(plan.dataDir); listen \(plan.tcp.map { "\($0.host):\($0.port)" } ?? "none")\(plan.tls != nil ? " (TLS\(plan.tls?.clientCAPath != nil ? ", cluster CA" : ""))" : "")\(plan.unixPath.map { "; unix \($0)" } ?? "")\(plan.admin.map { "; admin \($0.host):\($0.port)" } ?? "")")
     switch plan.cluster {
@@ -81,5 +98,25 @@ struct TokenNew: AsyncParsableCommand {
     let (token, line) = TokenTable.newToken(client: client, permissions: perms)
     print("token: \(token)")
     print("tokens_file line: \(line)")
+  }
+}
+
+/// Runs `body`; a problem with the configuration is printed alone (key, value, source, why)
+/// and exits 64, without the usage text ArgumentParser appends to a ValidationError: the
+/// command line was fine, the configuration was not.
+func configurationProblems<T>(_ body: () throws -> T) throws -> T {
+  do {
+    return try body()
+  } catch {
+    let message =
+      switch error {
+      case let e as ValidationError: e.message
+      case let e as ConfigProblem: e.message
+      case let e as ContentError: e.message
+      default: throw error
+      }
+    // One line per problem, each marked.
+    for line in message.split(separator: "\n") { FileHandle.standardError.write(Data("Error: \(line)\n".utf8)) }
+    throw ExitCode(64)
   }
 }

@@ -9,9 +9,9 @@ struct Herd: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Read one blob with many concurrent clients, each on its own connection, and time it against one reader.",
     discussion: """
-      First one reader alone, then --readers at once (connections opened beforehand). Every
-      reader checks the digest of what it got. Against a cluster node, also reports how many
-      fetches from other nodes each phase started (cluster status's remote fetches): through a
+      First one reader alone, then --readers at once (connections opened beforehand). Every \
+      reader checks the digest of what it got. Against a cluster node, also reports how many \
+      fetches from other nodes each phase started (cluster status's remote fetches): through a \
       node without a replica, concurrent readers should share one.
       """)
 

@@ -10,6 +10,7 @@ struct Status: AsyncParsableCommand {
   @Option(help: "Only refs starting with this prefix.") var prefix: String?
   @Flag(help: "Stream progress until every matched upload is committed or aborted.") var watch = false
   @Argument(help: "Exact refs.") var refs: [String] = []
+  @Flag(help: "As JSON (ref, offset, total, expected, started, updated): an array, or with --watch one object per line.") var json = false
 
   func run() async throws {
     if watch {
@@ -18,7 +19,9 @@ struct Status: AsyncParsableCommand {
       options.api = .seed
       try await options.run { c in
         try await c.watchStatus(refs: refs, prefixes: prefix.map { [$0] } ?? []) { s in
-          print("\(s.updatedAt.rfc3339)  \(s.ref)  \(s.offset) bytes (\(formatBytes(s.offset)))")
+          if json { try? JSONOutput.print(JSONOutput.Upload(s)) } else {  // (encoding these fields cannot fail)
+            print("\(s.updatedAt.rfc3339)  \(s.ref)  \(s.offset) bytes (\(formatBytes(s.offset)))")
+          }
           fflush(nil)
         }
       }
@@ -27,12 +30,10 @@ struct Status: AsyncParsableCommand {
     var filters = refs.map { "ref==\(goQuote($0))" }
     if let prefix { filters.append("ref~=\(goQuote("^" + regexEscape(prefix)))") }
     let statuses = try await client.run { try await $0.listStatuses(filters: filters) }
-    print("REF".padding(toLength: 48, withPad: " ", startingAt: 0) + "OFFSET".padding(toLength: 14, withPad: " ", startingAt: 0) + "TOTAL".padding(toLength: 14, withPad: " ", startingAt: 0) + "UPDATED")
-    for s in statuses {
-      print(
-        s.ref.padding(toLength: 48, withPad: " ", startingAt: 0) + String(s.offset).padding(toLength: 14, withPad: " ", startingAt: 0)
-          + String(s.total).padding(toLength: 14, withPad: " ", startingAt: 0) + s.updatedAt.rfc3339)
-    }
+    if json { return try JSONOutput.print(statuses.map(JSONOutput.Upload.init)) }
+    // Bytes exactly (scripts and resumes want them) and as people read them, as ls does.
+    let sized = { (n: Int64) in n > 0 ? "\(n) (\(formatBytes(n)))" : "\(n)" }
+    print(textTable([["REF", "OFFSET", "TOTAL", "UPDATED"]] + statuses.map { [$0.ref, sized($0.offset), sized($0.total), $0.updatedAt.rfc3339] }))
   }
 }
 

@@ -1,4 +1,5 @@
 import CairnAdmin
+import CairnCore
 import CairnDisk
 import CairnNode
 import CairnProto
@@ -50,9 +51,17 @@ enum NodeGauges {
 
 /// /api/status: this node's view of every member, each member's own report of its usage.
 enum StatusPage {
-  static func document(node: ClusterNode?, usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage, ready: Bool, security: String) async -> StatusDocument {
-    var doc = await document(node: node, usage: usage, ready: ready)
+  static func document(
+    node: ClusterNode?, usage: @Sendable () async -> Cairn_Peer_V1_NodeUsage, notReadyReason: String?, security: String, metrics: NodeMetrics
+  ) async -> StatusDocument {
+    var doc = await document(node: node, usage: usage, ready: notReadyReason == nil)
     doc.security = security
+    doc.version = CairnVersion.current
+    doc.startedAt = ProcessGauges.startTime ?? 0
+    doc.notReadyReason = notReadyReason
+    doc.problems = StatusDocument.problems(ready: doc.ready, notReadyReason: notReadyReason, replicas: doc.replicas, members: doc.members)
+    doc.methods = metrics.methodTotals.mapValues { .init(calls: $0.calls, errors: $0.errors, buckets: $0.buckets) }
+    doc.latencyBucketSeconds = NodeMetrics.latencyBucketSeconds
     return doc
   }
 

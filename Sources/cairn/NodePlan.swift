@@ -79,17 +79,17 @@ struct NodePlan {
     grace = try s.double("shutdown_grace", min: 0) ?? 10
     threads = try s.int("io_threads", min: 1, max: 1024) ?? 8
 
-    limits.maxMessageBytes = try s.int("max_message_bytes", min: 1 << 20, max: 1 << 30) ?? limits.maxMessageBytes
+    limits.maxMessageBytes = try s.size("max_message_bytes", min: 1 << 20, max: 1 << 30) ?? limits.maxMessageBytes
     limits.maxConcurrentStreams = try s.int("max_concurrent_streams", min: 1) ?? limits.maxConcurrentStreams
     limits.maxActiveIngests = try s.int("max_active_ingests", min: 1) ?? limits.maxActiveIngests
-    limits.maxBlobBytes = try s.int("max_blob_bytes", min: 1).map(Int64.init) ?? limits.maxBlobBytes
-    limits.maxLabelBytes = try s.int("max_label_bytes", min: 64) ?? limits.maxLabelBytes
+    limits.maxBlobBytes = try s.size("max_blob_bytes", min: 1).map(Int64.init) ?? limits.maxBlobBytes
+    limits.maxLabelBytes = try s.size("max_label_bytes", min: 64) ?? limits.maxLabelBytes
     limits.maxLabelsPerBlob = try s.int("max_labels_per_blob", min: 1) ?? limits.maxLabelsPerBlob
-    limits.maxRefBytes = try s.int("max_ref_bytes", min: 64) ?? limits.maxRefBytes
+    limits.maxRefBytes = try s.size("max_ref_bytes", min: 64) ?? limits.maxRefBytes
     limits.lockWaitSeconds = try s.double("lock_wait", min: 0) ?? limits.lockWaitSeconds
     limits.commitWaitSeconds = try s.double("commit_wait", min: 0) ?? limits.commitWaitSeconds
     limits.diskHighWatermark = try s.double("disk_high_watermark", max: 1, above: 0) ?? limits.diskHighWatermark
-    limits.maxCoalescedFetchBytes = try s.int("max_coalesced_fetch_bytes", min: 0).map(Int64.init) ?? limits.maxCoalescedFetchBytes
+    limits.maxCoalescedFetchBytes = try s.size("max_coalesced_fetch_bytes", min: 0).map(Int64.init) ?? limits.maxCoalescedFetchBytes
     access.maxActiveIngestsPerClient = try s.int("max_active_ingests_per_client", min: 0) ?? access.maxActiveIngestsPerClient
     access.requestsPerSecondPerClient = try s.double("max_requests_per_second_per_client", min: 0) ?? access.requestsPerSecondPerClient
     access.requestBurstPerClient = try s.double("request_burst_per_client", min: 1) ?? access.requestBurstPerClient
@@ -105,9 +105,9 @@ struct NodePlan {
     // A message is admitted whole, so a share must hold the largest one gRPC accepts.
     let largest = 2 * limits.maxMessageBytes + 5
     connections.maxBufferedBytesPerAddress =
-      try s.int("max_buffered_bytes_per_address", min: largest) ?? max(largest, connections.maxBufferedBytesPerAddress)
+      try s.size("max_buffered_bytes_per_address", min: largest) ?? max(largest, connections.maxBufferedBytesPerAddress)
     connections.maxBufferedBytes =
-      try s.int("max_buffered_bytes", min: connections.maxBufferedBytesPerAddress) ?? max(connections.maxBufferedBytesPerAddress, connections.maxBufferedBytes)
+      try s.size("max_buffered_bytes", min: connections.maxBufferedBytesPerAddress) ?? max(connections.maxBufferedBytesPerAddress, connections.maxBufferedBytes)
 
     let cert = try s.readableFile("tls_cert")
     let key = try s.readableFile("tls_key")
@@ -147,9 +147,9 @@ struct NodePlan {
     replicas = try s.int("replicas", min: 1)
     writeQuorum = try s.int("write_quorum", min: 1)
     repair.intervalSeconds = try s.double("repair_interval", min: 0) ?? repair.intervalSeconds
-    repair.bytesPerSecond = try s.int("repair_rate", min: 0).map(Int64.init) ?? repair.bytesPerSecond
+    repair.bytesPerSecond = try s.size("repair_rate", min: 0).map(Int64.init) ?? repair.bytesPerSecond
     repair.tombstoneRetentionSeconds = try s.double("tombstone_retention", min: 0) ?? repair.tombstoneRetentionSeconds
-    repair.mirrorLagBytes = try s.int("ingest_mirror_lag", min: 0) ?? repair.mirrorLagBytes
+    repair.mirrorLagBytes = try s.size("ingest_mirror_lag", min: 0) ?? repair.mirrorLagBytes
     maxClockSkewSeconds = try s.double("max_clock_skew", above: 0) ?? 5
 
     let id = s.string("node_id")

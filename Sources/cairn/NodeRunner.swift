@@ -106,13 +106,14 @@ struct NodeRunner {
     node?.setUsageProvider(usage)
     node?.setSecurity(plan.securityDescription)
     NodeGauges.install(metrics: metrics, store: store, node: node, server: server, notReady: notReady)
+    ProcessGauges.install(metrics: metrics)
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
     var adminServer: AdminServer?
     if let admin = plan.admin {
       // One status document a second, however many ask: each one asks every peer.
       let statusCache = Coalesced<[UInt8]>(seconds: 1) {
-        await StatusPage.document(node: node, usage: usage, ready: await notReady() == nil, security: plan.securityDescription).json()
+        await StatusPage.document(node: node, usage: usage, notReadyReason: await notReady(), security: plan.securityDescription, metrics: metrics).json()
       }
       let requireToken = plan.tokens != nil
       let routes = AdminRoutes(

@@ -11,6 +11,9 @@ final class ProgressBar: Sendable {
   private struct State {
     var done: Int64 = 0
     var lastDraw: Double = 0
+    /// The first value reported: where a resumed transfer started. The speed counts only
+    /// what moved after it (a resumed put used to count the bytes it skipped).
+    var base: Int64?
   }
 
   private let label: String
@@ -28,18 +31,20 @@ final class ProgressBar: Sendable {
   func update(_ done: Int64) {
     guard enabled else { return }
     let now = Date().timeIntervalSince(start)
-    let draw = state.withLock { s -> Bool in
+    let (draw, base) = state.withLock { s -> (Bool, Int64) in
       s.done = done
-      guard now - s.lastDraw >= 0.1 else { return false }
+      if s.base == nil { s.base = done }
+      guard now - s.lastDraw >= 0.1 else { return (false, s.base!) }
       s.lastDraw = now
-      return true
+      return (true, s.base!)
     }
-    if draw { render(done, elapsed: now) }
+    if draw { render(done, base: base, elapsed: now) }
   }
 
   /// For many concurrent contributors: adds `n` to what is done.
   func advance(_ n: Int64) {
     let done = state.withLock { s -> Int64 in
+      if s.base == nil { s.base = 0 }
       s.done += n
       return s.done
     }
@@ -48,12 +53,13 @@ final class ProgressBar: Sendable {
 
   func finish() {
     guard enabled else { return }
-    render(state.withLock { $0.done }, elapsed: Date().timeIntervalSince(start))
+    let (done, base) = state.withLock { ($0.done, $0.base ?? 0) }
+    render(done, base: base, elapsed: Date().timeIntervalSince(start))
     FileHandle.standardError.write(Data("\n".utf8))
   }
 
-  private func render(_ done: Int64, elapsed: Double) {
-    let rate = elapsed > 0 ? Double(done) / elapsed : 0
+  private func render(_ done: Int64, base: Int64, elapsed: Double) {
+    let rate = elapsed > 0 ? Double(max(0, done - base)) / elapsed : 0
     var line = "\r\(label) "
     if let total, total > 0 {
       let frac = min(1, Double(done) / Double(total))

@@ -16,9 +16,9 @@ struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a Cairn node: both Content APIs and gRPC health on TCP and/or a unix socket.",
     discussion: """
-      Every option is a config file key (--config, flat TOML), an environment variable (CAIRN_ + the key in
-      upper case) and a flag; flags win over the environment, which wins over the file. docs/configuration.md
-      lists them all; `cairn config check FILE` validates a file. SIGINT/SIGTERM shut down gracefully: no new
+      Every option is a config file key (--config, flat TOML), an environment variable (CAIRN_ + the key in \
+      upper case) and a flag; flags win over the environment, which wins over the file. docs/configuration.md \
+      lists them all; `cairn config check FILE` validates a file. SIGINT/SIGTERM shut down gracefully: no new \
       calls, in-flight ones finish (cancelled after shutdown_grace; a cancelled upload stays resumable).
       """)
 
@@ -124,14 +124,11 @@ struct Serve: AsyncParsableCommand {
   func run() async throws {
     takeOverConcurrencyPool()
     exitWithParentIfAsked()
-    let file: ConfigFile?
-    do {
-      file = try config.map { try ConfigFile.load($0, allowed: OptionCatalog.keys) }
-    } catch {
-      throw ValidationError(ContentError.from(error).message)
+    let (settings, plan) = try configurationProblems {
+      let file = try config.map { try ConfigFile.load($0, allowed: OptionCatalog.keys) }
+      let settings = Settings(file: file, env: ProcessInfo.processInfo.environment, flags: flagValues)
+      return (settings, try NodePlan(settings))
     }
-    let settings = Settings(file: file, env: ProcessInfo.processInfo.environment, flags: flagValues)
-    let plan = try NodePlan(settings)
     try await NodeRunner(plan: plan, settings: settings).run()
   }
 }

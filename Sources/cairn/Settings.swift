@@ -6,7 +6,7 @@ import Foundation
 /// upper-case key) and its flag (--key-with-dashes). docs/configuration.md is generated
 /// from this table (`cairn config keys --markdown`).
 struct OptionDoc: Sendable {
-  enum Kind: String, Sendable { case string, int, number, bool, path, address }
+  enum Kind: String, Sendable { case string, int, size, number, bool, path, address }
   let key: String
   let kind: Kind
   let defaultText: String
@@ -41,7 +41,7 @@ enum OptionCatalog {
     .init(key: "insecure", kind: .bool, defaultText: "false", help: "Run open off loopback: every caller, the peer protocol included, is trusted without credentials. Without it a node that listens beyond loopback refuses to start unless callers (and, in a cluster, peers) authenticate. Logged loudly, shown by `cairn cluster status`.", section: "Security"),
     .init(key: "anonymous_permissions", kind: .string, defaultText: "none", help: "What a TCP caller without a credential may do when credentials are configured: none, or a comma list of read, write, delete (e.g. read for a public cache).", section: "Security"),
 
-    .init(key: "max_message_bytes", kind: .int, defaultText: "16842752", help: "Largest gRPC message accepted (containerd's clients send up to 16 MiB).", section: "Limits"),
+    .init(key: "max_message_bytes", kind: .size, defaultText: "16842752", help: "Largest gRPC message accepted (containerd's clients send up to 16 MiB).", section: "Limits"),
     .init(key: "max_concurrent_streams", kind: .int, defaultText: "1024", help: "Concurrent HTTP/2 streams (calls) per client connection.", section: "Limits"),
     .init(key: "max_active_ingests", kind: .int, defaultText: "4096", help: "Uploads open for writing at once on this node.", section: "Limits"),
     .init(key: "max_active_ingests_per_client", kind: .int, defaultText: "256", help: "Write streams one identity (its token or certificate, else its address; never the cairn-client header) may have open at once; 0 = no limit.", section: "Limits"),
@@ -56,16 +56,16 @@ enum OptionCatalog {
     .init(key: "connection_idle_timeout", kind: .number, defaultText: "300", help: "Seconds a connection with no calls stays open (clients reconnect as needed); 0 = forever.", section: "Limits"),
     .init(key: "connection_max_age", kind: .number, defaultText: "86400", help: "Seconds after which a connection is asked to go away (calls in flight get connection_max_age_grace to finish); 0 = forever.", section: "Limits"),
     .init(key: "connection_max_age_grace", kind: .number, defaultText: "3600", help: "Seconds calls in flight on a connection past connection_max_age get before it closes.", section: "Limits"),
-    .init(key: "max_buffered_bytes", kind: .int, defaultText: "1073741824", help: "Bytes of request messages received but not yet taken by their calls, on the whole node; past it, streams wait (HTTP/2 flow control), nothing fails.", section: "Limits"),
-    .init(key: "max_buffered_bytes_per_address", kind: .int, defaultText: "268435456", help: "The same, for one remote address (at least twice max_message_bytes).", section: "Limits"),
-    .init(key: "max_blob_bytes", kind: .int, defaultText: "1099511627776", help: "Largest blob an upload may build.", section: "Limits"),
-    .init(key: "max_label_bytes", kind: .int, defaultText: "4096", help: "Largest label key plus value (containerd's rule).", section: "Limits"),
+    .init(key: "max_buffered_bytes", kind: .size, defaultText: "1073741824", help: "Bytes of request messages received but not yet taken by their calls, on the whole node; past it, streams wait (HTTP/2 flow control), nothing fails.", section: "Limits"),
+    .init(key: "max_buffered_bytes_per_address", kind: .size, defaultText: "268435456", help: "The same, for one remote address (at least twice max_message_bytes).", section: "Limits"),
+    .init(key: "max_blob_bytes", kind: .size, defaultText: "1099511627776", help: "Largest blob an upload may build.", section: "Limits"),
+    .init(key: "max_label_bytes", kind: .size, defaultText: "4096", help: "Largest label key plus value (containerd's rule).", section: "Limits"),
     .init(key: "max_labels_per_blob", kind: .int, defaultText: "256", help: "Labels per blob.", section: "Limits"),
-    .init(key: "max_ref_bytes", kind: .int, defaultText: "4096", help: "Longest upload ref.", section: "Limits"),
+    .init(key: "max_ref_bytes", kind: .size, defaultText: "4096", help: "Longest upload ref.", section: "Limits"),
     .init(key: "lock_wait", kind: .number, defaultText: "0.5", help: "Seconds a writer waits for a ref held by another writer before UNAVAILABLE.", section: "Limits"),
     .init(key: "commit_wait", kind: .number, defaultText: "30", help: "Seconds a writer that names its digest waits for another writer of the ref to commit.", section: "Limits"),
     .init(key: "disk_high_watermark", kind: .number, defaultText: "0.95", help: "Fraction of the data filesystem in use above which uploads get RESOURCE_EXHAUSTED (1 = only a full disk).", section: "Limits"),
-    .init(key: "max_coalesced_fetch_bytes", kind: .int, defaultText: "536870912", help: "Cluster: largest blob whose concurrent remote reads share one in-memory fetch (0 = never share).", section: "Limits"),
+    .init(key: "max_coalesced_fetch_bytes", kind: .size, defaultText: "536870912", help: "Cluster: largest blob whose concurrent remote reads share one in-memory fetch (0 = never share).", section: "Limits"),
 
     .init(key: "node_id", kind: .string, defaultText: "(none)", help: "Cluster mode: this node's id (with discover_dns: the host name's first label).", section: "Cluster"),
     .init(key: "peers", kind: .string, defaultText: "(none)", help: "Cluster mode: every node as ID=HOST:PORT, comma separated, this one included.", section: "Cluster"),
@@ -76,10 +76,10 @@ enum OptionCatalog {
     .init(key: "write_quorum", kind: .int, defaultText: "2", help: "Replicas holding a blob before a commit is acknowledged (at most replicas).", section: "Cluster"),
     .init(key: "vnodes", kind: .int, defaultText: "2048", help: "Virtual nodes per node on the hash ring.", section: "Cluster"),
     .init(key: "repair_interval", kind: .number, defaultText: "30", help: "Seconds between anti-entropy rounds (0 = off).", section: "Cluster"),
-    .init(key: "repair_rate", kind: .int, defaultText: "67108864", help: "Bytes per second repair transfers may use (0 = no limit).", section: "Cluster"),
+    .init(key: "repair_rate", kind: .size, defaultText: "67108864", help: "Bytes per second repair transfers may use (0 = no limit).", section: "Cluster"),
     .init(key: "tombstone_retention", kind: .number, defaultText: "86400", help: "Seconds a tombstone is kept; a node down longer must rejoin empty.", section: "Cluster"),
     .init(key: "max_clock_skew", kind: .number, defaultText: "5", help: "Seconds a peer's clock may run ahead of the cluster's (the median of the nodes' clocks) before its messages are refused; a node keeps its own time within half of it of the median (docs/ARCHITECTURE.md, Time).", section: "Cluster"),
-    .init(key: "ingest_mirror_lag", kind: .int, defaultText: "8388608", help: "Bytes of an upload not yet mirrored to the ref's next owner, at most (0 = no ingest failover).", section: "Cluster"),
+    .init(key: "ingest_mirror_lag", kind: .size, defaultText: "8388608", help: "Bytes of an upload not yet mirrored to the ref's next owner, at most (0 = no ingest failover).", section: "Cluster"),
   ]
 
   static let keys = Set(options.map(\.key))
@@ -122,9 +122,17 @@ struct Settings: Sendable {
     }
   }
 
-  func invalid(_ key: String, _ why: String) -> ValidationError {
-    guard let v = values[key] else { return ValidationError("\(key): \(why)") }
-    return ValidationError("\(key) = \(quoted(v.text)) (from \(v.source)): \(why)")
+  func invalid(_ key: String, _ why: String) -> ConfigProblem {
+    guard let v = values[key] else { return ConfigProblem(key: key, message: "\(key): \(why)") }
+    return ConfigProblem(key: key, message: "\(key) = \(quoted(v.text)) (from \(v.source)): \(why)")
+  }
+
+  /// These settings without `key` (its default applies): `config check` goes on after a
+  /// problem with one key to find the others.
+  func without(_ key: String) -> Settings {
+    var copy = self
+    copy.values[key] = nil
+    return copy
   }
 
   func string(_ key: String) -> String? { values[key]?.text }
@@ -146,6 +154,16 @@ struct Settings: Sendable {
     return i
   }
 
+  /// Bytes, written as a number or with a unit (`64KiB`, `1GiB`, `1TB`; CairnCore's ByteSize).
+  func size(_ key: String, min: Int? = nil, max: Int? = nil) throws -> Int? {
+    guard let v = values[key] else { return nil }
+    guard let n = ByteSize.parse(v.text) else { throw invalid(key, "not a size (bytes, or a number with a unit: 64KiB, 16MiB, 1GiB, 1TB)") }
+    let i = Int(n)
+    if let min, i < min { throw invalid(key, "must be at least \(min) (\(ByteSize.format(Int64(min))))") }
+    if let max, i > max { throw invalid(key, "must be at most \(max) (\(ByteSize.format(Int64(max))))") }
+    return i
+  }
+
   func bool(_ key: String) throws -> Bool? {
     guard let v = values[key] else { return nil }
     switch v.text.lowercased() {
@@ -163,4 +181,11 @@ struct Settings: Sendable {
     }
     return path
   }
+}
+
+/// A problem with one setting: which key, and the message naming its value, source and why.
+struct ConfigProblem: Error, CustomStringConvertible {
+  let key: String
+  let message: String
+  var description: String { message }
 }

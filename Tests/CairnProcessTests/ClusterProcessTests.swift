@@ -329,7 +329,8 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     let base = try freeConsecutiveLoopbackPorts(3)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-    p.arguments = ["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/demo"]
+    let adminBase = try freeConsecutiveLoopbackPorts(3)
+    p.arguments = ["demo", "--nodes", "3", "--base-port", String(base), "--admin-base-port", String(adminBase), "--data", dir.path + "/demo"]
     let out = try OutputPipe()
     p.standardOutput = out.writeHandle
     try p.run()
@@ -346,6 +347,7 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
       text += String(decoding: chunk, as: UTF8.self)
     }
     #expect(text.contains("n3  127.0.0.1:\(base + 2)"))
+    #expect(text.contains("dashboard http://127.0.0.1:\(adminBase + 2)/"), "\(text)")
     try await waitUntil("the demo cluster answers") {
       for port in base..<base + 3 {
         guard try await status("127.0.0.1:\(port)").members.allSatisfy({ $0.connected && $0.state.status == .alive }) else {

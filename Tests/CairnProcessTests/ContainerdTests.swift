@@ -47,7 +47,7 @@ import Glibc
 
   @Test func twoHostsShareOneCopyAndNeverDeleteEachOthersBlobs() async throws {
     try await withCluster(try await ClusterProcesses.start(count: 3)) { cluster in
-      let image = OCIImageTarball(name: "cairn.test/img:1", layerSizes: [64 << 20, 1 << 20, 4096], seed: 7)
+      let image = OCIImageTarball(name: "cairn.test/img:1", layerSizes: [16 << 20, 1 << 20, 4096], seed: 7)
       let tarPath = cluster.dir.path + "/img.tar"
       try image.tar.write(to: URL(fileURLWithPath: tarPath))
       let blobs = image.layers + [image.config, image.manifest]

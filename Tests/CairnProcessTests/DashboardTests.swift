@@ -54,10 +54,47 @@ import Testing
     #expect(dom.contains("replicas 3, write quorum 2"))
     #expect(dom.contains("<span id=\"error\"></span>"), "the page reports an error fetching /api/status")
 
-    let shot = cluster.dir.path + "/dashboard.png"
-    let (s2, _, err2) = try await runTool(browser, flags + ["--window-size=1400,950", "--screenshot=\(shot)", "http://\(admin)/"])
-    #expect(s2 == 0, "\(err2.suffix(500))")
-    let png = try Data(contentsOf: URL(fileURLWithPath: shot))
-    #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a real screenshot (\(png.count) bytes)")
+    #expect(dom.contains("v\(CairnVersion.current) · up "), "version and uptime in the header")
+    #expect(dom.contains("data-method=\"cairn.peer.v1.Peer/Gossip\""), "this node's requests by method: \(dom.prefix(3000))")
+
+    // Three screenshots (docs/images with CAIRN_SCREENSHOTS=docs/images): a loaded cluster,
+    // one node dead, and under-replicated (writes while it is dead owe it copies).
+    let shots = ProcessInfo.processInfo.environment["CAIRN_SCREENSHOTS"] ?? cluster.dir.path
+    func screenshot(_ name: String) async throws {
+      let path = shots + "/" + name
+      let (status, _, err) = try await runTool(browser, flags + ["--window-size=1400,1250", "--screenshot=\(path)", "http://\(admin)/"])
+      #expect(status == 0, "\(err.suffix(500))")
+      let png = try Data(contentsOf: URL(fileURLWithPath: path))
+      #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a real screenshot (\(png.count) bytes)")
+    }
+    func page() async throws -> String { try await runTool(browser, flags + ["--dump-dom", "http://\(admin)/"]).1 }
+    let load = Task {
+      try await runCairn(["bench", "--address", cluster.address(0), "--count", "300", "--size", "64k", "--concurrency", "4", "--keep"])
+    }
+    try await waitUntil("the dashboard's throughput moves") {
+      let doc = try JSONSerialization.jsonObject(with: Data(try httpGet(admin, "/api/status").body.utf8)) as? [String: Any]
+      let members = doc?["members"] as? [[String: Any]] ?? []
+      return members.contains { (($0["usage"] as? [String: Any])?["receivedPerSecond"] as? [Double])?.last ?? 0 > 0 }
+    }
+    try await screenshot("dashboard.png")
+    _ = try await load.value
+
+    await cluster.nodes[2].stop(SIGKILL)
+    try await waitUntil("n1 sees n3 dead", timeout: 60) { try httpGet(admin, "/api/status").body.contains("n3 is dead") }
+    dom = try await page()
+    #expect(dom.contains("n3 is dead: under-replicated"), "the banner says what a dead member means: \(dom.prefix(2000))")
+    try await screenshot("dashboard-node-dead.png")
+
+    for i in 0..<12 {
+      _ = try await retryingUnavailable {
+        try await ContentClient.with(address: cluster.address(0)) {
+          try await $0.write(ref: "owed-\(i)", source: DataSource(StoreConformance.bytes(4096, seed: UInt64(100 + i))))
+        }
+      }
+    }
+    try await waitUntil("copies are owed to n3") { try httpGet(admin, "/api/status").body.contains("owed to unreachable members") }
+    dom = try await page()
+    #expect(dom.contains("owed to unreachable members (hints)"), "\(dom.prefix(2000))")
+    try await screenshot("dashboard-under-replicated.png")
   }
 }

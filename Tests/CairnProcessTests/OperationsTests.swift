@@ -230,7 +230,8 @@ import Glibc
     #expect(value("cairn_rpc_requests_total{method=\"containerd.services.content.v1.Content/Write\",code=\"ok\"}") >= 20, "\(metrics.prefix(2000))")
     #expect(value("cairn_rpc_received_bytes_total{method=\"containerd.services.content.v1.Content/Write\"}") >= 20 * 65536)
     #expect(value("cairn_rpc_duration_seconds_count{method=\"containerd.services.content.v1.Content/Write\",code=\"ok\"}") >= 20)
-    for series in ["cairn_ingests_active", "cairn_replication_backlog", "cairn_repair_backlog", "cairn_member_state{member=\"n2\",state=",
+    for series in ["cairn_build_info{version=\"\(CairnVersion.current)\"} 1", "process_resident_memory_bytes", "process_open_fds",
+      "process_max_fds", "process_start_time_seconds", "process_cpu_seconds_total", "cairn_ingests_active", "cairn_replication_backlog", "cairn_repair_backlog", "cairn_member_state{member=\"n2\",state=",
       "cairn_cluster_members{state=\"alive\"}", "cairn_ready 1", "cairn_disk_capacity_bytes"] {
       #expect(metrics.contains(series), "missing \(series)")
     }
@@ -263,12 +264,29 @@ import Glibc
     }
     var (status, out) = try await check("data = \"/tmp/x\"\nreplicas = \"three\"\n")
     #expect(status == 64 && out.contains("replicas = \"three\"") && out.contains("node.toml:2") && out.contains("not an integer"), "\(out)")
+    #expect(!out.contains("Usage:"), "a config problem is not a usage problem: \(out)")
     (status, out) = try await check("disk_high_watermark = 1.5\n")
     #expect(status == 64 && out.contains("disk_high_watermark = \"1.5\"") && out.contains("at most 1"), "\(out)")
     (status, out) = try await check("tls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n")
     #expect(status == 64 && out.contains("tls_cert") && out.contains("no such file"), "\(out)")
     (status, out) = try await check("replica = 3\n")
-    #expect(status == 64 && out.contains("unknown key \"replica\"") && out.contains("node.toml:1"), "\(out)")
+    #expect(status == 64 && out.contains("unknown key \"replica\"") && out.contains("node.toml:1") && out.contains("did you mean \"replicas\"?"), "\(out)")
+    (status, out) = try await check("lisen = \"127.0.0.1:7400\"\n")
+    #expect(status == 64 && out.contains("did you mean \"listen\"?"), "\(out)")
+    // Every problem at once, each on its line, not just the first.
+    (status, out) = try await check("replicas = \"three\"\nlog_level = \"loud\"\nlisten = \"nowhere\"\n")
+    #expect(status == 64 && out.contains("replicas") && out.contains("log_level") && out.contains("listen = \"nowhere\""), "\(out)")
+    #expect(out.split(separator: "\n").filter { $0.hasPrefix("Error: ") }.count == 3, "\(out)")
+    (status, out) = try await check("replica = 3\nlisen = \"x\"\n")
+    #expect(status == 64 && out.contains("node.toml:1") && out.contains("node.toml:2"), "\(out)")
+    (status, out) = try await check("frobnicate = 1\n")
+    #expect(status == 64 && !out.contains("did you mean") && out.contains("cairn config keys"), "nothing close, no guess: \(out)")
+    (status, out) = try await check("max_blob_bytes = \"1GiB\"\nmax_message_bytes = \"16MiB\"\nrepair_rate = \"100MB\"\n")
+    #expect(status == 0 && out.contains("valid"), "sizes take units: \(out)")
+    (status, out) = try await check("max_blob_bytes = \"1 parsec\"\n")
+    #expect(status == 64 && out.contains("not a size"), "\(out)")
+    (status, out) = try await check("max_blob_bytes = \"99999999999TiB\"\n")
+    #expect(status == 64 && out.contains("not a size"), "too large is an error, not a trap: \(out)")
     (status, out) = try await check("node_id = \"n1\"\npeers = \"n1=127.0.0.1:7400,n2=127.0.0.1:7401\"\nreplicas = 5\n")
     #expect(status == 64 && out.contains("peers") && out.contains("replicas"), "\(out)")
     (status, out) = try await check("listen = \"127.0.0.1:7400\"\n", env: ["CAIRN_LISTEN": "somewhere"])

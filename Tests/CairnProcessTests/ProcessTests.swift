@@ -258,6 +258,77 @@ actor Ledger {
   }
 }
 
+/// The first hour's small things (issue 16): a version, downloads that resume and never
+/// spray a terminal, sizes written with units.
+@Suite struct CLIFirstHourTests {
+  @Test func versionEverywhere() async throws {
+    var (status, out, _) = try await runCairn(["version"])
+    #expect(status == 0 && out == "cairn \(CairnVersion.current)\n", "\(out)")
+    (status, out, _) = try await runCairn(["--version"])
+    #expect(status == 0 && out.contains(CairnVersion.current))
+    (status, out, _) = try await runCairn(["version", "--json"])
+    let object = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: String]
+    #expect(status == 0 && object?["version"] == CairnVersion.current, "\(out)")
+  }
+
+  @Test func getResumesAPartialDownloadAndRefusesATerminal() async throws {
+    let dir = try TemporaryDirectory()
+    let node = ServerProcess(dataDir: dir.path + "/data")
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    let blob = StoreConformance.bytes(3 << 20, seed: 43)
+    let digest = try await ContentClient.with(address: node.tcpAddress) { try await $0.write(ref: "resume-get", source: DataSource(blob)).digest }
+    let a = ["--address", node.tcpAddress]
+    let out = dir.path + "/blob"
+
+    // An interrupted download left its first megabyte: get continues from there.
+    try blob.prefix(1 << 20).write(to: URL(fileURLWithPath: out + ".partial"))
+    var (status, _, err) = try await runCairn(["get", digest.description, "-o", out] + a)
+    #expect(status == 0 && err.contains("continuing") && err.contains("at 1.0 MiB of 3.0 MiB"), "\(status) \(err)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == blob)
+    #expect(!FileManager.default.fileExists(atPath: out + ".partial"))
+
+    // A partial that is not the blob's start fails the digest check and is removed, so
+    // that the next try starts clean.
+    try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: out + "2.partial"))
+    (status, _, err) = try await runCairn(["get", digest.description, "-o", out + "2"] + a)
+    #expect(status == 115 && err.contains("DATA_LOSS") && err.contains("removed") && !FileManager.default.fileExists(atPath: out + "2.partial"), "\(status) \(err)")
+    (status, _, err) = try await runCairn(["get", digest.description, "-o", out + "2"] + a)
+    #expect(status == 0, "\(err)")
+
+    // put --digest with content that does not match: refused, and its upload dropped
+    // (it would never match on a rerun), saying so.
+    let file = dir.path + "/other"
+    try Data("not the blob".utf8).write(to: URL(fileURLWithPath: file))
+    let promised = Digest.of(Data("what the file was meant to hold".utf8))
+    (status, _, err) = try await runCairn(["put", file, "--digest", promised.description, "--ref", "wrong-content"] + a)
+    #expect(status == 109 && err.contains("aborted"), "\(status) \(err)")
+    var listed: String
+    (status, listed, _) = try await runCairn(["status"] + a)
+    #expect(status == 0 && !listed.contains("wrong-content"), "\(listed)")
+
+    // --json for scripts: info an object, ls and status arrays, with sizes in bytes.
+    var json: String
+    (status, json, _) = try await runCairn(["info", digest.description, "--json"] + a)
+    let info = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    #expect(status == 0 && info?["digest"] as? String == digest.description && (info?["size"] as? Int) == 3 << 20, "\(json)")
+    (status, json, _) = try await runCairn(["ls", "--json"] + a)
+    let blobs = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+    #expect(status == 0 && blobs?.contains { $0["digest"] as? String == digest.description } == true, "\(json)")
+    (status, json, _) = try await runCairn(["status", "--json"] + a)
+    let uploads = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [Any]
+    #expect(status == 0 && uploads != nil, "\(json)")
+
+    // A terminal on standard output (script(1) gives the command one) gets no bytes.
+    let command = ([ServerProcess.binary, "get", digest.description] + a).joined(separator: " ")
+    var said: String
+    (status, said, _) = try await runTool("/usr/bin/script", ["-qec", command, "/dev/null"])
+    #expect(status == 1 && said.contains("standard output is a terminal") && said.utf8.count < 1000, "\(status) \(said.prefix(300))")
+    (status, said, _) = try await runTool("/usr/bin/script", ["-qec", command + " -o - | wc -c", "/dev/null"])
+    #expect(status == 0 && said.contains("\(3 << 20)"), "a pipe is not a terminal: \(said.prefix(300))")
+  }
+}
+
 /// Yields its data, then waits forever (until cancelled): an upload left open.
 final class HeldSource: BlobSource, @unchecked Sendable {
   let inner: DataSource

@@ -15,8 +15,8 @@ import Glibc
   @Test(arguments: [SIGINT, SIGTERM]) func demoStopsOnASignal(_ sig: Int32) async throws {
     let dir = try TemporaryDirectory("cairn-demo")
     let base = try freeLoopbackPorts(1)[0]
-    let out = Pipe()
-    let demo = try startCairn(["demo", "--nodes", "3", "--base-port", String(base), "--data", dir.path + "/d"], stdout: out)
+    let out = try OutputPipe()
+    let demo = try startCairn(["demo", "--nodes", "3", "--base-port", String(base), "--admin-base-port", "0", "--data", dir.path + "/d"], stdout: out)
     try await waitUntil("the demo's three nodes serve", timeout: 90) {
       for port in base..<(base + 3) where !(try await ContentClient.with(address: "127.0.0.1:\(port)") { try await $0.isServing() }) {
         return false
@@ -25,7 +25,7 @@ import Glibc
     }
     let sent = Date()
     kill(demo.processIdentifier, sig)
-    let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let said = String(decoding: Data(out.readToEnd()), as: UTF8.self)
     try await waitUntil("the demo exits", timeout: 30) { !demo.isRunning }
     print("demo: every node stopped \(String(format: "%.2f", Date().timeIntervalSince(sent))) s after signal \(sig)")
     #expect(demo.terminationStatus == 0 && said.contains("cairn demo: stopped; data kept in"), "\(said)")
@@ -103,7 +103,7 @@ import Glibc
     try await waitUntil("the second upload holds every byte") {
       try await ContentClient.with(address: address) { try await $0.listStatuses() }.contains { $0.ref == "dup-1" && $0.offset == blob.count }
     }
-    let out = Pipe()
+    let out = try OutputPipe()
     let watch = try startCairn(["status", "--watch", "--prefix", "dup-", "--address", address], stdout: out)
     // Its first line (the snapshot) says it follows the upload; then the commit.
     var printed = read(out, until: "\n")
@@ -111,7 +111,7 @@ import Glibc
     put.waitUntilExit()
     #expect(put.terminationStatus == 0)
     try await waitUntil("the watch ends by itself", timeout: 30) { !watch.isRunning }
-    printed.append(out.fileHandleForReading.readDataToEndOfFile())
+    printed.append(Data(out.readToEnd()))
     let lines = String(decoding: printed, as: UTF8.self).split(separator: "\n")
     #expect(watch.terminationStatus == 0)
     #expect(lines.filter { $0.contains("dup-1") && $0.contains("\(blob.count) bytes") }.count == 1, "\(lines)")
@@ -123,15 +123,15 @@ extension TerminalTests {
   /// (the announcements were plain text before the JSON).
   @Test func jsonLogsAreAllJSON() async throws {
     let dir = try TemporaryDirectory("cairn-json")
-    let out = Pipe()
-    let err = Pipe()
+    let out = try OutputPipe()
+    let err = try OutputPipe()
     let p = try startCairn(
       ["serve", "--data", dir.path + "/n", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"], stdout: out, stderr: err)
     // Until it says where its data is, as a JSON line.
     var stdout = read(out, until: "data in")
     kill(p.processIdentifier, SIGTERM)
-    stdout.append(out.fileHandleForReading.readDataToEndOfFile())
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    stdout.append(Data(out.readToEnd()))
+    let stderr = Data(err.readToEnd())
     p.waitUntilExit()
     let lines = (String(decoding: stdout, as: UTF8.self) + String(decoding: stderr, as: UTF8.self)).split(separator: "\n")
     #expect(lines.contains { $0.contains("listening on") } && lines.contains { $0.contains("data in") }, "\(lines)")
@@ -143,24 +143,25 @@ extension TerminalTests {
 }
 
 /// `cairn ARGS` started with the given pipes (others to /dev/null).
-func startCairn(_ args: [String], stdin: Pipe? = nil, stdout: Pipe? = nil, stderr: Pipe? = nil) throws -> Process {
+func startCairn(_ args: [String], stdin: Pipe? = nil, stdout: OutputPipe? = nil, stderr: OutputPipe? = nil) throws -> Process {
   let p = Process()
   p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
   p.arguments = args
   if let stdin { p.standardInput = stdin }
-  p.standardOutput = stdout ?? FileHandle.nullDevice
-  p.standardError = stderr ?? FileHandle.nullDevice
+  p.standardOutput = stdout?.writeHandle ?? FileHandle.nullDevice
+  p.standardError = stderr?.writeHandle ?? FileHandle.nullDevice
   try p.run()
+  stdout?.childStarted()
+  stderr?.childStarted()
   return p
 }
 
 /// What `pipe` carries until `text` appears in it (or it ends).
-func read(_ pipe: Pipe, until text: String) -> Data {
+func read(_ pipe: OutputPipe, until text: String) -> Data {
   var data = Data()
   while !String(decoding: data, as: UTF8.self).contains(text) {
-    let chunk = pipe.fileHandleForReading.availableData
-    if chunk.isEmpty { break }
-    data.append(chunk)
+    guard let chunk = pipe.read() else { break }
+    data.append(contentsOf: chunk)
   }
   return data
 }
