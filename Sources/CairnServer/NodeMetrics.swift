@@ -100,12 +100,12 @@ public final class NodeMetrics: Sendable {
     series.requests.increment()
     series.duration.recordNanoseconds(duration.nanoseconds)
     let bucket = Self.latencyBuckets.firstIndex { duration <= $0 } ?? Self.latencyBuckets.count
+    // In place: a copy taken out of the dictionary and written back would copy the bucket
+    // array on every call (the dictionary still holds it while the copy is changed).
     methods.withLock {
-      var m = $0[method] ?? MethodTotals()
-      m.calls += 1
-      if code != "ok" && code != "cancelled" { m.errors += 1 }
-      m.buckets[bucket] += 1
-      $0[method] = m
+      $0[method, default: MethodTotals()].calls += 1
+      if code != "ok" && code != "cancelled" { $0[method, default: MethodTotals()].errors += 1 }
+      $0[method, default: MethodTotals()].buckets[bucket] += 1
     }
     totals.withLock {
       $0.calls += 1
