@@ -44,14 +44,21 @@ public struct ContentError: Error, Hashable, Sendable, CustomStringConvertible {
   }
 
   public var code: Code
+  /// What the caller is told.
   public var message: String
+  /// What only this node's log may say: a server path, a file name. Never sent to a
+  /// client or a peer (a client learns the ref or digest it asked about, not where the
+  /// node keeps it).
+  public var detail: String?
 
-  public init(_ code: Code, _ message: String) {
+  public init(_ code: Code, _ message: String, detail: String? = nil) {
     self.code = code
     self.message = message
+    self.detail = detail
   }
 
-  public var description: String { "\(code.name): \(message)" }
+  /// For logs: the detail too.
+  public var description: String { detail.map { "\(code.name): \(message) (\($0))" } ?? "\(code.name): \(message)" }
 
   public static func invalidArgument(_ m: String) -> Self { .init(.invalidArgument, m) }
   public static func notFound(_ m: String) -> Self { .init(.notFound, m) }

@@ -22,7 +22,7 @@ struct BlobMeta: Codable, Sendable, Equatable {
     do {
       return try JSONDecoder().decode(BlobMeta.self, from: data)
     } catch {
-      throw ContentError.dataLoss("corrupt metadata file \(path): \(error)")
+      throw ContentError(.dataLoss, "corrupt metadata file: \(error)", detail: path)
     }
   }
 

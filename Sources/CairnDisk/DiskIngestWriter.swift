@@ -25,6 +25,7 @@ actor DiskIngestWriter: IngestWriter {
   private var writebackMark: Int64
   private var ended = false
   private var aborted = false
+  private var stepsInFlight = 0
 
   /// How much new data triggers an early writeback.
   static let writebackWindow: Int64 = 8 << 20
@@ -74,7 +75,10 @@ actor DiskIngestWriter: IngestWriter {
   }
 
   func append(_ data: Data) async throws -> WriterState {
-    try checkUsable()
+    try await step { try await appendStep(data) }
+  }
+
+  private func appendStep(_ data: Data) async throws -> WriterState {
     try store.checkSpace(adding: Int64(data.count))
     let now = store.clock()
     let end = offset + Int64(data.count)
@@ -124,7 +128,10 @@ actor DiskIngestWriter: IngestWriter {
   }
 
   func truncate() async throws -> WriterState {
-    try checkUsable()
+    try await step { try await truncateStep() }
+  }
+
+  private func truncateStep() async throws -> WriterState {
     let (fd, path) = (self.fd, files.data)
     try await store.io.run { try POSIX.truncate(fd, to: 0, path: path) }
     digester = Digester(digester.algorithm)
@@ -135,12 +142,32 @@ actor DiskIngestWriter: IngestWriter {
     return WriterState(status: snapshot(), digest: digester.digest())
   }
 
-  func markAborted() {
+  /// An Abort of this ref from any stream while this writer holds it. Idle, the writer ends
+  /// now (the ingest goes, the lock is free); in the middle of a step (an append or a
+  /// commit awaiting the disk), removing files under it would fail that step with an error
+  /// of the wrong kind, so the step finishes and the writer ends when its stream closes it.
+  /// The ingest is gone before the lock is released either way, so a next holder of the
+  /// ref never loses its files to this Abort. False if the writer had ended already.
+  func abortHeld() async -> Bool {
+    guard !ended else { return false }
     aborted = true
+    if stepsInFlight == 0 { await end(keepIngest: false) }
+    return true
+  }
+
+  /// Runs one step of the stream with `stepsInFlight` counted (see abortHeld).
+  private func step<T>(_ body: () async throws -> T) async throws -> T {
+    try checkUsable()
+    stepsInFlight += 1
+    defer { stepsInFlight -= 1 }
+    return try await body()
   }
 
   func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
-    try checkUsable()
+    try await step { try await commitStep(size: size, expected: expected, labels: labels, createdAt: createdAt) }
+  }
+
+  private func commitStep(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     let outcome: DiskStore.CommitOutcome
     do {
       outcome = try await store.commitIngest(

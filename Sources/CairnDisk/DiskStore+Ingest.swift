@@ -50,7 +50,7 @@ extension DiskStore {
     try POSIX.mkdir(files.dir)
     try writeMetadata(files, status)
     guard try POSIX.linkNoReplace(fd: fd, files.data) else {
-      throw ContentError.internalError("ingest data \(files.data) appeared while materializing")
+      throw ContentError(.internalError, "ingest data appeared while materializing", detail: files.data)
     }
   }
 

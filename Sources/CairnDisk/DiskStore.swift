@@ -248,11 +248,22 @@ public final class DiskStore: ContentStore {
 
   public func abort(ref: String) async throws {
     try RefRules.validate(ref, limits: limits)
-    let writer = active.withLock { $0[Bytewise(ref)] }
-    if let writer { await writer.markAborted() }
-    let dir = layout.ingestDir(ref: ref)
-    let removed = try await io.run { try POSIX.removeTree(dir) }
-    if !removed && writer == nil { throw ContentError.notFound("ingest ref \(quoted(ref)): not found") }
+    // Files are removed only by whoever holds the ref's lock: the writer that holds it, or
+    // this call once it has the lock itself. Removing them beside a holder made the next
+    // writer of the ref fail with NOT_FOUND on its own ingest files (issue 17).
+    while true {
+      if let writer = active.withLock({ $0[Bytewise(ref)] }), await writer.abortHeld() { break }
+      // Holding the lock means no writer is active (a writer leaves `active` before it
+      // releases the lock). A short wait, then look again: a writer may be opening, or
+      // ending and keeping its ingest.
+      guard await refLocks.acquire(ref, timeout: 0.05) else { continue }
+      defer { refLocks.release(ref) }
+      let dir = layout.ingestDir(ref: ref)
+      guard try await io.run({ try POSIX.removeTree(dir) }) else {
+        throw ContentError.notFound("ingest ref \(quoted(ref)): not found")
+      }
+      break
+    }
     events.publish(.aborted(ref: ref))
   }
 
@@ -271,9 +282,10 @@ public final class DiskStore: ContentStore {
     let limit = Int64(Double(capacity) * limits.diskHighWatermark)
     guard used + bytes > limit else { return }
     let percent = String(format: "%.1f", Double(used) / Double(capacity) * 100)
-    throw .resourceExhausted(
-      "disk of \(root) is \(percent)% full (\(used) of \(capacity) bytes), at its high watermark (limit disk_high_watermark = \(limits.diskHighWatermark)); this write needs \(bytes) more bytes. Free space or add capacity: the upload resumes where it stopped"
-    )
+    throw ContentError(
+      .resourceExhausted,
+      "this node's disk is \(percent)% full (\(used) of \(capacity) bytes), at its high watermark (limit disk_high_watermark = \(limits.diskHighWatermark)); this write needs \(bytes) more bytes. Free space or add capacity: the upload resumes where it stopped",
+      detail: root)
   }
 
   public func openWriter(ref: String, total: Int64, expected: Digest?) async throws -> any IngestWriter {

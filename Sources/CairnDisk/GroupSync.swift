@@ -82,7 +82,7 @@ final class GroupSync: Sendable {
       }
       switch outcome {
       case true?: c.resume()
-      case false?: c.resume(throwing: ContentError.internalError("fsync of \(dir) failed"))
+      case false?: c.resume(throwing: ContentError(.internalError, "fsync of a directory of the store failed", detail: dir))
       case nil: break
       }
     }

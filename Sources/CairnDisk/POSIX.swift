@@ -8,17 +8,19 @@ import Glibc
 
 /// Thin, throwing wrappers over the POSIX calls the store makes. They block: call them only
 /// from BlockingIO's threads. Errors become ContentErrors: a full disk is RESOURCE_EXHAUSTED,
-/// a missing file NOT_FOUND, anything else INTERNAL naming the call and path.
+/// a missing file NOT_FOUND, anything else INTERNAL naming the call. The path goes to the
+/// error's detail (the node's log), never to the caller.
 enum POSIX {
   static func error(_ call: String, _ path: String, _ err: Int32 = errno) -> ContentError {
     let text = String(cString: strerror(err))
+    let detail = "\(call) \(path)"
     switch err {
     case ENOSPC, EDQUOT:
-      return .resourceExhausted("disk full: \(call) \(path): \(text)")
+      return .init(.resourceExhausted, "disk full: \(call) of a file of the store: \(text)", detail: detail)
     case ENOENT:
-      return .notFound("\(call) \(path): \(text)")
+      return .init(.notFound, "\(call) of a file of the store: \(text)", detail: detail)
     default:
-      return .internalError("\(call) \(path): \(text)")
+      return .init(.internalError, "\(call) of a file of the store: \(text)", detail: detail)
     }
   }
 
@@ -202,7 +204,7 @@ enum POSIX {
     let fd = try open(path, O_RDONLY)
     defer { close(fd) }
     let size = try fstat(fd, path: path).size
-    guard size <= Int64(limit) else { throw .dataLoss("\(path) is \(size) bytes, more than the \(limit) it may hold") }
+    guard size <= Int64(limit) else { throw ContentError(.dataLoss, "a file of the store is \(size) bytes, more than the \(limit) it may hold", detail: path) }
     return try pread(fd, count: Int(size), at: 0, path: path)
   }
 

@@ -55,8 +55,10 @@ final class OwnedWriter: IngestWriter {
     if complete, try await store.exists(before.digest) {
       // As content/local does: the ingest goes, the caller learns the blob is there.
       await endMirror(drop: true)
-      await inner.close()
+      // Abort while holding the ref, then release it (the other order could remove the
+      // ingest of the ref's next writer).
       try? await store.local.abort(ref: ref)
+      await inner.close()
       throw ContentError.alreadyExists("content \(before.digest) already exists")
     }
     let committed: WriterState

@@ -2,6 +2,7 @@ import CairnCore
 import CairnProto
 import Foundation
 import GRPCCore
+import Logging
 import SwiftProtobuf
 
 typealias Modern = Containerd_Services_Content_V1_Content
@@ -34,17 +35,26 @@ extension ContentError: RPCErrorConvertible {
 
 /// Runs a handler body so that every failure leaves as a gRPC status with containerd's
 /// code: domain errors keep theirs, anything unexpected becomes INTERNAL.
+/// What the caller is told never names a server path: a ContentError's detail, and the
+/// text of an error that is not Cairn's own (a Foundation error quotes file names), go to
+/// the node's log instead.
 public func rpc<T>(_ body: () async throws -> T) async throws -> T {
   do {
     return try await body()
   } catch let e as ContentError {
+    if let detail = e.detail { rpcLogger.warning("\(e.code.name): \(e.message) (\(detail))") }
     throw RPCError(e)
   } catch let e as RPCError {
     throw e
+  } catch is CancellationError {
+    throw RPCError(ContentError.cancelled("operation cancelled"))
   } catch {
-    throw RPCError(ContentError.from(error))
+    rpcLogger.error("unexpected error: \(String(describing: error))")
+    throw RPCError(ContentError.internalError("unexpected error (\(type(of: error))); the node's log has its text"))
   }
 }
+
+private let rpcLogger = Logger(label: "cairn")
 
 /// Runs a watch handler (one that waits for events, not for the client) in a task of its
 /// own, so that gRPC's signal that the RPC is cancelled (the client went away, a deadline

@@ -50,8 +50,10 @@ struct WriteStreamDriver {
     switch command {
     case .rejectIfCommitted(let d):
       if (try? await store.info(d)) != nil {
-        await writer.close()
+        // Abort while holding the ref, then release it: the other order let the next
+        // writer of the ref open its ingest and lose it to this Abort (issue 17).
         try? await store.abort(ref: writer.ref)
+        await writer.close()
         throw ContentError.alreadyExists("blob with expected digest \(d) exists")
       }
       return state
