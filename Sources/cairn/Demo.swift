@@ -96,8 +96,21 @@ struct Demo: AsyncParsableCommand {
       return s
     }
     // Commands from standard input (a closed or empty one leaves only Ctrl-C).
+    // read(2), not readLine: typed at a terminal, readLine's lines never arrived here (the
+    // echo showed them, the demo never answered), which a tmux test caught.
     Thread.detachNewThread {
-      while let line = readLine() { sink.yield(.command(line)) }
+      var pending: [UInt8] = []
+      var buffer = [UInt8](repeating: 0, count: 4096)
+      while true {
+        let n = read(0, &buffer, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { break }
+        pending += buffer[0..<n]
+        while let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+          sink.yield(.command(String(decoding: pending[..<end], as: UTF8.self)))
+          pending.removeSubrange(...end)
+        }
+      }
     }
 
     func stop(_ id: String, _ sig: Int32) {

@@ -154,7 +154,7 @@ struct NodeRunner {
       // NIO says only "bind(...): Address already in use": name what this node listens on.
       if "\(error)".contains("Address already in use") {
         let admin = plan.admin.map { " or its admin port \($0.host):\($0.port)" } ?? ""
-        throw fail(ContentError.unavailable("cannot listen on \(plan.listenText)\(admin): address already in use (another process listens there)"))
+        throw failLocally(ContentError.unavailable("cannot listen on \(plan.listenText)\(admin): address already in use (another process listens there)"))
       }
       throw fail(error)
     }
