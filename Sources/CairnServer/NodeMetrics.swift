@@ -61,7 +61,7 @@ public final class NodeMetrics: Sendable {
   /// page takes the difference between two polls, as Prometheus's rate() would).
   public struct MethodTotals: Sendable, Codable, Equatable {
     public var calls: Int64 = 0
-    /// Calls that ended with any status but OK or CANCELLED (a client's cancel is not an error).
+    /// Calls that failed on the server's side (`NodeMetrics.serverFailureCodes`).
     public var errors: Int64 = 0
     /// Calls by latency: bucket i counts calls of at most `latencyBucketSeconds[i]`; the last,
     /// slower ones.
@@ -73,6 +73,13 @@ public final class NodeMetrics: Sendable {
   public static var latencyBucketSeconds: [Double] { latencyBuckets.map { Double($0.nanoseconds) / 1e9 } }
 
   public var methodTotals: [String: MethodTotals] { methods.withLock { $0 } }
+
+  /// The codes the dashboard counts as errors: the node failed. NOT_FOUND (containerd asks
+  /// Info before every pull), ALREADY_EXISTS (a layer pulled twice), a bad
+  /// argument, a refused credential or limit, a client's cancel: answers, not failures; an
+  /// error rate that counted them was mostly a pull's normal traffic. The series in
+  /// /metrics keep every code (deploy/prometheus's alerts pick theirs).
+  public static let serverFailureCodes: Set<String> = ["unknown", "internalError", "dataLoss", "deadlineExceeded", "unavailable"]
 
   /// The series of one method and code, made once: looking them up in the registry on
   /// every call (it validates names and labels each time) cut concurrent 4 KiB reads from
@@ -104,7 +111,7 @@ public final class NodeMetrics: Sendable {
     // array on every call (the dictionary still holds it while the copy is changed).
     methods.withLock {
       $0[method, default: MethodTotals()].calls += 1
-      if code != "ok" && code != "cancelled" { $0[method, default: MethodTotals()].errors += 1 }
+      if Self.serverFailureCodes.contains(code) { $0[method, default: MethodTotals()].errors += 1 }
       $0[method, default: MethodTotals()].buckets[bucket] += 1
     }
     totals.withLock {

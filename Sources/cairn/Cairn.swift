@@ -52,6 +52,8 @@ struct ClientOptions: ParsableArguments {
       throw failLocally(
         ContentError.invalidArgument("--address \(address) is a URL: give HOST:PORT or unix:///PATH (TLS is --tls-ca, not https://)"))
     }
+    // A malformed address is the command line's fault, not a server's answer (exit 1).
+    do { _ = try ServerAddress(parsing: address) } catch { throw failLocally(error) }
     var security = ClientSecurity.current
     security.caPath = tlsCa ?? security.caPath
     security.certificatePath = tlsCert ?? security.certificatePath
@@ -63,6 +65,13 @@ struct ClientOptions: ParsableArguments {
     } catch {
       let e = ContentError.from(error)
       if e.code == .unimplemented, let unimplemented { throw fail(ContentError(.unimplemented, unimplemented)) }
+      // grpc-swift's "Could not establish a connection to [ipv4]…" says what, not why.
+      if e.code == .unavailable, e.message.hasPrefix("Could not establish a connection") {
+        throw fail(ContentError.unavailable("nothing answers at \(address): is a node running there (cairn serve)?"))
+      }
+      if e.code == .unavailable, e.message.contains("HTTP/2 connection preface") {
+        throw fail(ContentError.unavailable("\(address) answers, but not with gRPC: is it a node's admin (HTTP) port? Clients use the gRPC port (listen)"))
+      }
       throw fail(error)
     }
   }

@@ -4,6 +4,7 @@ import CairnCluster
 import CairnCore
 import CairnProto
 import Foundation
+import SwiftProtobuf
 
 struct ClusterCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -23,7 +24,11 @@ struct ClusterStatus: AsyncParsableCommand {
   func run() async throws {
     let s = try await client.run(unimplemented: ClusterStatus.singleNode) { try await $0.clusterStatus() }
     if json {
-      print(try s.jsonString())
+      // Numbers as numbers (proto3's JSON mapping quotes 64-bit ones, which jq and scripts
+      // then compare as text).
+      var options = JSONEncodingOptions()
+      options.alwaysPrintInt64sAsNumbers = true
+      print(try s.jsonString(options: options))
       return
     }
     print("node \(s.nodeID): replicas R=\(s.replicas), write quorum W=\(s.writeQuorum), \(s.vnodes) vnodes/node, config \(s.fingerprint) (epoch \(s.configEpoch)), view version \(s.viewVersion)")

@@ -137,6 +137,11 @@ import Glibc
       let (status, out, _) = try await runCairn(["cluster", "status", "--json"] + admin)
       return status == 0 && out.components(separatedBy: "\"connected\":true").count == 3
     }
+    // --json gives numbers as numbers (proto3's JSON quotes 64-bit integers).
+    let (_, json, _) = try await runCairn(["cluster", "status", "--json"] + admin)
+    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
+    let quoted = object.filter { $0.key != "fingerprint" && ($0.value as? String).map { Int64($0) != nil } == true }
+    #expect(!object.isEmpty && quoted.isEmpty, "integers as strings: \(quoted)")
     // Without a certificate, the peer protocol is closed (the content API is not).
     var (status, _, err) = try await runCairn(["cluster", "status", "--address", cluster.address(0), "--tls-ca", pki.ca])
     #expect(status == 116 && err.contains("needs admin"), "peer protocol needs a cluster certificate: \(status) \(err)")

@@ -252,8 +252,10 @@ actor Ledger {
 
     (status, _, _) = try await runCairn(["abort", "no-such"] + a)
     #expect(status == 105)
-    (status, _, _) = try await runCairn(["info", digest, "--address", "127.0.0.1:1"])
-    #expect(status == 114, "an unreachable server is UNAVAILABLE")
+    (status, _, err) = try await runCairn(["info", digest, "--address", "127.0.0.1:1"])
+    #expect(status == 114 && err.contains("nothing answers at 127.0.0.1:1"), "an unreachable server is UNAVAILABLE: \(err)")
+    (status, _, err) = try await runCairn(["info", digest, "--address", "no-port-here"])
+    #expect(status == 1 && err.contains("HOST:PORT"), "a malformed address is a local failure: \(status) \(err)")
     await node.stop()
   }
 }

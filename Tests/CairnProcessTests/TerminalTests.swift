@@ -75,6 +75,10 @@ import Glibc
     }
     let writes = try httpGet(admin, "/metrics").body.split(separator: "\n").filter { $0.hasPrefix("cairn_rpc_requests_total") && $0.contains("Write\"") }
     #expect(!writes.contains { $0.contains("internalError") || $0.contains("unknown") }, "\(writes)")
+    // A client pointed at the admin port is told so (gRPC said only "closed the connection
+    // before completing the HTTP/2 connection preface").
+    let (status, _, err) = try await runCairn(["ls", "--address", admin])
+    #expect(status == 114 && err.contains("admin (HTTP) port"), "\(status) \(err)")
 
     let a = Data("stdin a".utf8)
     let b = Data("stdin b".utf8)
