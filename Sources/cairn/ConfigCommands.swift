@@ -19,11 +19,12 @@ struct ConfigCheck: AsyncParsableCommand {
 
   func run() async throws {
     let plan = try configurationProblems {
-      let loaded = try ConfigFile.load(file, allowed: OptionCatalog.keys)
-      // Every problem, not just the first: after one, the key's default stands in for it
-      // and the check goes on (a problem that follows from a default is still a problem).
-      var settings = Settings(file: loaded, env: env ? ProcessInfo.processInfo.environment : [:], flags: [:])
+      // Every problem, not just the first: the file's bad lines, then its values; after a
+      // value's problem the key's default stands in for it and the check goes on (a problem
+      // that follows from a default is still a problem).
       var found: [String] = []
+      let loaded = try ConfigFile.load(file, allowed: OptionCatalog.keys, problems: &found)
+      var settings = Settings(file: loaded, env: env ? ProcessInfo.processInfo.environment : [:], flags: [:])
       for _ in 0..<OptionCatalog.options.count {
         do {
           let plan = try NodePlan(settings)

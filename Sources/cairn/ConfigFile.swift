@@ -10,6 +10,16 @@ struct ConfigFile: Sendable {
   var lines: [String: Int] = [:]
 
   static func load(_ path: String, allowed: Set<String>) throws -> ConfigFile {
+    var problems: [String] = []
+    let file = try load(path, allowed: allowed, problems: &problems)
+    if !problems.isEmpty { throw ContentError.invalidArgument(problems.joined(separator: "\n")) }
+    return file
+  }
+
+  /// The file without its bad lines, each bad line's problem appended to `problems`
+  /// (`cairn config check` goes on to check the values of the good ones). Throws only if
+  /// the file cannot be read.
+  static func load(_ path: String, allowed: Set<String>, problems: inout [String]) throws -> ConfigFile {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
       throw ContentError.invalidArgument(
         FileManager.default.fileExists(atPath: path) ? "config file \(path) cannot be read (not UTF-8 text, or no permission)" : "config file \(path) does not exist")
@@ -17,7 +27,6 @@ struct ConfigFile: Sendable {
     var file = ConfigFile()
     file.path = path
     // Every line's problem, not just the first one's.
-    var problems: [String] = []
     for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
       do throws(ContentError) {
         guard let (key, value) = try parse(line: raw, at: "\(path):\(n + 1)", allowed: allowed) else { continue }
@@ -30,7 +39,6 @@ struct ConfigFile: Sendable {
         problems.append(error.message)
       }
     }
-    if !problems.isEmpty { throw ContentError.invalidArgument(problems.joined(separator: "\n")) }
     return file
   }
 

@@ -284,6 +284,10 @@ import Glibc
     #expect(out.split(separator: "\n").filter { $0.hasPrefix("Error: ") }.count == 3, "\(out)")
     (status, out) = try await check("replica = 3\nlisen = \"x\"\n")
     #expect(status == 64 && out.contains("node.toml:1") && out.contains("node.toml:2"), "\(out)")
+    // A bad line and a bad value in one file: both (the value's was found only once the
+    // line was fixed).
+    (status, out) = try await check("replica = 3\nlock_wait = \"soon\"\n")
+    #expect(status == 64 && out.contains("unknown key \"replica\"") && out.contains("lock_wait = \"soon\""), "\(out)")
     (status, out) = try await check("frobnicate = 1\n")
     #expect(status == 64 && !out.contains("did you mean") && out.contains("cairn config keys"), "nothing close, no guess: \(out)")
     (status, out) = try await check("max_blob_bytes = \"1GiB\"\nmax_message_bytes = \"16MiB\"\nrepair_rate = \"100MB\"\n")
