@@ -3,6 +3,7 @@ import CairnProto
 import Foundation
 import GRPCCore
 import Logging
+import NIOCore
 import SwiftProtobuf
 
 typealias Modern = Containerd_Services_Content_V1_Content
@@ -48,6 +49,13 @@ public func rpc<T>(_ body: () async throws -> T) async throws -> T {
     throw e
   } catch is CancellationError {
     throw RPCError(ContentError.cancelled("operation cancelled"))
+  } catch let e as ChannelError {
+    // A connection closed under the call: the client's (then nobody hears the answer) or
+    // that of a peer the call was forwarded to, which died or was cut off. Then another
+    // node can answer: UNAVAILABLE, which careful clients retry (it was INTERNAL "I/O on
+    // closed channel", which they do not, and an error line in the log for every one).
+    rpcLogger.debug("a connection closed during a call: \(e)")
+    throw RPCError(ContentError.unavailable("a connection closed during the call (a node went away); retry"))
   } catch {
     rpcLogger.error("unexpected error: \(String(describing: error))")
     throw RPCError(ContentError.internalError("unexpected error (\(type(of: error))); the node's log has its text"))
