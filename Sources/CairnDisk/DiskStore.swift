@@ -246,6 +246,10 @@ public final class DiskStore: ContentStore {
     return statuses.values.filter { filter.matches($0) }.sorted { $0.ref.bytewisePrecedes($1.ref) }
   }
 
+  /// How long an Abort waits for a ref's lock before it looks again for a writer holding
+  /// the ref (one may be opening, or ending and keeping its ingest).
+  static let abortLookAgainSeconds = 0.05
+
   public func abort(ref: String) async throws {
     try RefRules.validate(ref, limits: limits)
     // Files are removed only by whoever holds the ref's lock: the writer that holds it, or
@@ -256,7 +260,7 @@ public final class DiskStore: ContentStore {
       // Holding the lock means no writer is active (a writer leaves `active` before it
       // releases the lock). A short wait, then look again: a writer may be opening, or
       // ending and keeping its ingest.
-      guard await refLocks.acquire(ref, timeout: 0.05) else { continue }
+      guard await refLocks.acquire(ref, timeout: Self.abortLookAgainSeconds) else { continue }
       defer { refLocks.release(ref) }
       let dir = layout.ingestDir(ref: ref)
       guard try await io.run({ try POSIX.removeTree(dir) }) else {
