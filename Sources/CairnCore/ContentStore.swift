@@ -44,6 +44,15 @@ public protocol ContentStore: Sendable {
   func ingestEvents() -> AsyncStream<IngestEvent>
 }
 
+/// A node's own store, as replication needs it: a copy arrives with its labels and the time
+/// they were set on the node that sent it, and on every replica the later setting wins, so
+/// a copy that was on its way while an Update ran cannot undo the Update.
+public protocol ReplicaStore: ContentStore {
+  /// Takes `labels` as the blob's labels, stamped `updatedAt`, if its own were set before
+  /// that; true if it did. NOT_FOUND if the blob is not here.
+  func adoptLabels(_ digest: Digest, labels: [String: String], updatedAt: Timestamp) async throws -> Bool
+}
+
 extension ContentStore {
   /// Whether the blob is committed: Info, with NOT_FOUND as false and any other failure
   /// thrown. (Through a ScopedStore or an agent, a true answer also claims the blob.)

@@ -11,7 +11,7 @@ import Glibc
 /// The durable single-node content store: containerd's content/local layout, crash-safe
 /// commits (fsync data, verify, link into blobs/, group-fsync the directory), resumable
 /// ingests that survive restarts, and one writer per ref.
-public final class DiskStore: ContentStore {
+public final class DiskStore: ReplicaStore {
   public let limits: Limits
   let layout: DiskLayout
   let io: BlockingIO
@@ -100,13 +100,31 @@ public final class DiskStore: ContentStore {
   }
 
   public func update(_ digest: Digest, labels: [String: String], fieldPaths: [String]) async throws -> BlobInfo {
+    let now = clock()
+    return try await rewriteMeta(digest) { current throws(ContentError) in
+      let merged = try LabelRules.applyUpdate(current: current.labels, requested: labels, fieldPaths: fieldPaths)
+      return BlobMeta(labels: merged, updatedAt: now.rfc3339)
+    }.info
+  }
+
+  public func adoptLabels(_ digest: Digest, labels: [String: String], updatedAt: Timestamp) async throws -> Bool {
+    try await rewriteMeta(digest) { current in
+      updatedAt > current.updatedAt ? BlobMeta(labels: labels, updatedAt: updatedAt.rfc3339) : nil
+    }.rewritten
+  }
+
+  /// Replaces the blob's metadata with what `decide` makes of the current labels (nil:
+  /// leave it), durably, under the blob's metadata lock.
+  private func rewriteMeta(
+    _ digest: Digest, _ decide: @escaping @Sendable (BlobInfo) throws(ContentError) -> BlobMeta?
+  ) async throws -> (info: BlobInfo, rewritten: Bool) {
     let key = digest.description
     guard await metaLocks.acquire(key, timeout: limits.metadataLockWaitSeconds) else {
       throw ContentError.unavailable("metadata of \(digest) is busy (limit metadata_lock_wait)")
     }
     defer { metaLocks.release(key) }
-    let (layout, now, limits, groupSync) = (self.layout, clock(), self.limits, self.groupSync)
-    let info = try await io.run {
+    let (layout, limits, groupSync) = (self.layout, self.limits, self.groupSync)
+    let (info, pending) = try await io.run { () throws -> ((BlobInfo, Bool), [(String, UInt64)]) in
       let st: POSIX.FileStat
       do throws(ContentError) {
         st = try POSIX.stat(layout.blobPath(digest))
@@ -114,17 +132,15 @@ public final class DiskStore: ContentStore {
         if error.code == .notFound { throw ContentError.notFound("content \(digest): not found") }
         throw error
       }
-      let current = try BlobMeta.read(layout.metaPath(digest), limits: limits)
-      let merged = try LabelRules.applyUpdate(
-        current: current?.labels ?? [:], requested: labels, fieldPaths: fieldPaths)
-      try LabelRules.validateStored(merged, limits: limits)
-      let meta = BlobMeta(labels: merged, updatedAt: now.rfc3339)
+      let current = BlobMeta.info(digest, blob: st, meta: try BlobMeta.read(layout.metaPath(digest), limits: limits))
+      guard let meta = try decide(current) else { return ((current, false), []) }
+      try LabelRules.validateStored(meta.labels, limits: limits)
       try DurableFiles.replace(layout.metaPath(digest), try meta.encoded())
       let pending = try groupSync.enterAll([layout.metaDir(digest.algorithm)])
-      return (BlobMeta.info(digest, blob: st, meta: meta), pending)
+      return ((BlobMeta.info(digest, blob: st, meta: meta), true), pending)
     }
-    try await groupSync.waitAll(info.1)
-    return info.0
+    try await groupSync.waitAll(pending)
+    return info
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {

@@ -39,7 +39,7 @@ public final class ClusterNode: Sendable {
     guard clockIsSynced else { throw .unavailable("this node has not heard its peers' clocks yet; retry") }
     return clock.stamp()
   }
-  let local: any ContentStore
+  let local: any ReplicaStore
   let membership: Membership
   let peers: PeerClients
   let hints: Hints
@@ -76,7 +76,7 @@ public final class ClusterNode: Sendable {
   static let replicaRefPrefix = "cairn.replica/"
 
   public init(
-    config: ClusterConfig, local: any ContentStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
+    config: ClusterConfig, local: any ReplicaStore, dataDir: String, logger: Logger, repair: RepairConfig = .init(),
     seed: UInt64? = nil, peerSecurity: ClientSecurity = .none, clock: ClusterClock = ClusterClock(maxSkewSeconds: 5)
   ) throws {
     self.clock = clock

@@ -107,12 +107,19 @@ public struct ClusterStore: ContentStore {
       $0.info.labels = labels
       if !fieldPaths.isEmpty { $0.updateMask.paths = fieldPaths }
     }
+    let view = node.view
     let results = await everywhere(
       local: { try await local.update(digest, labels: labels, fieldPaths: fieldPaths) },
       remote: { try BlobInfo(try await $0.localUpdate(request, options: PeerClients.unary).info) })
-    let primary = node.view.primary(of: digest)
-    if let answer = results.first(where: { $0.0 == primary }), case .success(let info) = answer.1 { return info }
-    return try pickSuccess(results, what: "blob \(digest)").max { $0.updatedAt < $1.updatedAt }!
+    let answer: BlobInfo
+    if let primary = results.first(where: { $0.0 == view.primary(of: digest) }), case .success(let info) = primary.1 {
+      answer = info
+    } else {
+      answer = try pickSuccess(results, what: "blob \(digest)").max { $0.updatedAt < $1.updatedAt }!
+    }
+    let applied = Set(results.compactMap { r in if case .success = r.1 { r.0 } else { nil } })
+    await node.spreadLabels(of: digest, appliedOn: applied, view: view)
+    return answer
   }
 
   public func list(_ filter: Filter) async throws -> [BlobInfo] {

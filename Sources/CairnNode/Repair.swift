@@ -211,7 +211,8 @@ extension ClusterNode {
     let (existed, size) = try await peers.call(peer) { api in
       let info = try BlobInfo(
         try await api.localInfo(.with { $0.digest = digest.description }, options: PeerClients.options(timeout: .seconds(30))).info)
-      let header = self.replicaHeader(digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
+      let header = self.replicaHeader(
+        digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "", labelsUpdatedAt: info.updatedAt)
       let request = Containerd_Services_Content_V1_ReadContentRequest.with { $0.digest = digest.description }
       let existed = try await api.localRead(request: ClientRequest(message: request), options: PeerClients.options()) { r in
         var messages = r.messages.makeAsyncIterator()

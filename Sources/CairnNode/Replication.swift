@@ -97,24 +97,32 @@ extension ClusterNode {
   }
 
   func replicaHeader(
-    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String
+    _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String,
+    labelsUpdatedAt: Timestamp? = nil
   ) -> Cairn_Peer_V1_ReplicateHeader {
     .with {
       $0.digest = digest.description
       $0.size = size
       $0.labels = labels
       $0.createdAt = .init(createdAt)
+      if let labelsUpdatedAt { $0.labelsUpdatedAt = .init(labelsUpdatedAt) }
       $0.ref = ref
       $0.owner = config.me.name
       $0.clusterFingerprint = config.fingerprint
     }
   }
 
-  /// One blob from the local store to one replica.
+  /// One blob from the local store to one replica, with the labels it has here now (an
+  /// Update may have run since the header was made; the replica keeps the later labels).
   func send(
     _ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, to target: NodeID, limiter: ByteRateLimiter? = nil
   ) async throws {
     let (local, peers) = (self.local, self.peers)
+    let info = try await local.info(digest)
+    var current = header
+    current.labels = info.labels
+    current.labelsUpdatedAt = .init(info.updatedAt)
+    let header = current
     _ = try await untilDead(target) {
       try await peers.call(target) { api in
         try await api.replicate(options: PeerClients.transfer(header.size)) { writer in
@@ -143,6 +151,8 @@ extension ClusterNode {
     if !offer.ref.isEmpty { try requireOwner(offer.owner, of: offer.ref, sending: "a replica of \(digest)") }
     let createdAt = offer.createdAt
     if let createdAt { try clock.admit(createdAt, "created_at") }
+    // A far-future time would make these labels win over every later Update.
+    if let labelled = offer.labelsUpdatedAt { try clock.admit(labelled, "labels_updated_at") }
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
     // is gone too.
     try refuseIfDeleted(digest, createdAt: createdAt)
@@ -151,6 +161,7 @@ extension ClusterNode {
     do {
       writer = try await local.openWriter(ref: ref, total: h.size, expected: digest)
     } catch let e as ContentError where e.code == .alreadyExists {
+      try await adoptLabels(of: offer)
       return true
     }
     do {
@@ -167,6 +178,7 @@ extension ClusterNode {
       }
     } catch let e as ContentError where e.code == .alreadyExists {
       await writer.close()
+      try await adoptLabels(of: offer)
       return true
     } catch {
       await writer.close()
@@ -174,7 +186,57 @@ extension ClusterNode {
       throw error
     }
     await writer.close()
+    // The commit stamped the labels with the creation time; they may have been set since.
+    try await adoptLabels(of: offer)
     return false
+  }
+
+  /// The offered copy's labels, if they were set after this node's (last setting wins).
+  private func adoptLabels(of offer: ReplicaOffer) async throws {
+    guard let labelled = offer.labelsUpdatedAt else { return }
+    if try await local.adoptLabels(offer.digest, labels: offer.labels, updatedAt: labelled) {
+      logger.debug("took \(offer.owner)'s labels of \(offer.digest), set at \(labelled)")
+    }
+  }
+
+  /// After an Update: the digest's replicas that did not take it (they lacked the blob, a
+  /// copy still on its way, or were out of reach) get this node's copy with the new labels,
+  /// the live ones before the Update answers (so Info on the digest's primary tells what
+  /// the Update set), the others through a hint. A copy that arrives later with older labels
+  /// no longer undoes the Update (acceptReplica keeps the later labels). Only a node that
+  /// holds the blob can send it; an Update through one that does not leaves the replicas it
+  /// missed to their copies' next transfer.
+  func spreadLabels(of digest: Digest, appliedOn: Set<NodeID>, view: ClusterView) async {
+    guard appliedOn.contains(config.me) else { return }
+    let missed = view.replicas(of: digest).filter { !appliedOn.contains($0) }
+    guard !missed.isEmpty else { return }
+    let info: BlobInfo
+    do {
+      info = try await local.info(digest)
+    } catch {
+      return  // deleted since the Update: nothing to spread
+    }
+    let header = replicaHeader(digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
+    await withTaskGroup(of: Void.self) { group in
+      for target in missed {
+        group.addTask {
+          if view.isLive(target) {
+            do {
+              try await self.send(digest, header: header, to: target)
+              return
+            } catch {
+              self.logger.info("the labels of \(digest) could not be sent to \(target), hint recorded: \(ContentError.from(error).message)")
+            }
+          }
+          do {
+            try await self.hints.add(digest, for: target)
+          } catch {
+            self.logger.error(
+              "the labels of \(digest) did not reach \(target) and its hint is kept in memory only: \(ContentError.from(error).message)")
+          }
+        }
+      }
+    }
   }
 
   /// Fencing: a blob written under a ref is taken only from the ref's owner in this

@@ -142,6 +142,8 @@ public struct ReplicaOffer: Sendable, Hashable {
   /// The creation time on the sender, if it sent one (a valid calendar time).
   public var createdAt: Timestamp?
   public var labels: [String: String]
+  /// When the sender last set the labels, if it said (a valid calendar time).
+  public var labelsUpdatedAt: Timestamp?
   /// The ref of the commit it belongs to; empty for hints, handoffs and repairs.
   public var ref: String
   public var owner: String
@@ -153,8 +155,12 @@ extension Cairn_Peer_V1_ReplicateHeader {
     guard size >= 0 else { throw .invalidArgument("a replica's size \(size) is negative") }
     let d = try Digest(parsing: digest)
     let created = hasCreatedAt ? try Timestamp(validating: createdAt.seconds, nanos: createdAt.nanos, "created_at") : nil
+    let labelled =
+      hasLabelsUpdatedAt
+      ? try Timestamp(validating: labelsUpdatedAt.seconds, nanos: labelsUpdatedAt.nanos, "labels_updated_at") : nil
     return ReplicaOffer(
-      digest: d, size: size, createdAt: created, labels: labels, ref: ref, owner: owner, clusterFingerprint: clusterFingerprint)
+      digest: d, size: size, createdAt: created, labels: labels, labelsUpdatedAt: labelled, ref: ref, owner: owner,
+      clusterFingerprint: clusterFingerprint)
   }
 }
 

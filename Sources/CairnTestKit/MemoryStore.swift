@@ -4,7 +4,7 @@ import Synchronization
 
 /// The content store contract in memory: the reference implementation the conformance
 /// suite is checked against, and the fast store for unit tests of the layers above.
-public final class MemoryStore: ContentStore {
+public final class MemoryStore: ReplicaStore {
   struct Blob {
     var data: Data
     var info: BlobInfo
@@ -46,6 +46,18 @@ public final class MemoryStore: ContentStore {
       b.info.updatedAt = now
       s.blobs[digest] = b
       return b.info
+    }
+  }
+
+  public func adoptLabels(_ digest: Digest, labels: [String: String], updatedAt: Timestamp) async throws -> Bool {
+    try LabelRules.validateStored(labels, limits: limits)
+    return try state.withLock { s throws(ContentError) -> Bool in
+      guard var b = s.blobs[digest] else { throw ContentError.notFound("content \(digest): not found") }
+      guard updatedAt > b.info.updatedAt else { return false }
+      b.info.labels = labels
+      b.info.updatedAt = updatedAt
+      s.blobs[digest] = b
+      return true
     }
   }
 

@@ -36,6 +36,40 @@ final class ManualClock: Sendable {
     await held.close()
   }
 
+  /// A replica's copy brings the labels and the time they were set on the sender; the later
+  /// setting wins, on disk (also after a reopen) as in memory.
+  @Test func laterLabelsWinOverEarlierOnes() async throws {
+    let dir = try TemporaryDirectory()
+    let clock = ManualClock()
+    var disk = try await DiskStore.open(root: dir.path, clock: { clock.read() })
+    let data = Data("labels".utf8)
+    let diskLabelled = clock.read().adding(seconds: 11)
+    for store in [disk, MemoryStore(clock: { clock.read() })] as [any ReplicaStore] {
+      let created = clock.read()
+      let w = try await store.openWriter(ref: "r", total: 0, expected: nil)
+      _ = try await w.append(data)
+      let d = try await w.commit(size: 0, expected: nil, labels: ["k": "commit"]).digest
+      await w.close()
+      clock.advance(seconds: 10)
+      let updated = try await store.update(d, labels: ["k": "update"], fieldPaths: [])
+      #expect(try await !store.adoptLabels(d, labels: ["k": "late copy"], updatedAt: created.adding(seconds: 5)))
+      #expect(try await !store.adoptLabels(d, labels: ["k": "same time"], updatedAt: updated.updatedAt))
+      #expect(try await store.info(d).labels == ["k": "update"])
+      let later = updated.updatedAt.adding(seconds: 1)
+      #expect(try await store.adoptLabels(d, labels: ["k": "newer"], updatedAt: later))
+      let info = try await store.info(d)
+      #expect(info.labels == ["k": "newer"] && info.updatedAt == later && info.createdAt == created)
+      await #expect(throws: ContentError.self) {
+        try await store.adoptLabels(Digest.of(Data("absent".utf8)), labels: [:], updatedAt: later)
+      }
+    }
+    await disk.shutdown()
+    disk = try await DiskStore.open(root: dir.path, clock: { clock.read() })
+    let info = try await disk.info(Digest.of(data))
+    #expect(info.labels == ["k": "newer"] && info.updatedAt == diskLabelled)
+    await disk.shutdown()
+  }
+
   /// Concurrent commits all go through the group sync and all land (the sharing itself is
   /// shown deterministically by GroupSyncTests).
   @Test func concurrentCommitsAllNeedADirectorySync() async throws {

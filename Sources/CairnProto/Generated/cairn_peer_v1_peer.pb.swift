@@ -138,11 +138,25 @@ public nonisolated struct Cairn_Peer_V1_ReplicateHeader: Sendable {
   /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
   public mutating func clearCreatedAt() {self._createdAt = nil}
 
+  /// When the labels were last set on the sender (its store's clock; equal to created_at
+  /// until an Update). A replica that holds the blob already takes these labels only if
+  /// they are newer than its own, so a copy that was on its way during an Update cannot
+  /// undo it.
+  public var labelsUpdatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_labelsUpdatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_labelsUpdatedAt = newValue}
+  }
+  /// Returns true if `labelsUpdatedAt` has been explicitly set.
+  public var hasLabelsUpdatedAt: Bool {self._labelsUpdatedAt != nil}
+  /// Clears the value of `labelsUpdatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearLabelsUpdatedAt() {self._labelsUpdatedAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _labelsUpdatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Cairn_Peer_V1_ReplicateRequest: Sendable {
@@ -999,7 +1013,7 @@ nonisolated extension Cairn_Peer_V1_IngestEventMessage.Kind: SwiftProtobuf._Prot
 
 nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicateHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0\u{3}created_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0\u{3}created_at\0\u{3}labels_updated_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1014,6 +1028,7 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeSingularStringField(value: &self.owner) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.clusterFingerprint) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._labelsUpdatedAt) }()
       default: break
       }
     }
@@ -1045,6 +1060,9 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     try { if let v = self._createdAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    try { if let v = self._labelsUpdatedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1056,6 +1074,7 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     if lhs.owner != rhs.owner {return false}
     if lhs.clusterFingerprint != rhs.clusterFingerprint {return false}
     if lhs._createdAt != rhs._createdAt {return false}
+    if lhs._labelsUpdatedAt != rhs._labelsUpdatedAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
