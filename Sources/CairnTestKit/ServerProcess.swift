@@ -98,7 +98,11 @@ public final class ServerProcess: @unchecked Sendable {
       }
       if line.hasPrefix(readyPrefix) { return }
     }
-    throw ServerProcessError("cairn \(arguments.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus)))")
+    // Its output ended or the time ran out: say why it did not start (its log's last lines).
+    let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    let tail = log.split(separator: "\n").suffix(5).joined(separator: "\n")
+    throw ServerProcessError(
+      "cairn \(arguments.first ?? "") did not become ready (exit status \(p.isRunning ? "running" : String(p.terminationStatus))); its log ends:\n\(tail)")
   }
 
   /// A line of standard output as plain text: with `--log-format json` a node announces
@@ -203,16 +207,21 @@ final class LineLog: Sendable {
 /// ephemeral range: a port the kernel hands out (bind to port 0) is also what outgoing
 /// connections get, and with many nodes connecting to each other one of them took such a
 /// port between our check and the server's bind.
+/// A port is handed out once per test process: suites run in parallel, and two clusters
+/// that drew the same free port both tried to bind it (one node then exited at start).
 public func freeLoopbackPorts(_ count: Int) throws -> [Int] {
   let low = ephemeralPortLow()
   var ports: [Int] = []
   for _ in 0..<10_000 where ports.count < count {
     let port = Int.random(in: 10_000..<max(10_001, low))
-    if !ports.contains(port) && loopbackPortIsFree(port) { ports.append(port) }
+    guard !ports.contains(port), loopbackPortIsFree(port) else { continue }
+    if handedOutPorts.withLock({ $0.insert(port).inserted }) { ports.append(port) }
   }
   guard ports.count == count else { throw ServerProcessError("no \(count) free loopback ports found") }
   return ports
 }
+
+private let handedOutPorts = Mutex<Set<Int>>([])
 
 /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
 private func ephemeralPortLow() -> Int {

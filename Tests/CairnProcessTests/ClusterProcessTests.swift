@@ -260,7 +260,7 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     try await withCluster(try await converged(
       ClusterProcesses.start(count: 3, replicas: 2, extraArgs: ["--max-coalesced-fetch-bytes", "0"]))) { cluster in
       let data = StoreConformance.bytes(64 << 20, seed: 78)
-      let d = try await put(cluster.address(0), data, ref: "failover-read").digest
+      let d = try await putRetrying(cluster.address(0), data, ref: "failover-read").digest
       let replicas = Ring(nodes: cluster.ids.map { NodeID($0) }).replicas(of: d, count: 2)
       let outsider = try #require(cluster.ids.firstIndex { !replicas.contains(NodeID($0)) })
       let serving = try #require(cluster.ids.firstIndex(of: replicas[0].name))
