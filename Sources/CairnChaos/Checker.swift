@@ -6,17 +6,85 @@ public struct Bounds: Codable, Sendable {
   public var nodes: [String]
   /// Replicas per blob (R).
   public var replicas: Int
-  /// Seconds after the heal by which every acknowledged blob must be on R replicas.
-  public var repairSeconds: Double
-  /// Lowest acceptable availability outside fault windows (0...1); nil = not checked.
-  public var minSteadyAvailability: Double?
+  /// What the scenario file's `[bounds]` table promises.
+  public var service: ServiceBounds
 
-  public init(nodes: [String], replicas: Int, repairSeconds: Double, minSteadyAvailability: Double? = nil) {
+  public init(nodes: [String], replicas: Int, service: ServiceBounds = .init()) {
     self.nodes = nodes
     self.replicas = replicas
+    self.service = service
+  }
+}
+
+/// A scenario file's `[bounds]` table, key for key (snake_case in the file): what clients
+/// may feel of the faults. Unset = not checked; `repair_seconds` has a default. Chaos fails
+/// when a run breaks one, so a regression in availability shows as a failed scenario, not
+/// as a number nobody compared.
+public struct ServiceBounds: Codable, Sendable, Equatable {
+  /// Seconds after the heal by which every acknowledged blob must be on R replicas.
+  public var repairSeconds: Double = 60
+  /// Lowest availability of a phase outside the fault windows (0...1).
+  public var minSteadyAvailability: Double?
+  /// Lowest availability of each fault window (0...1).
+  public var minFaultAvailability: Double?
+  /// Longest a fault may make operations fail: from the first failed operation it caused
+  /// to the end of the last.
+  public var maxOutageSeconds: Double?
+  /// How long after a fault's stop its last failed operation may end.
+  public var maxRecoverySeconds: Double?
+  /// Failed or unknown operations that completed outside every fault window and its
+  /// recovery allowance (`max_recovery_seconds` after its stop, 0 if unset).
+  public var maxFailuresOutsideFaults: Int?
+
+  public init(
+    repairSeconds: Double = 60, minSteadyAvailability: Double? = nil, minFaultAvailability: Double? = nil,
+    maxOutageSeconds: Double? = nil, maxRecoverySeconds: Double? = nil, maxFailuresOutsideFaults: Int? = nil
+  ) {
     self.repairSeconds = repairSeconds
     self.minSteadyAvailability = minSteadyAvailability
+    self.minFaultAvailability = minFaultAvailability
+    self.maxOutageSeconds = maxOutageSeconds
+    self.maxRecoverySeconds = maxRecoverySeconds
+    self.maxFailuresOutsideFaults = maxFailuresOutsideFaults
   }
+
+  enum CodingKeys: String, CodingKey, CaseIterable {
+    case repairSeconds = "repair_seconds"
+    case minSteadyAvailability = "min_steady_availability"
+    case minFaultAvailability = "min_fault_availability"
+    case maxOutageSeconds = "max_outage_seconds"
+    case maxRecoverySeconds = "max_recovery_seconds"
+    case maxFailuresOutsideFaults = "max_failures_outside_faults"
+  }
+
+  /// Decodes a `[bounds]` table given as JSON; a key that is not a bound is an error, so a
+  /// typo cannot switch a check off.
+  public static func parse(json: String) throws -> ServiceBounds {
+    let data = Data(json.utf8)
+    guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+      throw BoundsError(message: "bounds must be a JSON object, got \(json)")
+    }
+    let known = Set(CodingKeys.allCases.map(\.rawValue))
+    if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+      throw BoundsError(message: "unknown bound \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
+    }
+    return try JSONDecoder().decode(ServiceBounds.self, from: data)
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    repairSeconds = try c.decodeIfPresent(Double.self, forKey: .repairSeconds) ?? 60
+    minSteadyAvailability = try c.decodeIfPresent(Double.self, forKey: .minSteadyAvailability)
+    minFaultAvailability = try c.decodeIfPresent(Double.self, forKey: .minFaultAvailability)
+    maxOutageSeconds = try c.decodeIfPresent(Double.self, forKey: .maxOutageSeconds)
+    maxRecoverySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRecoverySeconds)
+    maxFailuresOutsideFaults = try c.decodeIfPresent(Int.self, forKey: .maxFailuresOutsideFaults)
+  }
+}
+
+public struct BoundsError: Error, CustomStringConvertible {
+  public var message: String
+  public var description: String { message }
 }
 
 /// A broken promise, found in the history.
@@ -35,6 +103,10 @@ public struct Finding: Codable, Sendable, Hashable, CustomStringConvertible {
     /// began, and the Delete was acknowledged) is readable or held somewhere after the heal.
     case deletedCameBack = "deleted-blob-came-back"
     case lowAvailability = "low-steady-availability"
+    case lowFaultAvailability = "low-fault-availability"
+    case longOutage = "outage-too-long"
+    case slowRecovery = "recovery-too-slow"
+    case failuresOutsideFaults = "failures-outside-faults"
     case nothingAcknowledged = "nothing-acknowledged"
   }
   public var rule: Rule
@@ -158,17 +230,65 @@ public struct Checker {
     let faults = events.filter { $0.kind == .fault }.sorted { ($0.start ?? 0) < ($1.start ?? 0) }
     let ops = events.filter { ($0.kind == .write || $0.kind == .read || $0.kind == .delete) && $0.invoke != nil }
     let phases = Self.phases(ops: ops, faults: faults, heal: events.first { $0.kind == .heal }?.start)
-    if let floor = bounds.minSteadyAvailability {
-      for p in phases where !p.name.hasPrefix("fault") && p.operations > 0 && p.availability < floor {
-        findings.append(
-          Finding(rule: .lowAvailability, detail: "phase \(p.name) had availability \(p.availability), below \(floor)"))
-      }
-    }
+    let recoveries = recoveries(ops: ops, faults: faults)
+    findings += serviceFindings(phases: phases, recoveries: recoveries, ops: ops, faults: faults)
     return Verdict(
       passed: findings.isEmpty, findings: findings, acknowledgedWrites: writes.filter(\.acknowledged).count,
       distinctBlobs: acked.count, deletedBlobs: expected.values.filter { $0 == .absent }.count,
       reads: events.filter { $0.kind == .read }.count, phases: phases,
-      recoveries: recoveries(ops: ops, faults: faults), slowestReplication: slowest)
+      recoveries: recoveries, slowestReplication: slowest)
+  }
+
+  /// What clients felt, against the scenario's `[bounds]`.
+  func serviceFindings(phases: [PhaseStats], recoveries: [Recovery], ops: [HistoryEvent], faults: [HistoryEvent])
+    -> [Finding]
+  {
+    let b = bounds.service
+    var findings: [Finding] = []
+    func percent(_ x: Double) -> String { String(format: "%.1f %%", x * 100) }
+    for p in phases where p.operations > 0 {
+      let inFault = p.name.hasPrefix("fault")
+      if let floor = inFault ? b.minFaultAvailability : b.minSteadyAvailability, p.availability < floor {
+        findings.append(
+          Finding(
+            rule: inFault ? .lowFaultAvailability : .lowAvailability,
+            detail: "phase \(p.name) had availability \(percent(p.availability)) (\(p.failed + p.unknown) of \(p.ok + p.failed + p.unknown) failed), below \(percent(floor))"))
+      }
+    }
+    for r in recoveries {
+      if let bound = b.maxOutageSeconds, let outage = r.outageSeconds, outage > bound {
+        findings.append(
+          Finding(
+            rule: .longOutage,
+            detail: String(format: "fault %@ made operations fail for %.1f s (%d failed), longer than %.1f s", r.fault, outage, r.failures, bound)))
+      }
+      if let bound = b.maxRecoverySeconds, let recovery = r.recoverySeconds, recovery > bound {
+        findings.append(
+          Finding(
+            rule: .slowRecovery,
+            detail: String(format: "fault %@: the last failure ended %.1f s after its stop, later than %.1f s", r.fault, recovery, bound)))
+      }
+    }
+    if let bound = b.maxFailuresOutsideFaults {
+      let allowance = b.maxRecoverySeconds ?? 0
+      let windows = faults.compactMap { f in f.start.flatMap { s in f.stop.map { (s, $0 + allowance) } } }
+      let outside = ops.filter { op in
+        guard op.outcome == .fail || op.outcome == .unknown else { return false }
+        let at = op.complete ?? op.invoke!
+        return !windows.contains { at >= $0.0 && at <= $0.1 }
+      }
+      if outside.count > bound {
+        let first = outside.min { ($0.complete ?? $0.invoke!) < ($1.complete ?? $1.invoke!) }!
+        findings.append(
+          Finding(
+            rule: .failuresOutsideFaults,
+            detail: String(
+              format: "%d operations failed outside the fault windows (bound %d); the first, a %@ through %@ ending at %.3f: %@",
+              outside.count, bound, first.kind.rawValue, first.node ?? "?", first.complete ?? first.invoke!,
+              first.error ?? first.outcome?.rawValue ?? "?")))
+      }
+    }
+    return findings
   }
 
   /// Every acknowledged digest read back with matching bytes from every node.
@@ -306,11 +426,11 @@ public struct Checker {
         findings.append(
           Finding(
             rule: .underReplicated,
-            detail: "\(digest): \(holding.count) of its replicas \(set) hold it (\(r.holders ?? [])), R=\(bounds.replicas), after \(bounds.repairSeconds) s"))
+            detail: "\(digest): \(holding.count) of its replicas \(set) hold it (\(r.holders ?? [])), R=\(bounds.replicas), after \(bounds.service.repairSeconds) s"))
       } else if let t = r.reachedAfter {
-        if t > bounds.repairSeconds {
+        if t > bounds.service.repairSeconds {
           findings.append(
-            Finding(rule: .underReplicated, detail: "\(digest) reached R=\(bounds.replicas) replicas \(t) s after the heal, bound \(bounds.repairSeconds) s"))
+            Finding(rule: .underReplicated, detail: "\(digest) reached R=\(bounds.replicas) replicas \(t) s after the heal, bound \(bounds.service.repairSeconds) s"))
         }
         slowest = max(slowest ?? 0, t)
       }

@@ -178,16 +178,22 @@ struct ChaosCheck: AsyncParsableCommand {
   @Option(help: "History files (workload, faults, verification), JSON lines.") var history: [String]
   @Option(help: "Node ids that must each serve every acknowledged blob, comma separated.") var nodes: String
   @Option(help: "Replicas per blob (R).") var replicas: Int = 3
-  @Option(help: "Seconds after the heal by which every blob must be on R replicas.") var repairSeconds: Double = 60
-  @Option(help: "Lowest acceptable availability outside fault windows (0-1).") var minSteadyAvailability: Double?
+  @Option(
+    help: ArgumentHelp(
+      "The scenario's [bounds] table as JSON: repair_seconds (60 if unset), min_steady_availability, min_fault_availability, max_outage_seconds, max_recovery_seconds, max_failures_outside_faults.",
+      valueName: "json")) var bounds: String = "{}"
   @Option(help: "Write the verdict as JSON here.") var out: String?
 
   func run() async throws {
     let events = try HistoryFile.load(history)
-    let bounds = Bounds(
-      nodes: nodes.split(separator: ",").map(String.init), replicas: replicas, repairSeconds: repairSeconds,
-      minSteadyAvailability: minSteadyAvailability)
-    let verdict = Checker(bounds: bounds).check(events)
+    let service: ServiceBounds
+    do {
+      service = try ServiceBounds.parse(json: bounds)
+    } catch {
+      throw ValidationError("--bounds: \(error)")
+    }
+    let verdict = Checker(bounds: Bounds(nodes: nodes.split(separator: ",").map(String.init), replicas: replicas, service: service))
+      .check(events)
     if let out {
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

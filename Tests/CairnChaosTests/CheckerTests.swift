@@ -5,7 +5,7 @@ import Testing
 /// leave and expects the rule it breaks.
 @Suite struct CheckerTests {
   let nodes = ["n1", "n2", "n3"]
-  var bounds: Bounds { Bounds(nodes: nodes, replicas: 3, repairSeconds: 30) }
+  var bounds: Bounds { Bounds(nodes: nodes, replicas: 3, service: ServiceBounds(repairSeconds: 30)) }
 
   func write(_ p: Int, ref: String, digest: String, at t: Double, outcome: HistoryEvent.Outcome = .ok, lock: (Double, Double)? = nil) -> HistoryEvent {
     var e = HistoryEvent(kind: .write)
@@ -219,5 +219,44 @@ import Testing
     #expect(r.failures == 10)
     #expect(r.recoverySeconds == 1.5)  // the write invoked at 21 failed at 21.5
     #expect(r.outageSeconds == 9.5)
+  }
+
+  /// The same run (a kill from 10 s to 20 s; writes failing from 12 s until 21.5 s, one more
+  /// failing at 35 s) judged against a scenario's [bounds]: each bound it breaks is a
+  /// finding of its own, and bounds it keeps are silent.
+  @Test func serviceBoundsFailARunThatBreaksThem() throws {
+    var events = healthy + [fault("kill n1", 10, 20)]
+    for t in stride(from: 5.0, to: 40, by: 1) {
+      events.append(write(Int(t), ref: "r\(t)", digest: "sha256:aa", at: t, outcome: (12...21).contains(t) || t == 35 ? .fail : .ok))
+    }
+    func judged(_ service: ServiceBounds) -> Set<Finding.Rule> {
+      Set(Checker(bounds: Bounds(nodes: nodes, replicas: 3, service: service)).check(events).findings.map(\.rule))
+    }
+    #expect(judged(ServiceBounds()) == [])
+    // In the fault window 8 of 10 writes failed; the outage is 12...35.5 (the failure at 35
+    // is within the 120 s recovery horizon), the recovery 15.5 s.
+    #expect(judged(ServiceBounds(minFaultAvailability: 0.99)) == [.lowFaultAvailability])
+    #expect(judged(ServiceBounds(minFaultAvailability: 0.2)) == [])
+    #expect(judged(ServiceBounds(maxOutageSeconds: 3)) == [.longOutage])
+    #expect(judged(ServiceBounds(maxOutageSeconds: 24)) == [])
+    #expect(judged(ServiceBounds(maxRecoverySeconds: 3)) == [.slowRecovery])
+    #expect(judged(ServiceBounds(maxRecoverySeconds: 16)) == [])
+    // Outside the window (and the 3 s allowance after it): the failure at 35 (and none else).
+    #expect(judged(ServiceBounds(maxRecoverySeconds: 3, maxFailuresOutsideFaults: 0)) == [.slowRecovery, .failuresOutsideFaults])
+    #expect(judged(ServiceBounds(maxRecoverySeconds: 16, maxFailuresOutsideFaults: 1)) == [])
+    // Without an allowance the failures ending at 20.5, 21.5 and 35.5 are all outside.
+    #expect(judged(ServiceBounds(maxFailuresOutsideFaults: 1)) == [.failuresOutsideFaults])
+    #expect(judged(ServiceBounds(minSteadyAvailability: 0.99)) == [.lowAvailability])
+  }
+
+  /// The scenario file's table, as chaos/run passes it: snake_case keys, repair_seconds 60
+  /// when unset, and a misspelt bound refused instead of silently unchecked.
+  @Test func boundsParseFromTheScenarioTable() throws {
+    let parsed = try ServiceBounds.parse(json: #"{"min_fault_availability": 0.99, "max_outage_seconds": 3, "max_failures_outside_faults": 0}"#)
+    #expect(parsed == ServiceBounds(minFaultAvailability: 0.99, maxOutageSeconds: 3, maxFailuresOutsideFaults: 0))
+    #expect(try ServiceBounds.parse(json: "{}").repairSeconds == 60)
+    #expect(try ServiceBounds.parse(json: #"{"repair_seconds": 90}"#).repairSeconds == 90)
+    #expect(throws: BoundsError.self) { try ServiceBounds.parse(json: #"{"max_outage": 3}"#) }
+    #expect(throws: (any Error).self) { try ServiceBounds.parse(json: #"{"max_outage_seconds": "three"}"#) }
   }
 }
