@@ -64,6 +64,11 @@ public struct Limits: Sendable, Hashable {
   public var maxCoalescedFetchBytes: Int64 = 512 << 20
   public var coalescedFetchBudgetBytes: Int64 = 1 << 30
 
+  /// Memory all forwarded uploads on one node may hold to move to a ref's next owner when
+  /// the owner dies (each keeps its last `ingest_mirror_lag` + one message of bytes); an
+  /// upload that finds it spent keeps none, and fails as before if its owner dies.
+  public var failoverTailBudgetBytes: Int64 = 256 << 20
+
   /// Fraction of the data directory's filesystem that may be in use before new uploads
   /// and appends get RESOURCE_EXHAUSTED (naming this limit); commits of data already
   /// written still go through, and a stopped upload resumes once space returns. 1 means

@@ -56,6 +56,8 @@ public final class ClusterNode: Sendable {
   let repairConfig: RepairConfig
   let repair = RepairCounters()
   let repairLimiter: ByteRateLimiter
+  /// What forwarded uploads keep to move to a ref's next owner (FailoverWriter).
+  let failoverTails: ByteBudget
   /// Blobs whose commit-time replication is still under way (counted: one blob can be
   /// committed twice at once under two refs); handoff leaves them alone.
   let replicating = Mutex<[Digest: Int]>([:])
@@ -84,6 +86,7 @@ public final class ClusterNode: Sendable {
     let config = try Self.persistedConfig(at: configPath, over: config, logger: logger) ?? config
     repairConfig = repair
     repairLimiter = ByteRateLimiter(bytesPerSecond: repair.bytesPerSecond)
+    failoverTails = ByteBudget(limit: local.limits.failoverTailBudgetBytes)
     tombstones = try Tombstones(root: dataDir, logger: logger, now: { clock.reading })
     self.local = local
     self.logger = logger
@@ -179,6 +182,41 @@ public final class ClusterNode: Sendable {
     defer { watch.cancel() }
     let result = await withTaskCancellationHandler { await outcome.value } onCancel: { task.cancel() }
     return try result.get()
+  }
+
+  /// How long a node that stopped answering may take to be declared dead: a suspicion plus
+  /// two probe rounds, doubled for a loaded machine.
+  var deathWaitSeconds: Double {
+    let swim = config.swim
+    return 2 * Double(swim.suspicionTimeout + 2 * swim.probeInterval + swim.probeTimeout) / 1e9
+  }
+
+  /// Whether `peer` is gone: it does not answer (a LocalStatus of `ref`), and membership
+  /// declares it dead within `deathWaitSeconds`. A peer that answers, whatever it answers,
+  /// is there: its errors are its own.
+  func isGone(_ peer: NodeID, probingWith ref: String) async -> Bool {
+    if !view.isLive(peer) { return true }
+    let peers = self.peers
+    do {
+      _ = try await peers.call(peer) { api in
+        try await api.localStatus(.with { $0.ref = ref }, options: PeerClients.options(timeout: .milliseconds(500)))
+      }
+      return false
+    } catch {
+      let code = ContentError.from(error).code
+      if code != .unavailable && code != .deadlineExceeded { return false }
+    }
+    let died = OneShot<Bool>()
+    let watch = watchDeath(of: peer) { died.fulfil(true) }
+    let wait = deathWaitSeconds
+    let timer = Task {
+      try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+      died.fulfil(false)
+    }
+    let gone = await died.value
+    watch.cancel()
+    timer.cancel()
+    return gone
   }
 
   /// A peer's own metadata for a blob (LocalInfo: no routing, no fetch), given up if the

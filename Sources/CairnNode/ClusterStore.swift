@@ -245,6 +245,17 @@ public struct ClusterStore: ContentStore {
       throw ContentError.invalidArgument("refs beginning with \(ClusterNode.replicaRefPrefix) are reserved for replication")
     }
     guard let owner = node.view.owner(ofRef: ref) else { throw ContentError.unavailable("no live node owns ref \(quoted(ref))") }
+    let writer = try await openUnwrapped(ref: ref, total: total, expected: expected, owner: owner)
+    // Forwarded for a client (not the owner's side of OwnerWrite): it moves to the next
+    // owner if this one dies under it.
+    guard let forwarded = writer as? ForwardedWriter, !servesOwnerWrites else { return writer }
+    return FailoverWriter(
+      first: forwarded, owner: owner, store: self, total: total, expected: expected,
+      offset: try await forwarded.state().status.offset)
+  }
+
+  /// The ref's writer on `owner`: the local ingest if that is this node, else forwarded.
+  func openUnwrapped(ref: String, total: Int64, expected: Digest?, owner: NodeID) async throws -> any IngestWriter {
     if owner == node.config.me {
       try node.requireOwnership(of: ref)
       if let expected, try await exists(expected) {

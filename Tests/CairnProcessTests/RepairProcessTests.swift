@@ -189,30 +189,70 @@ import Glibc
     }
   }
 
-  /// Ingest failover: the owner of a ref is killed in the middle of a 256 MiB upload; the
-  /// client resumes through another node, which forwards to the ref's next owner, and that
-  /// node holds the mirrored bytes: the client resends at most about one mirror lag (8 MiB)
-  /// and commits the right blob.
+  /// A 256 MiB upload whose bytes carry their block number (so no two blocks are equal).
+  static func bigUpload() -> Data {
+    let block = StoreConformance.bytes(4 << 20, seed: 31)
+    var data = Data()
+    for i in 0..<64 {
+      var b = block
+      b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(i)) { Data($0) })
+      data.append(b)
+    }
+    return data
+  }
+
+  /// Ingest failover inside the cluster: a client uploads 256 MiB through n1 to a ref n2
+  /// owns, and n2 is killed at 96 MiB. n1 moves the upload to the ref's next owner, which
+  /// holds the mirrored bytes, resends what the mirror lacked from its own tail, and the
+  /// client's single Write stream commits the right blob without an error. The next owner
+  /// is n1 itself (the upload continues in its own store) or n3 (forwarded again).
+  @Test(arguments: ["n1", "n3"]) func forwardedUploadMovesToTheNextOwner(next: String) async throws {
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
+      let ref = try #require(
+        (0..<1000).map { "moved-\($0)" }.first {
+          ring.preferenceList(at: Ring.position(ofRef: $0), count: 2).map(\.name) == ["n2", next]
+        })
+      let data = Self.bigUpload()
+      let killedAt = Counter()
+      let owner = cluster.nodes[1]
+      let r = try await ContentClient.with(address: cluster.address(0)) { c in
+        try await c.write(ref: ref, source: DataSource(data), size: Int64(data.count)) { offset in
+          if offset >= 96 << 20, killedAt.setOnce(offset) { owner.signal(SIGKILL) }
+        }
+      }
+      let reached = try #require(killedAt.value, "the owner was never killed")
+      #expect(r.digest == Digest.of(data))
+      #expect(r.resumedFrom == 0, "the client had to resume")
+      let log = try String(contentsOfFile: cluster.nodes[0].logPath, encoding: .utf8)
+      let moved = try #require(
+        log.split(separator: "\n").first { $0.contains("its forwarded upload moved to \(next)") },
+        "n1 did not say it moved the upload to \(next)")
+      print("forwarded upload: owner killed at \(reached) acknowledged bytes of \(data.count); n1: \(moved)")
+      let back = try await ContentClient.with(address: cluster.address(2)) { try await $0.readAll(r.digest.description) }
+      #expect(Digest.of(back) == r.digest)
+    }
+  }
+
+  /// Ingest failover for a client connected to the owner itself: the owner is killed in the
+  /// middle of a 256 MiB upload, the client's stream dies with it; the client resumes
+  /// through another node, which forwards to the ref's next owner, and that node holds the
+  /// mirrored bytes: the client resends at most about one mirror lag (8 MiB) and commits
+  /// the right blob.
   @Test func uploadSurvivesItsOwnersDeath() async throws {
     try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
       let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
       let ref = try #require((0..<1000).map { "failover-\($0)" }.first { ring.owner(ofRef: $0) { _ in true } == "n2" })
-      let block = StoreConformance.bytes(4 << 20, seed: 31)
-      var data = Data()
-      for i in 0..<64 {
-        var b = block
-        b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(i)) { Data($0) })
-        data.append(b)
-      }
+      let data = Self.bigUpload()
       let lag: Int64 = 8 << 20
       let killedAt = Counter()
       let owner = cluster.nodes[1]
-      try await ContentClient.with(address: cluster.address(0)) { c in
+      try await ContentClient.with(address: cluster.address(1)) { c in
         do {
           _ = try await c.write(ref: ref, source: DataSource(data), size: Int64(data.count)) { offset in
             if offset >= 96 << 20, killedAt.setOnce(offset) { owner.signal(SIGKILL) }
           }
-          Issue.record("the upload finished although its owner was killed")
+          Issue.record("the upload finished although the node it went to was killed")
         } catch let e as ContentError {
           #expect(e.code == .unavailable, "\(e)")
         }
