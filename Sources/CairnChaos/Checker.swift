@@ -68,7 +68,22 @@ public struct ServiceBounds: Codable, Sendable, Equatable {
     if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
       throw BoundsError(message: "unknown bound \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
     }
-    return try JSONDecoder().decode(ServiceBounds.self, from: data)
+    if let null = object.keys.sorted().first(where: { object[$0] is NSNull }) {
+      throw BoundsError(message: "bound \"\(null)\" is null: leave it out to not check it")
+    }
+    let bounds = try JSONDecoder().decode(ServiceBounds.self, from: data)
+    for (key, value) in [
+      ("min_steady_availability", bounds.minSteadyAvailability), ("min_fault_availability", bounds.minFaultAvailability),
+    ] {
+      if let value, !(0...1).contains(value) { throw BoundsError(message: "\(key) is \(value), not between 0 and 1") }
+    }
+    for (key, value) in [
+      ("repair_seconds", bounds.repairSeconds as Double?), ("max_outage_seconds", bounds.maxOutageSeconds),
+      ("max_recovery_seconds", bounds.maxRecoverySeconds), ("max_failures_outside_faults", bounds.maxFailuresOutsideFaults.map(Double.init)),
+    ] {
+      if let value, !(value >= 0) { throw BoundsError(message: "\(key) is \(value), below 0") }
+    }
+    return bounds
   }
 
   public init(from decoder: any Decoder) throws {
@@ -505,7 +520,9 @@ public struct Checker {
       return Recovery(
         fault: f.name ?? "?", start: s, stop: e, failures: hurt.count,
         recoverySeconds: ends.max().map { max(0, $0 - e) },
-        outageSeconds: ends.max().flatMap { last in hurt.map { $0.invoke! }.min().map { last - $0 } })
+        // From when the fault could first hurt the operation: an upload begun long before a
+        // kill is not an outage of its whole length.
+        outageSeconds: ends.max().flatMap { last in hurt.map { max($0.invoke!, s) }.min().map { last - $0 } })
     }
   }
 }

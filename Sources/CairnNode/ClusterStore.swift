@@ -250,8 +250,7 @@ public struct ClusterStore: ContentStore {
     // owner if this one dies under it.
     guard let forwarded = writer as? ForwardedWriter, !servesOwnerWrites else { return writer }
     return FailoverWriter(
-      first: forwarded, owner: owner, store: self, total: total, expected: expected,
-      offset: try await forwarded.state().status.offset)
+      first: forwarded, owner: owner, store: self, total: total, expected: expected, opened: try await forwarded.state())
   }
 
   /// The ref's writer on `owner`: the local ingest if that is this node, else forwarded.

@@ -145,14 +145,18 @@ extension ClusterNode {
       throw ContentError.failedPrecondition(
         "cluster config fingerprint \(h.clusterFingerprint) differs from \(config.me)'s \(config.fingerprint)")
     }
-    let offer = try h.offer()
+    var offer = try h.offer()
     let digest = offer.digest
     // Hints, handoffs and repairs carry no ref: the blob was acknowledged already.
     if !offer.ref.isEmpty { try requireOwner(offer.owner, of: offer.ref, sending: "a replica of \(digest)") }
     let createdAt = offer.createdAt
     if let createdAt { try clock.admit(createdAt, "created_at") }
-    // A far-future time would make these labels win over every later Update.
-    if let labelled = offer.labelsUpdatedAt { try clock.admit(labelled, "labels_updated_at") }
+    // A far-future time would make these labels win over every later Update: such a time
+    // is not taken (the copy is, with the labels it had when created).
+    if let labelled = offer.labelsUpdatedAt, !clock.admits(labelled.totalNanoseconds) {
+      logger.warning("\(h.owner)'s labels of \(digest) are stamped \(labelled), beyond max_clock_skew: their time is ignored")
+      offer.labelsUpdatedAt = nil
+    }
     // Not an acknowledgement: the sender records a hint, which it drops once its own copy
     // is gone too.
     try refuseIfDeleted(digest, createdAt: createdAt)
@@ -161,7 +165,7 @@ extension ClusterNode {
     do {
       writer = try await local.openWriter(ref: ref, total: h.size, expected: digest)
     } catch let e as ContentError where e.code == .alreadyExists {
-      try await adoptLabels(of: offer)
+      await adoptLabels(of: offer)
       return true
     }
     do {
@@ -178,7 +182,7 @@ extension ClusterNode {
       }
     } catch let e as ContentError where e.code == .alreadyExists {
       await writer.close()
-      try await adoptLabels(of: offer)
+      await adoptLabels(of: offer)
       return true
     } catch {
       await writer.close()
@@ -187,22 +191,30 @@ extension ClusterNode {
     }
     await writer.close()
     // The commit stamped the labels with the creation time; they may have been set since.
-    try await adoptLabels(of: offer)
+    await adoptLabels(of: offer)
     return false
   }
 
   /// The offered copy's labels, if they were set after this node's (last setting wins).
-  private func adoptLabels(of offer: ReplicaOffer) async throws {
+  /// The blob is stored whatever happens here: failing to take newer labels (a busy
+  /// metadata lock, labels over this node's limits) is logged, and the next copy or Update
+  /// brings them again.
+  private func adoptLabels(of offer: ReplicaOffer) async {
     guard let labelled = offer.labelsUpdatedAt else { return }
-    if try await local.adoptLabels(offer.digest, labels: offer.labels, updatedAt: labelled) {
-      logger.debug("took \(offer.owner)'s labels of \(offer.digest), set at \(labelled)")
+    do {
+      if try await local.adoptLabels(offer.digest, labels: offer.labels, updatedAt: labelled) {
+        logger.debug("took \(offer.owner)'s labels of \(offer.digest), set at \(labelled)")
+      }
+    } catch {
+      logger.warning("\(offer.owner)'s labels of \(offer.digest) (set at \(labelled)) not taken: \(ContentError.from(error).message)")
     }
   }
 
   /// After an Update: the digest's replicas that did not take it (they lacked the blob, a
-  /// copy still on its way, or were out of reach) get this node's copy with the new labels,
-  /// the live ones before the Update answers (so Info on the digest's primary tells what
-  /// the Update set), the others through a hint. A copy that arrives later with older labels
+  /// copy still on its way, or were out of reach) get this node's copy with the new labels:
+  /// the live ones before the Update answers if the blob is small (so Info on the digest's
+  /// primary tells what the Update set; `labelsSentWithUpdateMaxBytes`), the others through
+  /// a hint, delivered within about a second. A copy that arrives later with older labels
   /// no longer undoes the Update (acceptReplica keeps the later labels). Only a node that
   /// holds the blob can send it; an Update through one that does not leaves the replicas it
   /// missed to their copies' next transfer.
@@ -213,14 +225,19 @@ extension ClusterNode {
     let info: BlobInfo
     do {
       info = try await local.info(digest)
-    } catch {
+    } catch let e as ContentError where e.code == .notFound {
       return  // deleted since the Update: nothing to spread
+    } catch {
+      logger.warning("the labels of \(digest) were not spread: \(ContentError.from(error).message)")
+      return
     }
     let header = replicaHeader(digest, size: info.size, labels: info.labels, createdAt: info.createdAt, ref: "")
+    // A big blob is not sent while the Update waits: its hint carries it within a second.
+    let sendNow = info.size <= ClusterNode.labelsSentWithUpdateMaxBytes
     await withTaskGroup(of: Void.self) { group in
       for target in missed {
         group.addTask {
-          if view.isLive(target) {
+          if sendNow && view.isLive(target) {
             do {
               try await self.send(digest, header: header, to: target)
               return
@@ -238,6 +255,9 @@ extension ClusterNode {
       }
     }
   }
+
+  /// The largest blob an Update sends to a replica that lacked it before answering.
+  static let labelsSentWithUpdateMaxBytes: Int64 = 4 << 20
 
   /// Fencing: a blob written under a ref is taken only from the ref's owner in this
   /// node's view.

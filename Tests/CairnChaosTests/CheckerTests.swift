@@ -258,5 +258,8 @@ import Testing
     #expect(try ServiceBounds.parse(json: #"{"repair_seconds": 90}"#).repairSeconds == 90)
     #expect(throws: BoundsError.self) { try ServiceBounds.parse(json: #"{"max_outage": 3}"#) }
     #expect(throws: (any Error).self) { try ServiceBounds.parse(json: #"{"max_outage_seconds": "three"}"#) }
+    #expect(throws: BoundsError.self) { try ServiceBounds.parse(json: #"{"max_failures_outside_faults": -1}"#) }
+    #expect(throws: BoundsError.self) { try ServiceBounds.parse(json: #"{"min_fault_availability": 1.5}"#) }
+    #expect(throws: BoundsError.self) { try ServiceBounds.parse(json: #"{"max_outage_seconds": null}"#) }
   }
 }
