@@ -157,8 +157,14 @@ public struct Recovery: Codable, Sendable {
   /// Seconds from the fault's stop until the last failure it caused completed (0 if the
   /// failures ended while it lasted, nil if it caused none).
   public var recoverySeconds: Double?
-  /// Seconds from the first failure to the last (nil if none).
+  /// The longest stretch in which every operation that completed failed: a run of
+  /// failures (in order of completion) with no success completing among them, from the
+  /// start of its first (or the fault's start, if later) to the end of its last. Sparse
+  /// failures while most operations succeed are not an outage (they show in availability).
+  /// Nil if the fault caused no failure.
   public var outageSeconds: Double?
+  /// Seconds from the first failure the fault caused to the last (nil if none).
+  public var failureSpanSeconds: Double?
 }
 
 public struct Verdict: Codable, Sendable {
@@ -517,12 +523,36 @@ public struct Checker {
         ($0.outcome == .fail || $0.outcome == .unknown) && ($0.complete ?? $0.invoke!) >= s && $0.invoke! < max(horizon, e)
       }
       let ends = hurt.map { $0.complete ?? $0.invoke! }
+      // From when the fault could first hurt an operation: an upload begun long before a
+      // kill is not an outage of its whole length.
+      let began = { (op: HistoryEvent) in max(op.invoke!, s) }
       return Recovery(
         fault: f.name ?? "?", start: s, stop: e, failures: hurt.count,
         recoverySeconds: ends.max().map { max(0, $0 - e) },
-        // From when the fault could first hurt the operation: an upload begun long before a
-        // kill is not an outage of its whole length.
-        outageSeconds: ends.max().flatMap { last in hurt.map { max($0.invoke!, s) }.min().map { last - $0 } })
+        outageSeconds: Self.longestFailureRun(ops: ops, from: s, until: ends.max() ?? s, began: began),
+        failureSpanSeconds: ends.max().flatMap { last in hurt.map(began).min().map { last - $0 } })
     }
+  }
+
+  /// The longest run of failed operations (by completion, within [from, until]) with no
+  /// successful one completing among them: from the earliest `began` of the run to its last
+  /// completion. Nil if no operation failed there.
+  static func longestFailureRun(ops: [HistoryEvent], from: Double, until: Double, began: (HistoryEvent) -> Double) -> Double? {
+    let done = { (op: HistoryEvent) in op.complete ?? op.invoke! }
+    let inside = ops.filter { done($0) >= from && done($0) <= until }.sorted { done($0) < done($1) }
+    var longest: Double?
+    var run: (start: Double, end: Double)?
+    for op in inside {
+      switch op.outcome {
+      case .fail, .unknown:
+        run = (min(run?.start ?? .infinity, began(op)), done(op))
+        longest = max(longest ?? 0, run!.end - run!.start)
+      case .ok, .already:
+        run = nil
+      default:
+        break  // contention and not-yet-visible reads are neither
+      }
+    }
+    return longest
   }
 }

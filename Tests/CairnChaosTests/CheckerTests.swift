@@ -219,6 +219,25 @@ import Testing
     #expect(r.failures == 10)
     #expect(r.recoverySeconds == 1.5)  // the write invoked at 21 failed at 21.5
     #expect(r.outageSeconds == 9.5)
+    #expect(r.failureSpanSeconds == 9.5)
+  }
+
+  /// Sparse failures among successes are no outage: two failures 10 s apart with writes
+  /// succeeding between them are two runs of 0.5 s, over a failure span of 10.5 s.
+  @Test func anOutageIsARunOfFailuresWithNoSuccessAmongThem() {
+    var events = healthy + [fault("lossy link", 10, 30)]
+    for t in stride(from: 10.0, to: 30, by: 1) {
+      events.append(write(Int(t), ref: "r\(t)", digest: "sha256:aa", at: t, outcome: t == 12 || t == 22 ? .fail : .ok))
+    }
+    // A run: three failures completing back to back (28.55, 28.7, 28.9), after the success
+    // at 28.5 and before the next one (29.5).
+    for (i, t) in [28.05, 28.2, 28.4].enumerated() {
+      events.append(write(100 + i, ref: "x\(i)", digest: "sha256:aa", at: t, outcome: .fail))
+    }
+    let r = Checker(bounds: bounds).check(events).recoveries[0]
+    #expect(r.failures == 5)
+    #expect(abs(r.failureSpanSeconds! - 16.9) < 1e-9)  // 12 ... 28.9
+    #expect(abs(r.outageSeconds! - 0.85) < 1e-9)  // 28.05 ... 28.9
   }
 
   /// The same run (a kill from 10 s to 20 s; writes failing from 12 s until 21.5 s, one more
@@ -233,12 +252,13 @@ import Testing
       Set(Checker(bounds: Bounds(nodes: nodes, replicas: 3, service: service)).check(events).findings.map(\.rule))
     }
     #expect(judged(ServiceBounds()) == [])
-    // In the fault window 8 of 10 writes failed; the outage is 12...35.5 (the failure at 35
-    // is within the 120 s recovery horizon), the recovery 15.5 s.
+    // In the fault window 8 of 10 writes failed; the longest run of failures is 12...21.5
+    // (9.5 s; the one at 35, within the 120 s recovery horizon, is a run of its own), the
+    // recovery 15.5 s.
     #expect(judged(ServiceBounds(minFaultAvailability: 0.99)) == [.lowFaultAvailability])
     #expect(judged(ServiceBounds(minFaultAvailability: 0.2)) == [])
-    #expect(judged(ServiceBounds(maxOutageSeconds: 3)) == [.longOutage])
-    #expect(judged(ServiceBounds(maxOutageSeconds: 24)) == [])
+    #expect(judged(ServiceBounds(maxOutageSeconds: 9)) == [.longOutage])
+    #expect(judged(ServiceBounds(maxOutageSeconds: 10)) == [])
     #expect(judged(ServiceBounds(maxRecoverySeconds: 3)) == [.slowRecovery])
     #expect(judged(ServiceBounds(maxRecoverySeconds: 16)) == [])
     // Outside the window (and the 3 s allowance after it): the failure at 35 (and none else).
