@@ -136,7 +136,9 @@ struct NodeRunner {
     let announcing = Task {
       guard let addresses = try? await server.listeningAddresses() else { return }
       listening.store(true, ordering: .relaxed)
-      // Scripts and tests wait for these lines to know the node is ready.
+      // Scripts and tests wait for these lines to know the node is ready, then ask its
+      // health: the readiness job's last look may predate the listening (up to 0.5 s).
+      health.set(serving: await notReady() == nil)
       for a in addresses { announce("listening on \(a)\(tls != nil && !a.hasPrefix("unix") ? " (TLS)" : "")") }
       if let a = try? await adminServer?.address { announce("admin on http://\(a.ipAddress ?? "?"):\(a.port ?? 0)/") }
       announce("data in \(store.root)")

@@ -203,6 +203,18 @@ import Glibc
     #expect(refused?.code == .resourceExhausted && refused?.message.contains("max_requests_per_second_per_client") == true, "\(String(describing: refused))")
   }
 
+  /// A single node says SERVING as soon as it has printed its ready lines (a script waits
+  /// for them, then asks `cairn health`; health said NOT_SERVING for up to half a second,
+  /// until the readiness job's next look).
+  @Test func aStartedNodeIsServingAtOnce() async throws {
+    let dir = try TemporaryDirectory("cairn-ready")
+    let node = ServerProcess(dataDir: dir.path + "/n")
+    try await node.start()
+    defer { node.signal(SIGKILL) }
+    let (status, out, err) = try await runCairn(["health", "--address", node.tcpAddress])
+    #expect(status == 0 && out.contains("SERVING") && !out.contains("NOT_SERVING"), "\(status) \(out) \(err)")
+  }
+
   @Test func metricsMoveAndReadinessFlips() async throws {
     let ports = try freeLoopbackPorts(4)
     let dir = try TemporaryDirectory("cairn-metrics")
