@@ -191,6 +191,10 @@ public final class ClusterNode: Sendable {
     return 2 * Double(swim.suspicionTimeout + 2 * swim.probeInterval + swim.probeTimeout) / 1e9
   }
 
+  /// How long `isGone` waits for a peer's answer to its Status probe: a live peer answers
+  /// a local Status in milliseconds, even loaded.
+  static let ownerProbeTimeout: Duration = .milliseconds(500)
+
   /// Whether `peer` is gone: it does not answer (a LocalStatus of `ref`), and membership
   /// declares it dead within `deathWaitSeconds`. A peer that answers, whatever it answers,
   /// is there: its errors are its own.
@@ -199,7 +203,7 @@ public final class ClusterNode: Sendable {
     let peers = self.peers
     do {
       _ = try await peers.call(peer) { api in
-        try await api.localStatus(.with { $0.ref = ref }, options: PeerClients.options(timeout: .milliseconds(500)))
+        try await api.localStatus(.with { $0.ref = ref }, options: PeerClients.options(timeout: Self.ownerProbeTimeout))
       }
       return false
     } catch {

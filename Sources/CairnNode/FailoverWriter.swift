@@ -54,6 +54,9 @@ actor FailoverWriter: IngestWriter {
   static let maxFailovers = 2
   /// Resent bytes go in messages of at most this size (well under any message limit).
   static let resendChunkBytes = 1 << 20
+  /// The pause between opens on a next owner that has not seen the death yet, drawn in
+  /// this range (nanoseconds) so that many moved uploads do not ask in step.
+  static let reopenPauseNanoseconds: ClosedRange<UInt64> = 50_000_000...150_000_000
 
   init(first: ForwardedWriter, owner: NodeID, store: ClusterStore, total: Int64, expected: Digest?, opened: WriterState) {
     ref = first.ref
@@ -187,7 +190,7 @@ actor FailoverWriter: IngestWriter {
         return try await store.openUnwrapped(ref: ref, total: total, expected: expected, owner: next)
       } catch let e as ContentError where e.code == .unavailable && Monotonic.nanoseconds < deadline {
         guard node.view.owner(ofRef: ref) == next else { throw e }
-        try await Task.sleep(nanoseconds: UInt64.random(in: 50_000_000...150_000_000))
+        try await Task.sleep(nanoseconds: UInt64.random(in: Self.reopenPauseNanoseconds))
       }
     }
   }
