@@ -80,13 +80,7 @@ public final class ContainerdProcess: @unchecked Sendable {
   public func stop() async {
     guard process.isRunning else { return }
     kill(process.processIdentifier, SIGTERM)
-    let p = process
-    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-      Thread.detachNewThread {
-        p.waitUntilExit()
-        c.resume()
-      }
-    }
+    _ = await exitStatus(of: process)
   }
 
   deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }

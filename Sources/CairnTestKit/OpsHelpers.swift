@@ -4,8 +4,16 @@ import Foundation
 import Glibc
 #endif
 
-/// A GET over a real TCP socket (HTTP/1.0, so the server closes when done): status and body.
-public func httpGet(_ hostPort: String, _ path: String, headers: [String: String] = [:]) throws -> (status: Int, body: String) {
+/// A GET over a real TCP socket (HTTP/1.0, so the server closes when done): status and
+/// body. On a thread of its own: a node's status page can take seconds (it asks every
+/// peer), and a test's task must not block the cooperative pool (OutputPipe.nextChunk).
+public func httpGet(_ hostPort: String, _ path: String, headers: [String: String] = [:]) async throws -> (status: Int, body: String) {
+  try await withCheckedThrowingContinuation { c in
+    Thread.detachNewThread { c.resume(with: Result { try blockingGet(hostPort, path, headers: headers) }) }
+  }
+}
+
+private func blockingGet(_ hostPort: String, _ path: String, headers: [String: String]) throws -> (status: Int, body: String) {
   let parts = hostPort.split(separator: ":")
   guard parts.count == 2, let port = UInt16(parts[1]) else { throw ServerProcessError("bad address \(hostPort)") }
   let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -50,6 +50,29 @@ public final class OutputPipe: @unchecked Sendable {
     return all
   }
 
+  /// `read()` on a thread of its own. A test's task must never block: the cooperative
+  /// pool has one thread per core (two in CI), and the tasks it runs include in-process
+  /// clusters' handlers and failure detectors; a test blocked on a child's output starved
+  /// a parallel suite's 3-node cluster into DEADLINE_EXCEEDED and closed streams.
+  public func nextChunk() async -> [UInt8]? {
+    await withCheckedContinuation { c in Thread.detachNewThread { c.resume(returning: self.read()) } }
+  }
+
+  /// `readToEnd()` on a thread of its own (see `nextChunk`).
+  public func readAll() async -> [UInt8] {
+    await withCheckedContinuation { c in Thread.detachNewThread { c.resume(returning: self.readToEnd()) } }
+  }
+
+  /// What the pipe carries until `text` appears in it (or it ends).
+  public func read(until text: String) async -> Data {
+    var data = Data()
+    while !String(decoding: data, as: UTF8.self).contains(text) {
+      guard let chunk = await nextChunk() else { break }
+      data.append(contentsOf: chunk)
+    }
+    return data
+  }
+
   /// Calls `line` for each line on a thread of its own, then `done` at end-of-file.
   public func readLines(_ line: @escaping @Sendable (String) -> Void, done: @escaping @Sendable () -> Void) {
     Thread.detachNewThread { [self] in

@@ -132,15 +132,7 @@ public final class ServerProcess: @unchecked Sendable {
     return await waitForExit()
   }
 
-  public func waitForExit() async -> Int32 {
-    let p = process
-    return await withCheckedContinuation { c in
-      Thread.detachNewThread {
-        p.waitUntilExit()
-        c.resume(returning: p.terminationStatus)
-      }
-    }
-  }
+  public func waitForExit() async -> Int32 { await exitStatus(of: process) }
 
   public var lines: [String] { output.lines.withLock { $0 } }
 }
@@ -156,10 +148,14 @@ public func runCairn(_ args: [String], stdin: Data? = nil) async throws -> (Int3
 }
 
 /// Runs a program to completion and returns (exit status, stdout, stderr).
-public func runTool(_ path: String, _ args: [String], stdin: Data? = nil) async throws -> (Int32, String, String) {
+/// `environment` is added to this process's own.
+public func runTool(_ path: String, _ args: [String], stdin: Data? = nil, environment: [String: String] = [:]) async throws -> (
+  Int32, String, String
+) {
   let p = Process()
   p.executableURL = URL(fileURLWithPath: path)
   p.arguments = args
+  if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
   let out = try OutputPipe()
   let err = try OutputPipe()
   p.standardOutput = out.writeHandle
@@ -173,19 +169,22 @@ public func runTool(_ path: String, _ args: [String], stdin: Data? = nil) async 
   try input.fileHandleForWriting.close()
   // Each output on a thread of its own: a child that fills one pipe while the other is
   // being read to its end would otherwise wait forever.
-  async let o = readToEnd(err: false)
-  async let e = readToEnd(err: true)
-  func readToEnd(err isErr: Bool) async -> [UInt8] {
-    await withCheckedContinuation { c in Thread.detachNewThread { c.resume(returning: (isErr ? err : out).readToEnd()) } }
-  }
+  async let o = out.readAll()
+  async let e = err.readAll()
   let (stdout, stderr) = await (o, e)
-  let status = await withCheckedContinuation { c in
+  let status = await exitStatus(of: p)
+  return (status, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+}
+
+/// Waits for `p` to exit on a thread of its own (never on the cooperative pool: see
+/// `OutputPipe.nextChunk`) and returns its exit status.
+public func exitStatus(of p: Process) async -> Int32 {
+  await withCheckedContinuation { c in
     Thread.detachNewThread {
       p.waitUntilExit()
       c.resume(returning: p.terminationStatus)
     }
   }
-  return (status, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
 }
 
 /// A temporary directory removed when the value goes away.
@@ -260,9 +259,17 @@ public func waitUntil(
   _ what: String, timeout: Double = 30, _ condition: () async throws -> Bool
 ) async throws {
   let deadline = Date().addingTimeInterval(timeout)
+  var lastError: (any Error)?
   while true {
-    if (try? await condition()) == true { return }
-    if Date() > deadline { throw ServerProcessError("timed out after \(timeout) s waiting for: \(what)") }
+    do {
+      if try await condition() { return }
+      lastError = nil
+    } catch {
+      lastError = error
+    }
+    if Date() > deadline {
+      throw ServerProcessError("timed out after \(timeout) s waiting for: \(what)\(lastError.map { " (last check failed: \($0))" } ?? "")")
+    }
     try await Task.sleep(nanoseconds: 20_000_000)
   }
 }

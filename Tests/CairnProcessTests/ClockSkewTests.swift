@@ -29,9 +29,18 @@ import Glibc
       count: 3, extraArgs: ["--repair-interval", "1"], perNodeEnv: [1: Self.skewed("+1d"), 2: Self.skewed("-1d")])
     defer { Task { await cluster.stopAll() } }
     let (n1, n2, n3) = (cluster.address(0), cluster.address(1), cluster.address(2))
-    try await waitUntil("every node is ready (its clock has heard its peers)") {
-      for a in [n1, n2, n3] where !(try await ContentClient.with(address: a) { try await $0.isServing() }) { return false }
-      return true
+    do {
+      // Three processes under LD_PRELOAD start slowly beside the rest of the clusters phase.
+      try await waitUntil("every node is ready (its clock has heard its peers)", timeout: 60) {
+        for a in [n1, n2, n3] where !(try await ContentClient.with(address: a) { try await $0.isServing() }) { return false }
+        return true
+      }
+    } catch {
+      for (i, node) in cluster.nodes.enumerated() {
+        let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+        Issue.record("n\(i + 1)'s log ends:\n\(log.split(separator: "\n").suffix(20).joined(separator: "\n"))")
+      }
+      throw error
     }
     // As a careful client: UNAVAILABLE is retried (under CI load SWIM may suspect a node
     // for a moment), but never a replica's refusal of an upload as deleted after it: that

@@ -335,17 +335,8 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     p.standardOutput = out.writeHandle
     try p.run()
     out.childStarted()
-    defer {
-      if p.isRunning {
-        kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
-      }
-    }
-    var text = ""
-    while !text.contains("Ctrl-C stops every node.") {
-      guard let chunk = out.read() else { break }
-      text += String(decoding: chunk, as: UTF8.self)
-    }
+    defer { if p.isRunning { kill(p.processIdentifier, SIGTERM) } }
+    let text = String(decoding: await out.read(until: "Ctrl-C stops every node."), as: UTF8.self)
     #expect(text.contains("n3  127.0.0.1:\(base + 2)"))
     #expect(text.contains("dashboard http://127.0.0.1:\(adminBase + 2)/"), "\(text)")
     try await waitUntil("the demo cluster answers") {
@@ -360,9 +351,8 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     let d = try await put("127.0.0.1:\(base)", data, ref: "demo").digest
     #expect(try await get("127.0.0.1:\(base + 2)", d) == data)
     kill(p.processIdentifier, SIGINT)
-    let rest = out.readToEnd()
-    p.waitUntilExit()
-    #expect(p.terminationStatus == 0)
+    let rest = await out.readAll()
+    #expect(await exitStatus(of: p) == 0)
     #expect(String(decoding: rest, as: UTF8.self).contains("stopped"))
     await #expect(throws: ContentError.self) { try await status("127.0.0.1:\(base)") }
   }

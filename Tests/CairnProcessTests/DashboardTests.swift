@@ -23,7 +23,7 @@ import Testing
       count: 3, perNodeArgs: Dictionary(uniqueKeysWithValues: (0..<3).map { ($0, ["--admin-listen", "127.0.0.1:\(adminPorts[$0])"]) }))
     defer { Task { await cluster.stopAll() } }
     let admin = "127.0.0.1:\(adminPorts[0])"
-    try await waitUntil("n1 is ready") { try httpGet(admin, "/readyz").status == 200 }
+    try await waitUntil("n1 is ready") { try await httpGet(admin, "/readyz").status == 200 }
     // A careful client retries UNAVAILABLE (a member suspected for a moment moves the ref).
     _ = try await retryingUnavailable {
       try await ContentClient.with(address: cluster.address(1)) { try await $0.write(ref: "dash", source: DataSource(Data("dashboard".utf8)), size: 9) }
@@ -37,7 +37,7 @@ import Testing
     var (status, dom, err) = (Int32(0), "", "")
     for _ in 0..<4 {
       try await waitUntil("/api/status shows three members alive", timeout: 60) {
-        try httpGet(admin, "/api/status").body.components(separatedBy: "\"state\":\"alive\"").count - 1 == 3
+        try await httpGet(admin, "/api/status").body.components(separatedBy: "\"state\":\"alive\"").count - 1 == 3
       }
       (status, dom, err) = try await runTool(browser, flags + ["--dump-dom", "http://\(admin)/"])
       if status != 0 || dom.components(separatedBy: "badge alive").count - 1 == 3 { break }
@@ -72,7 +72,7 @@ import Testing
       try await runCairn(["bench", "--address", cluster.address(0), "--count", "300", "--size", "64k", "--concurrency", "4", "--keep"])
     }
     try await waitUntil("the dashboard's throughput moves") {
-      let doc = try JSONSerialization.jsonObject(with: Data(try httpGet(admin, "/api/status").body.utf8)) as? [String: Any]
+      let doc = try JSONSerialization.jsonObject(with: Data(try await httpGet(admin, "/api/status").body.utf8)) as? [String: Any]
       let members = doc?["members"] as? [[String: Any]] ?? []
       return members.contains { (($0["usage"] as? [String: Any])?["receivedPerSecond"] as? [Double])?.last ?? 0 > 0 }
     }
@@ -80,7 +80,7 @@ import Testing
     _ = try await load.value
 
     await cluster.nodes[2].stop(SIGKILL)
-    try await waitUntil("n1 sees n3 dead", timeout: 60) { try httpGet(admin, "/api/status").body.contains("n3 is dead") }
+    try await waitUntil("n1 sees n3 dead", timeout: 60) { try await httpGet(admin, "/api/status").body.contains("n3 is dead") }
     dom = try await page()
     #expect(dom.contains("n3 is dead: under-replicated"), "the banner says what a dead member means: \(dom.prefix(2000))")
     try await screenshot("dashboard-node-dead.png")
@@ -92,7 +92,7 @@ import Testing
         }
       }
     }
-    try await waitUntil("copies are owed to n3") { try httpGet(admin, "/api/status").body.contains("owed to unreachable members") }
+    try await waitUntil("copies are owed to n3") { try await httpGet(admin, "/api/status").body.contains("owed to unreachable members") }
     dom = try await page()
     #expect(dom.contains("owed to unreachable members (hints)"), "\(dom.prefix(2000))")
     try await screenshot("dashboard-under-replicated.png")

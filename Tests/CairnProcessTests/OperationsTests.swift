@@ -229,18 +229,18 @@ import Glibc
     try await a.start()
     defer { a.signal(SIGKILL) }
     // Two nodes: a majority is both. Alone, n1 is live but not ready, and says so.
-    #expect(try httpGet(admin, "/healthz").status == 200)
-    let before = try httpGet(admin, "/readyz")
+    #expect(try await httpGet(admin, "/healthz").status == 200)
+    let before = try await httpGet(admin, "/readyz")
     #expect(before.status == 503 && before.body.contains("not ready"), "\(before)")
     #expect(try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } == false)
     try await b.start()
     defer { b.signal(SIGKILL) }
-    try await waitUntil("n1 is ready once n2 joined") { try httpGet(admin, "/readyz").status == 200 }
+    try await waitUntil("n1 is ready once n2 joined") { try await httpGet(admin, "/readyz").status == 200 }
     try await waitUntil("gRPC health says SERVING too") { try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } }
 
     let (status, _, err) = try await runCairn(["bench", "--address", a.tcpAddress, "--count", "20", "--size", "64k", "--keep"])
     #expect(status == 0, "\(err)")
-    let metrics = try httpGet(admin, "/metrics").body
+    let metrics = try await httpGet(admin, "/metrics").body
     func value(_ prefix: String) -> Double {
       metrics.split(separator: "\n").filter { $0.hasPrefix(prefix) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
     }
@@ -255,18 +255,18 @@ import Glibc
     // Members' states are the failure detector's, which may suspect a node for a moment
     // under load (CI saw n2 suspect right after the bench): they are read until they settle.
     try await waitUntil("the metrics count n2 alive") {
-      let m = try httpGet(admin, "/metrics").body
+      let m = try await httpGet(admin, "/metrics").body
       return m.contains("cairn_member_state{member=\"n2\",state=\"alive\"} 1") && m.contains("cairn_cluster_members{state=\"alive\"} 2")
     }
     try await waitUntil("stored blobs are counted") {
-      let m = try httpGet(admin, "/metrics").body
+      let m = try await httpGet(admin, "/metrics").body
       return m.split(separator: "\n").contains { $0.hasPrefix("cairn_blobs_stored ") && (Double($0.split(separator: " ")[1]) ?? 0) >= 1 }
     }
-    let statusDoc = try httpGet(admin, "/api/status").body
+    let statusDoc = try await httpGet(admin, "/api/status").body
     #expect(statusDoc.contains("\"id\":\"n2\"") && statusDoc.contains("\"state\":\"alive\""), "\(statusDoc)")
     // n2 goes away: n1 loses its majority and stops being ready.
     await b.stop(SIGKILL)
-    try await waitUntil("n1 is not ready without a majority") { try httpGet(admin, "/readyz").status == 503 }
+    try await waitUntil("n1 is not ready without a majority") { try await httpGet(admin, "/readyz").status == 503 }
   }
 
   @Test func invalidConfigsGetPreciseErrors() async throws {
@@ -276,7 +276,7 @@ import Glibc
       try text.write(toFile: path, atomically: true, encoding: .utf8)
       var args = ["config", "check", path]
       if !env.isEmpty { args.append("--env") }
-      let (status, out, err) = try await runToolWithEnv(ServerProcess.binary, args, env: env)
+      let (status, out, err) = try await runTool(ServerProcess.binary, args, environment: env)
       return (status, out + err)
     }
     var (status, out) = try await check("data = \"/tmp/x\"\nreplicas = \"three\"\n")
@@ -340,20 +340,4 @@ func packageRoot() -> String {
   var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
   while !FileManager.default.fileExists(atPath: dir.path + "/Package.swift") { dir = dir.deletingLastPathComponent() }
   return dir.path
-}
-
-func runToolWithEnv(_ path: String, _ args: [String], env: [String: String]) async throws -> (Int32, String, String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: path)
-  p.arguments = args
-  p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-  let out = Pipe()
-  let err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }

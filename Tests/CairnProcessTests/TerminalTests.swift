@@ -25,7 +25,7 @@ import Glibc
     }
     let sent = Date()
     kill(demo.processIdentifier, sig)
-    let said = String(decoding: Data(out.readToEnd()), as: UTF8.self)
+    let said = String(decoding: Data(await out.readAll()), as: UTF8.self)
     try await waitUntil("the demo exits", timeout: 30) { !demo.isRunning }
     print("demo: every node stopped \(String(format: "%.2f", Date().timeIntervalSince(sent))) s after signal \(sig)")
     #expect(demo.terminationStatus == 0 && said.contains("cairn demo: stopped; data kept in"), "\(said)")
@@ -69,11 +69,11 @@ import Glibc
       try await ContentClient.with(address: address) { try await $0.listStatuses() }.contains { $0.offset > 0 }
     }
     kill(put.processIdentifier, SIGINT)
-    put.waitUntilExit()
+    _ = await exitStatus(of: put)
     try await waitUntil("the server has counted the interrupted Write") {
-      try httpGet(admin, "/metrics").body.split(separator: "\n").contains { $0.hasPrefix("cairn_rpc_requests_total") && $0.contains("Write\"") && $0.contains("code=\"cancelled\"") }
+      try await httpGet(admin, "/metrics").body.split(separator: "\n").contains { $0.hasPrefix("cairn_rpc_requests_total") && $0.contains("Write\"") && $0.contains("code=\"cancelled\"") }
     }
-    let writes = try httpGet(admin, "/metrics").body.split(separator: "\n").filter { $0.hasPrefix("cairn_rpc_requests_total") && $0.contains("Write\"") }
+    let writes = try await httpGet(admin, "/metrics").body.split(separator: "\n").filter { $0.hasPrefix("cairn_rpc_requests_total") && $0.contains("Write\"") }
     #expect(!writes.contains { $0.contains("internalError") || $0.contains("unknown") }, "\(writes)")
     // A client pointed at the admin port is told so (gRPC said only "closed the connection
     // before completing the HTTP/2 connection preface").
@@ -110,12 +110,11 @@ import Glibc
     let out = try OutputPipe()
     let watch = try startCairn(["status", "--watch", "--prefix", "dup-", "--address", address], stdout: out)
     // Its first line (the snapshot) says it follows the upload; then the commit.
-    var printed = read(out, until: "\n")
+    var printed = await out.read(until: "\n")
     try input.fileHandleForWriting.close()  // the commit: ALREADY_EXISTS, "already stored"
-    put.waitUntilExit()
-    #expect(put.terminationStatus == 0)
+    #expect(await exitStatus(of: put) == 0)
     try await waitUntil("the watch ends by itself", timeout: 30) { !watch.isRunning }
-    printed.append(Data(out.readToEnd()))
+    printed.append(Data(await out.readAll()))
     let lines = String(decoding: printed, as: UTF8.self).split(separator: "\n")
     #expect(watch.terminationStatus == 0)
     #expect(lines.filter { $0.contains("dup-1") && $0.contains("\(blob.count) bytes") }.count == 1, "\(lines)")
@@ -132,11 +131,11 @@ extension TerminalTests {
     let p = try startCairn(
       ["serve", "--data", dir.path + "/n", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"], stdout: out, stderr: err)
     // Until it says where its data is, as a JSON line.
-    var stdout = read(out, until: "data in")
+    var stdout = await out.read(until: "data in")
     kill(p.processIdentifier, SIGTERM)
-    stdout.append(Data(out.readToEnd()))
-    let stderr = Data(err.readToEnd())
-    p.waitUntilExit()
+    stdout.append(Data(await out.readAll()))
+    let stderr = Data(await err.readAll())
+    _ = await exitStatus(of: p)
     let lines = (String(decoding: stdout, as: UTF8.self) + String(decoding: stderr, as: UTF8.self)).split(separator: "\n")
     #expect(lines.contains { $0.contains("listening on") } && lines.contains { $0.contains("data in") }, "\(lines)")
     for line in lines {
@@ -158,14 +157,4 @@ func startCairn(_ args: [String], stdin: Pipe? = nil, stdout: OutputPipe? = nil,
   stdout?.childStarted()
   stderr?.childStarted()
   return p
-}
-
-/// What `pipe` carries until `text` appears in it (or it ends).
-func read(_ pipe: OutputPipe, until text: String) -> Data {
-  var data = Data()
-  while !String(decoding: data, as: UTF8.self).contains(text) {
-    guard let chunk = pipe.read() else { break }
-    data.append(contentsOf: chunk)
-  }
-  return data
 }

@@ -237,13 +237,13 @@ import Glibc
     defer { for fd in held { close(fd) } }
     let fifth = try rawConnect(node.tcpAddress, from: "127.0.0.2")
     defer { close(fifth) }
-    #expect(waitForClose(fifth, seconds: 5), "the fifth connection from one address is closed")
+    #expect(await waitForClose(fifth, seconds: 5), "the fifth connection from one address is closed")
     // Another address (127.0.0.1) is served meanwhile.
     try await waitUntil("a client from another address is served") {
       try await ContentClient.with(address: node.tcpAddress) { try await $0.isServing() }
     }
     // The silent ones are closed by the handshake deadline.
-    for fd in held { #expect(waitForClose(fd, seconds: 10), "a connection that never sent its preface is closed") }
+    for fd in held { #expect(await waitForClose(fd, seconds: 10), "a connection that never sent its preface is closed") }
   }
 
   /// Health Check stays open for probes; a health Watch holds a stream, so it needs a
@@ -384,13 +384,13 @@ import Glibc
     try await node.start()
     defer { node.signal(SIGKILL) }
     let admin = "127.0.0.1:\(port)"
-    #expect(try httpGet(admin, "/healthz").status == 200, "probes need no token")
-    #expect(try httpGet(admin, "/metrics").status == 401)
-    #expect(try httpGet(admin, "/api/status").status == 401)
-    #expect(try httpGet(admin, "/metrics", headers: ["authorization": "Bearer \(client)"]).status == 401, "a client token is not a monitor's")
-    #expect(try httpGet(admin, "/metrics", headers: ["authorization": "Bearer \(monitor)"]).status == 200)
+    #expect(try await httpGet(admin, "/healthz").status == 200, "probes need no token")
+    #expect(try await httpGet(admin, "/metrics").status == 401)
+    #expect(try await httpGet(admin, "/api/status").status == 401)
+    #expect(try await httpGet(admin, "/metrics", headers: ["authorization": "Bearer \(client)"]).status == 401, "a client token is not a monitor's")
+    #expect(try await httpGet(admin, "/metrics", headers: ["authorization": "Bearer \(monitor)"]).status == 200)
     let basic = Data("cairn:\(monitor)".utf8).base64EncodedString()
-    #expect(try httpGet(admin, "/", headers: ["authorization": "Basic \(basic)"]).status == 200, "a browser's login works")
+    #expect(try await httpGet(admin, "/", headers: ["authorization": "Basic \(basic)"]).status == 200, "a browser's login works")
   }
 }
 
@@ -522,8 +522,13 @@ func rawConnect(_ hostPort: String, from source: String) throws -> Int32 {
 }
 
 /// Whether the server closes the connection (EOF or reset) within `seconds`, reading and
-/// dropping what it sends meanwhile (its HTTP/2 SETTINGS).
-func waitForClose(_ fd: Int32, seconds: Double) -> Bool {
+/// dropping what it sends meanwhile (its HTTP/2 SETTINGS). On a thread of its own: a
+/// test's task must not block the cooperative pool (OutputPipe.nextChunk says why).
+func waitForClose(_ fd: Int32, seconds: Double) async -> Bool {
+  await withCheckedContinuation { c in Thread.detachNewThread { c.resume(returning: pollForClose(fd, seconds: seconds)) } }
+}
+
+private func pollForClose(_ fd: Int32, seconds: Double) -> Bool {
   let deadline = Date().addingTimeInterval(seconds)
   var buffer = [UInt8](repeating: 0, count: 4096)
   while true {
