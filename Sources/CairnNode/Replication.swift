@@ -92,40 +92,8 @@ extension ClusterNode {
       }
       if acks >= config.writeQuorum { return }
     }
-    let standIns = await placeStandIns(digest, header: header, view: view, missing: config.writeQuorum - acks, selfIsReplica: selfIsReplica)
-    if standIns.count >= config.writeQuorum - acks {
-      logger.warning(
-        "blob \(digest) is durable on \(acks) of its replicas and on stand-in(s) \(standIns.map(\.name).sorted().joined(separator: ", ")) until its replicas are back: \(failures.joined(separator: "; "))")
-      return
-    }
     throw ContentError.unavailable(
-      "blob \(digest) is durable on \(acks + standIns.count) node(s), the write quorum is \(config.writeQuorum): \(failures.joined(separator: "; "))")
-  }
-
-  /// Stand-in copies (a sloppy quorum, as Dynamo's): when every replica was tried and
-  /// fewer than W took the blob (two of three replicas beyond a partition, a full disk),
-  /// durable copies on other live nodes count towards W instead. Each one is a copy its
-  /// node holds but is no replica of, which anti-entropy's handoff sends on to the
-  /// replicas and drops only once every replica holds it; this node, if it is no replica,
-  /// counts first (its staged copy stays until its hints are delivered, and replication
-  /// left hints for the replicas that failed). Returns the nodes that now hold a stand-in
-  /// copy, at most `missing`.
-  private func placeStandIns(
-    _ digest: Digest, header: Cairn_Peer_V1_ReplicateHeader, view: ClusterView, missing: Int, selfIsReplica: Bool
-  ) async -> [NodeID] {
-    guard missing > 0 else { return [] }
-    var placed: [NodeID] = []
-    if !selfIsReplica, (try? await local.info(digest)) != nil { placed.append(config.me) }
-    let replicas = Set(view.replicas(of: digest))
-    for candidate in view.readOrder(of: digest) where placed.count < missing && !replicas.contains(candidate) {
-      do {
-        try await send(digest, header: header, to: candidate)
-        placed.append(candidate)
-      } catch {
-        logger.info("stand-in copy of \(digest) on \(candidate) failed: \(ContentError.from(error).message)")
-      }
-    }
-    return placed
+      "blob \(digest) is durable on \(acks) replica(s), the write quorum is \(config.writeQuorum): \(failures.joined(separator: "; "))")
   }
 
   func replicaHeader(

@@ -161,56 +161,6 @@ import Glibc
     }
   }
 
-  /// A sloppy quorum: with two of a blob's three replicas down (or beyond a partition),
-  /// its commit is durable on its one live replica and on a stand-in (the ref's owner if
-  /// it is no replica, else the next live node) and is acknowledged; it was UNAVAILABLE,
-  /// "durable on 1 replica(s)", before. Once the replicas are back they get every such
-  /// blob, and the stand-ins drop their copies.
-  @Test func twoReplicasDownTakeStandIns() async throws {
-    try await withCluster(
-      try await converged(ClusterProcesses.start(count: 5, replicas: 3, writeQuorum: 2, extraArgs: Self.fast))
-    ) { cluster in
-      for i in [3, 4] { await cluster.nodes[i].stop(SIGKILL) }
-      try await waitUntil("n1-n3 declare n4 and n5 dead") {
-        try await (0..<3).asyncMap { i in
-          let s = try await status(cluster.address(i))
-          return member(s, "n4")?.status == .dead && member(s, "n5")?.status == .dead
-        }.allSatisfy { $0 }
-      }
-      var blobs: [Data] = []
-      var seed: UInt64 = 12_000
-      while blobs.count < 8 {
-        let data = StoreConformance.bytes(2048, seed: seed)
-        seed += 1
-        if Set(replicas(Digest.of(data), of: cluster, r: 3)).isSuperset(of: [3, 4]) { blobs.append(data) }
-      }
-      for (i, data) in blobs.enumerated() {
-        let through = cluster.address(i % 3)
-        // UNAVAILABLE is retried while views settle, but not a missed write quorum.
-        let d = try await retryingUnavailable(timeout: 20, unless: { $0.message.contains("the write quorum is") }) {
-          try await ContentClient.with(address: through) {
-            try await $0.write(ref: "stand-in-\(i)", source: DataSource(data), size: Int64(data.count)).digest
-          }
-        }
-        #expect(d == Digest.of(data))
-        let holders = (0..<3).filter { cluster.holds($0, digest: d.hex) }
-        #expect(holders.count >= 2, "\(d) acknowledged but held by n\(holders.map { String($0 + 1) }) only")
-      }
-      for i in [3, 4] { try await cluster.nodes[i].start() }
-      try await waitUntil("every blob on its three replicas, no stand-in copy left", timeout: 120) {
-        blobs.allSatisfy { data in
-          let d = Digest.of(data)
-          let set = replicas(d, of: cluster, r: 3)
-          return (0..<5).allSatisfy { cluster.holds($0, digest: d.hex) == set.contains($0) }
-        }
-      }
-      for data in blobs {
-        let read = try await ContentClient.with(address: cluster.address(3)) { try await $0.readAll(Digest.of(data).description) }
-        #expect(read == data)
-      }
-    }
-  }
-
   /// With anti-entropy off, reads through a wiped replica fetch from the others and
   /// schedule its repair: the node ends up holding what was read.
   @Test func readRepairsTheReplicaThatLacked() async throws {
