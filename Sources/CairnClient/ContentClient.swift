@@ -229,6 +229,15 @@ public struct ContentClient: Sendable {
     }
   }
 
+  /// The cluster's members as this node sees them (a client's credential suffices).
+  public func members(timeout: Duration) async throws -> [Cairn_Peer_V1_MemberState] {
+    var options = self.options
+    options.timeout = timeout
+    return try await call { [options] in
+      try await Cairn_Peer_V1_Peer.Client(wrapping: grpc).members(.init(), options: options).members
+    }
+  }
+
   /// Whether this cluster node holds `digest` in its own store (the peer protocol's
   /// LocalInfo: no routing, no remote fetch).
   public func holdsLocally(_ digest: String) async throws -> Bool {

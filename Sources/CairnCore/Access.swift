@@ -35,6 +35,8 @@ public enum Permission: String, Sendable, Hashable, CaseIterable, Comparable {
       // Operators look at the cluster and change its membership; peers do too (the
       // dashboard's fan-out, a joining node adding itself: PeerService checks that).
       case "ClusterStatus": return [.admin, .monitor, .peer]
+      // A client's failover needs the members' addresses, and nothing more.
+      case "Members": return [.read, .admin, .monitor, .peer]
       case "ChangeMembership": return [.admin, .peer]
       default: return [.peer]
       }

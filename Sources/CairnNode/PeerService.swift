@@ -236,4 +236,9 @@ struct PeerService: Cairn_Peer_V1_Peer.SimpleServiceProtocol {
   {
     await node.fullStatus()
   }
+
+  func members(request: Cairn_Peer_V1_MembersRequest, context: ServerContext) async throws -> Cairn_Peer_V1_MembersResponse {
+    let members = node.view.members.values.sorted { $0.id.name < $1.id.name }
+    return .with { $0.members = members.map(Cairn_Peer_V1_MemberState.init) }
+  }
 }

@@ -13,6 +13,7 @@ import Testing
     #expect(Permission.required(forMethod: "cairn.peer.v1.Peer/Replicate") == [.peer])
     #expect(Permission.required(forMethod: "cairn.peer.v1.Peer/Gossip") == [.peer])
     #expect(Permission.required(forMethod: "cairn.peer.v1.Peer/ClusterStatus") == [.admin, .monitor, .peer])
+    #expect(Permission.required(forMethod: "cairn.peer.v1.Peer/Members") == [.read, .admin, .monitor, .peer])
     #expect(Permission.required(forMethod: "cairn.peer.v1.Peer/ChangeMembership") == [.admin, .peer])
     #expect(Permission.required(forMethod: "grpc.health.v1.Health/Check") == nil)
     #expect(Permission.required(forMethod: "grpc.health.v1.Health/Watch") == [.read])

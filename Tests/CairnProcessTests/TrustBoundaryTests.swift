@@ -71,6 +71,12 @@ import Glibc
     let d = try await ContentClient.with(address: n1, security: ci) { try await $0.write(ref: "secure", source: DataSource(data), size: Int64(data.count)) }.digest
     let back = try await ContentClient.with(address: "127.0.0.1:\(ports[2])", security: ci) { try await $0.readAll(d.description) }
     #expect(back == data)
+    // A client's failover: its credential may ask who the members are, and no more.
+    let members = try await ContentClient.with(address: n1, security: ci) { try await $0.members(timeout: .seconds(5)) }
+    #expect(members.map(\.id).sorted() == ["n1", "n2", "n3"] && members.allSatisfy { !$0.address.isEmpty }, "\(members)")
+    await #expect(throws: ContentError.self, "a client reads the operators' cluster status") {
+      _ = try await ContentClient.with(address: n1, security: ci) { try await $0.clusterStatus() }
+    }
   }
 
   /// With peer authentication on, nothing but a peer's credential reaches the peer
@@ -100,8 +106,10 @@ import Glibc
       ("nobody", ClientSecurity(caPath: pki.ca)),
     ]
     for (who, security) in callers {
-      // An operator may look at the cluster and change it: not called here.
-      let skip: Set<String> = who == "operator certificate" ? ["ClusterStatus", "ChangeMembership"] : []
+      // An operator may look at the cluster and change it, and whoever may read may ask
+      // who the members are (a client's failover): not called here.
+      let skip: Set<String> =
+        who == "operator certificate" ? ["ClusterStatus", "ChangeMembership", "Members"] : who.hasPrefix("client") ? ["Members"] : []
       let results = try await ContentClient.with(address: target, security: security) { await everyPeerCall($0, skipping: skip) }
       for (rpc, code) in results {
         #expect(code == .permissionDenied || code == .unauthenticated, "\(who) → \(rpc): \(code.map { "\($0.name)" } ?? "succeeded")")
@@ -468,6 +476,7 @@ func everyPeerCall(_ c: ContentClient, skipping skip: Set<String> = []) async ->
       }
     }),
     ("ClusterStatus", { c in try await c.peer { _ = try await $0.clusterStatus(.init()) } }),
+    ("Members", { c in try await c.peer { _ = try await $0.members(.init()) } }),
   ]
   var out: [(String, ContentError.Code?)] = []
   for (name, call) in calls where !skip.contains(name) { out.append((name, await code { try await call(c) })) }

@@ -190,6 +190,19 @@ public enum Cairn_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Members" metadata.
+        public enum Members: Sendable {
+            /// Request type for "Members".
+            public typealias Input = Cairn_Peer_V1_MembersRequest
+            /// Response type for "Members".
+            public typealias Output = Cairn_Peer_V1_MembersResponse
+            /// Descriptor for "Members".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "cairn.peer.v1.Peer"),
+                method: "Members",
+                type: .unary
+            )
+        }
         /// Namespace for "GetClusterConfig" metadata.
         public enum GetClusterConfig: Sendable {
             /// Request type for "GetClusterConfig".
@@ -296,6 +309,7 @@ public enum Cairn_Peer_V1_Peer: Sendable {
             Replicate.descriptor,
             Gossip.descriptor,
             ClusterStatus.descriptor,
+            Members.descriptor,
             GetClusterConfig.descriptor,
             ChangeMembership.descriptor,
             RepairSummary.descriptor,
@@ -541,6 +555,25 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "Members" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who the members are and where to reach them, as this node sees them: what a client
+        /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Cairn_Peer_V1_MembersRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Cairn_Peer_V1_MembersResponse` messages.
+        func members(
+            request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MembersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_MembersResponse>
 
         /// Handle the "GetClusterConfig" method.
         ///
@@ -898,6 +931,25 @@ extension Cairn_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Cairn_Peer_V1_ClusterStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>
+
+        /// Handle the "Members" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who the members are and where to reach them, as this node sees them: what a client
+        /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_MembersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Cairn_Peer_V1_MembersResponse` message.
+        func members(
+            request: GRPCCore.ServerRequest<Cairn_Peer_V1_MembersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_MembersResponse>
 
         /// Handle the "GetClusterConfig" method.
         ///
@@ -1258,6 +1310,25 @@ extension Cairn_Peer_V1_Peer {
             context: GRPCCore.ServerContext
         ) async throws -> Cairn_Peer_V1_ClusterStatusResponse
 
+        /// Handle the "Members" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who the members are and where to reach them, as this node sees them: what a client
+        /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+        ///
+        /// - Parameters:
+        ///   - request: A `Cairn_Peer_V1_MembersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Cairn_Peer_V1_MembersResponse` to respond with.
+        func members(
+            request: Cairn_Peer_V1_MembersRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Cairn_Peer_V1_MembersResponse
+
         /// Handle the "GetClusterConfig" method.
         ///
         /// > Source IDL Documentation:
@@ -1543,6 +1614,17 @@ extension Cairn_Peer_V1_Peer.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Cairn_Peer_V1_Peer.Method.Members.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_MembersRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_MembersResponse>(),
+            handler: { request, context in
+                try await self.members(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Cairn_Peer_V1_Peer.Method.GetClusterConfig.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_GetClusterConfigRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterConfigMessage>(),
@@ -1751,6 +1833,17 @@ extension Cairn_Peer_V1_Peer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         let response = try await self.clusterStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func members(
+        request: GRPCCore.StreamingServerRequest<Cairn_Peer_V1_MembersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Cairn_Peer_V1_MembersResponse> {
+        let response = try await self.members(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2016,6 +2109,19 @@ extension Cairn_Peer_V1_Peer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse> {
         return GRPCCore.ServerResponse<Cairn_Peer_V1_ClusterStatusResponse>(
             message: try await self.clusterStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func members(
+        request: GRPCCore.ServerRequest<Cairn_Peer_V1_MembersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Cairn_Peer_V1_MembersResponse> {
+        return GRPCCore.ServerResponse<Cairn_Peer_V1_MembersResponse>(
+            message: try await self.members(
                 request: request.message,
                 context: context
             ),
@@ -2400,6 +2506,30 @@ extension Cairn_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_ClusterStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_ClusterStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Members" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who the members are and where to reach them, as this node sees them: what a client
+        /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_MembersRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_MembersRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_MembersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func members<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_MembersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_MembersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_MembersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MembersResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetClusterConfig" method.
@@ -3002,6 +3132,41 @@ extension Cairn_Peer_V1_Peer {
             )
         }
 
+        /// Call the "Members" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who the members are and where to reach them, as this node sees them: what a client
+        /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Cairn_Peer_V1_MembersRequest` message.
+        ///   - serializer: A serializer for `Cairn_Peer_V1_MembersRequest` messages.
+        ///   - deserializer: A deserializer for `Cairn_Peer_V1_MembersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func members<Result>(
+            request: GRPCCore.ClientRequest<Cairn_Peer_V1_MembersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Cairn_Peer_V1_MembersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Cairn_Peer_V1_MembersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MembersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Cairn_Peer_V1_Peer.Method.Members.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "GetClusterConfig" method.
         ///
         /// > Source IDL Documentation:
@@ -3597,6 +3762,36 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_ClusterStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_ClusterStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Members" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Who the members are and where to reach them, as this node sees them: what a client
+    /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Cairn_Peer_V1_MembersRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func members<Result>(
+        request: GRPCCore.ClientRequest<Cairn_Peer_V1_MembersRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MembersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.members(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Cairn_Peer_V1_MembersRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Cairn_Peer_V1_MembersResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4214,6 +4409,40 @@ extension Cairn_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.clusterStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Members" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Who the members are and where to reach them, as this node sees them: what a client
+    /// > needs to fail over (any credential that may read may ask; ClusterStatus is operators').
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func members<Result>(
+        _ message: Cairn_Peer_V1_MembersRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Cairn_Peer_V1_MembersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Cairn_Peer_V1_MembersRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.members(
             request: request,
             options: options,
             onResponse: handleResponse
