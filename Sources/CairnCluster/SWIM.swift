@@ -166,7 +166,31 @@ public struct SWIM: Sendable {
     }
   }
 
+  /// Set by `leave`: this node stopped taking part.
+  public private(set) var hasLeft = false
+
+  /// A graceful stop: this node declares itself dead at its own incarnation, which every
+  /// member takes at once (at one incarnation dead beats alive), and tells each live
+  /// member directly instead of by piggyback, so their views give its refs to the next
+  /// owners before it stops serving rather than a suspicion timeout after. From then on
+  /// it neither probes nor answers, nor refutes its death; a restart supersedes it (a
+  /// later incarnation, as after a crash).
+  public mutating func leave(now: Int64) -> [Action] {
+    guard !hasLeft else { return [] }
+    hasLeft = true
+    var gone = myself
+    gone.status = .dead
+    var actions = apply(gone, now: now)
+    for id in members.keys.sorted() where id != me && members[id]!.isLive {
+      seq &+= 1
+      actions.append(.send(to: id, .ping(seq: seq, updates: [gone], fullSync: false)))
+    }
+    probe = nil
+    return actions
+  }
+
   public mutating func tick(now: Int64) -> [Action] {
+    guard !hasLeft else { return [] }
     var actions: [Action] = []
     if let last = lastTick {
       let (gap, overflow) = now.subtractingReportingOverflow(last)
@@ -255,7 +279,7 @@ public struct SWIM: Sendable {
     // Only members speak, and a ping-request names a member other than the two ends (found
     // by fuzzing: a message from an unknown sender was answered, and a ping-request for an
     // unknown target sent a ping there; the node's shell checks senders too).
-    guard sender != me, members[sender] != nil else { return [] }
+    guard sender != me, members[sender] != nil, !hasLeft else { return [] }
     var actions: [Action] = []
     switch message {
     case .ping(let s, let updates, let fullSync):

@@ -157,6 +157,9 @@ public final class ClusterNode: Sendable {
 
   public func shutdown() async { await peers.shutdown() }
 
+  /// A graceful stop's first step: the peers learn that this node is gone (Membership.leave).
+  public func leave() async { await membership.leave() }
+
   var view: ClusterView { membership.current }
 
   /// Runs `onDeath` once if `peer` is (or is declared) dead, until the token is cancelled.

@@ -173,6 +173,39 @@ actor Membership {
       "membership: config epoch \(next.epoch) (added: \(added), removed: \(removed)); \(next.isMember ? "repair moves the data" : "this node was removed: it hands its blobs to their replicas")")
   }
 
+  /// How long a leaving node waits for each peer to take its death.
+  static let leaveTimeout: Duration = .seconds(1)
+
+  /// A graceful stop (SIGTERM): every live peer is told that this node is dead, and each
+  /// answer awaited (up to `leaveTimeout`), so the others move its refs to their next
+  /// owners, and forwarded uploads to it fail over, before it stops serving; until now
+  /// that took a suspicion timeout after it stopped. Returns how many peers took it.
+  @discardableResult
+  func leave() async -> Int {
+    guard config.isMember else { return 0 }
+    var told: [(NodeID, Cairn_Peer_V1_GossipRequest)] = []
+    var local: [SWIM.Action] = []
+    for action in swim.leave(now: Self.now()) {
+      if case .send(let to, let message) = action {
+        told.append((to, Cairn_Peer_V1_GossipRequest(message, from: config.me, config: config)))
+      } else {
+        local.append(action)
+      }
+    }
+    perform(local)
+    let peers = self.peers
+    let took = await withTaskGroup(of: Bool.self) { group in
+      for (to, request) in told {
+        group.addTask {
+          (try? await peers.call(to) { try await $0.gossip(request, options: PeerClients.options(timeout: Self.leaveTimeout)) }) != nil
+        }
+      }
+      return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+    }
+    logger.notice("membership: left the cluster: \(took) of \(told.count) live peers took this node's death")
+    return took
+  }
+
   private func perform(_ actions: [SWIM.Action]) {
     var changed = false
     for action in actions {

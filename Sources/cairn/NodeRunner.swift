@@ -126,6 +126,9 @@ struct NodeRunner {
       adminServer = a
       services.append(.init(service: a))
     }
+    // Last in the list, so the first to shut down: the node leaves the cluster before the
+    // servers stop taking calls.
+    if let node { services.append(.init(service: LeaveOnShutdown(node: node))) }
     var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(plan.grace * 1000))
     let group = ServiceGroup(configuration: groupConfig)
@@ -307,5 +310,21 @@ func staleIngestSweeper(_ store: DiskStore, expiry: Double, logger: Logger) -> @
         logger.warning("expiring stale ingests failed: \(ContentError.from(error).message)")
       }
     }
+  }
+}
+
+/// On a graceful stop (SIGTERM, SIGINT), before anything else stops: the node tells its
+/// peers it is leaving, so they give its refs to the next owners and move forwarded
+/// uploads on at once instead of after a suspicion timeout (docs/operations.md).
+struct LeaveOnShutdown: Service {
+  let node: ClusterNode
+
+  func run() async throws {
+    do {
+      try await gracefulShutdown()
+    } catch {
+      return  // cancelled: the group ends for another reason
+    }
+    await node.leave()
   }
 }

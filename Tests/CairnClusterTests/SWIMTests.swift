@@ -30,6 +30,25 @@ import Testing
     return ("", 0, 0)
   }
 
+  /// A graceful stop: the leaving node tells every live member of its death directly,
+  /// they take it at once (dead beats alive at one incarnation), and it then neither
+  /// probes, answers nor refutes; its restart (a later incarnation) is alive again.
+  @Test func aLeavingNodeIsDeadEverywhereAtOnceAndStaysSo() {
+    var b = node("b")
+    var c = node("c")
+    let told = sends(b.leave(now: second))
+    #expect(Set(told.map(\.0)) == ["a", "c", "d"], "every live member but b itself")
+    #expect(b.myself.status == .dead && b.hasLeft)
+    for (to, message) in told where to == "c" { _ = c.receive(message, from: "b", now: second) }
+    #expect(c.members["b"]?.status == .dead && c.members["b"]?.incarnation == 1)
+    // Told it is dead, it does not refute; it sends nothing more.
+    #expect(b.receive(.ping(seq: 9, updates: [c.members["b"]!], fullSync: false), from: "c", now: 2 * second).isEmpty)
+    #expect(b.tick(now: 10 * second).isEmpty && b.myself.status == .dead)
+    let restarted = node("b", incarnation: 2)
+    _ = c.receive(.ping(seq: 2, updates: [restarted.myself], fullSync: false), from: "b", now: 11 * second)
+    #expect(c.members["b"]?.status == .alive)
+  }
+
   @Test func ackedProbeKeepsTargetAlive() {
     var a = SWIM(me: "a", address: "a:1", incarnation: 1, peers: peers, seed: 1, now: 0)
     let (target, seq, t) = firstProbe(&a)

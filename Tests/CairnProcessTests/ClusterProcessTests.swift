@@ -287,6 +287,41 @@ func get(_ address: String, _ digest: Digest) async throws -> Data {
     }
   }
 
+  /// A node stopped with SIGTERM tells its peers it is leaving before it stops serving:
+  /// as soon as it has exited, the others already hold it dead, so its refs have their next
+  /// owners (a crashed node is noticed a suspicion timeout later: without the leave, n2 was
+  /// still alive in both views here). Started again, it is alive again.
+  @Test func aGracefulStopIsADeathTheOthersKnowAtOnce() async throws {
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      #expect(await cluster.nodes[1].stop(SIGTERM) == 0)
+      for i in [0, 2] {
+        let seen = member(try await status(cluster.address(i)), "n2")?.status
+        #expect(seen == .dead, "n\(i + 1) sees n2 \(seen.map { "\($0)" } ?? "nowhere") right after its graceful stop")
+      }
+      let data = StoreConformance.bytes(3000, seed: 80)
+      let ref = (0..<1000).map { "left-\($0)" }.first { Ring(nodes: cluster.ids.map { NodeID($0) }).owner(ofRef: $0, isLive: { _ in true }) == NodeID("n2") }!
+      #expect(try await put(cluster.address(0), data, ref: ref).digest == Digest.of(data), "a ref n2 owned has its next owner")
+      try await cluster.nodes[1].start()
+      try await waitUntil("n2 is alive again in n1's view") { member(try await status(cluster.address(0)), "n2")?.status == .alive }
+    }
+  }
+
+  /// A cluster client given one node's address learns the other members from its
+  /// `cluster status` and fails over to them when that node dies (without discovery it
+  /// knew only the dead node and failed after its failover budget).
+  @Test func aClientGivenOneAddressLearnsTheOthers() async throws {
+    try await withCluster(try await converged(ClusterProcesses.start(count: 3))) { cluster in
+      let data = StoreConformance.bytes(100_000, seed: 79)
+      let d = try await putRetrying(cluster.address(1), data, ref: "discovery").digest
+      let client = try ClusterClient(addresses: [cluster.address(0)], client: nil, failoverSeconds: 20)
+      #expect(try await client.call { try await $0.info(d.description) }.size == Int64(data.count))
+      try await waitUntil("the client knows every member") { Set(client.addresses) == Set((0..<3).map(cluster.address)) }
+      await cluster.nodes[0].stop(SIGKILL)
+      #expect(try await client.call { try await $0.readAll(d.description) } == data)
+      await client.close()
+    }
+  }
+
   /// The seed API's Status watch on one node follows an upload whose ref another node
   /// owns, sent through a third node, until it commits.
   @Test func statusWatchSeesIngestsOnOtherNodes() async throws {
