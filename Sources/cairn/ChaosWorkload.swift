@@ -306,10 +306,12 @@ final class WorkloadRun: Sendable {
         invoke = invoke ?? e.invoke
         let timedOut = e.error == "timed out"
         if timedOut { avoid.withLock { $0[node] = now + 10 } }
-        // Safe to try again: a write whose COMMIT was not sent (nothing can have landed;
-        // one whose COMMIT went unanswered stays `unknown`), or any read.
+        // Safe to try again: a write that failed before its COMMIT (nothing can have
+        // landed), a write whose COMMIT went unanswered (blobs are content-addressed: the
+        // same bytes again either commit or meet ALREADY_EXISTS, as containerd's retries
+        // do; a node that stopped gracefully fences its own in-flight commits), or any read.
         let unavailable = (e.error ?? "").hasPrefix("UNAVAILABLE") && !(e.error ?? "").contains("locked")
-        let retry = (e.outcome == .fail && (unavailable || timedOut)) || (e.kind == .read && e.outcome == .unknown)
+        let retry = (e.outcome == .fail && (unavailable || timedOut)) || (e.kind != .delete && e.outcome == .unknown)
         if !retry || now >= giveUp {
           e.invoke = invoke
           if !errors.isEmpty { e.error = (errors.suffix(6) + [e.error].compactMap { $0 }).joined(separator: " | ") }
