@@ -66,7 +66,14 @@ final class OwnedWriter: IngestWriter {
       committed = try await inner.commit(size: size, expected: expected, labels: labels, createdAt: createdAt)
     } catch let e as ContentError where e.code == .alreadyExists {
       // Here already (a commit that missed its quorum left it): durable first, then say so.
-      try await store.ensureDurable(before.digest)
+      do {
+        try await store.ensureDurable(before.digest)
+      } catch let gone as ContentError where gone.code == .notFound {
+        // A Delete of the digest ran between the local commit's check and now (gc-storm:
+        // a Write answered NOT_FOUND, an error of the wrong kind): the bytes went with the
+        // ingest, and the client uploads them again.
+        throw ContentError.unavailable("content \(before.digest) was deleted while this upload committed; upload it again")
+      }
       throw e
     }
     let view = node.view

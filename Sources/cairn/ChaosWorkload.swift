@@ -261,9 +261,14 @@ final class WorkloadRun: Sendable {
       e.outcome = .ok
     } catch let error as ContentError {
       e.error = "\(error.code.name): \(error.message)"
-      // NOT_FOUND: no node held it (another deleter was first). Anything else may have
-      // deleted some copies: a Delete has no "nothing happened" failure.
-      e.outcome = error.code == .notFound ? .notFound : error.code == .unavailable && error.message.contains("not heard") ? .fail : .unknown
+      // NOT_FOUND: no node held it (another deleter was first). A Delete that never left
+      // this client (no connection to the node: gc-storm's 103 "unknown" Deletes to a
+      // killed node) or that the node refused before acting did nothing, and is tried on
+      // the next node. Anything else may have deleted some copies.
+      let nothingHappened =
+        error.code == .unavailable
+        && ["not heard", "Could not establish a connection", "transient failure state"].contains { error.message.contains($0) }
+      e.outcome = error.code == .notFound ? .notFound : nothingHappened ? .fail : .unknown
     } catch {
       e.error = error is OperationTimeout ? "timed out" : "\(error)"
       e.outcome = .unknown
