@@ -121,6 +121,7 @@ let package = Package(
       name: "CairnClient",
       dependencies: [
         "CairnCore",
+        "CairnCluster",
         "CairnProto",
         "CairnTransport",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,3 +1,4 @@
+import CairnCluster
 import CairnCore
 import Foundation
 import GRPCNIOTransportHTTP2
@@ -90,7 +91,9 @@ public final class ClusterClient: Sendable {
   private func add(_ addresses: [String]) -> [String] {
     nodes.withLock { nodes in
       var added: [String] = []
-      for address in addresses where !nodes.contains(where: { $0.address == address }) {
+      // A node's answer is not trusted to size this client: no more connections than a
+      // cluster may have members.
+      for address in addresses where nodes.count < ClusterConfig.maxPeers && !nodes.contains(where: { $0.address == address }) {
         // A member's address that cannot be dialled (a name this host cannot parse) is skipped.
         guard let node = try? Self.connect(address, client: identity) else { continue }
         nodes.append(node)
