@@ -34,12 +34,14 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 
   /// Puts a guard directly in front of the channel's HTTP/2 handler (after TLS, if any,
   /// so that it sees frames).
+  /// (and its ResetRaceFilter directly behind it).
   public static func install(on channel: any Channel, role: Role, maxPingsPerSecond: Int) -> EventLoopFuture<Void> {
     channel.eventLoop.makeCompletedFuture {
       let ops = channel.pipeline.syncOperations
-      try ops.addHandler(
-        HTTP2ConnectionGuard(role: role, maxPingsPerSecond: maxPingsPerSecond),
-        position: .before(try ops.handler(type: NIOHTTP2Handler.self)))
+      let http2 = try ops.handler(type: NIOHTTP2Handler.self)
+      let guardHandler = HTTP2ConnectionGuard(role: role, maxPingsPerSecond: maxPingsPerSecond)
+      try ops.addHandler(guardHandler, position: .before(http2))
+      try ops.addHandler(ResetRaceFilter(resets: guardHandler.peerResets), position: .after(http2))
     }
   }
 
@@ -56,6 +58,8 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
   private var tracking: Bool
   private var streams: [UInt32: StreamEnds] = [:]
   private var windowStart = NIODeadline.now()
+  /// Streams whose reset this guard let through to NIOHTTP2 (see ResetRaceFilter).
+  let peerResets = PeerResets()
   private var pingsInWindow = 0
 
   init(role: Role, maxPingsPerSecond: Int) {
@@ -110,7 +114,10 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
     case .ping:
       if !f.ack && f.length == 8 && allowPing() { return (.drop, true) }  // answered when its body is in
     case .rstStream:
-      guard tracking else { break }
+      guard tracking else {
+        peerResets.record(f.streamID)
+        break
+      }
       guard let s = streams[f.streamID] else { return (.drop, false) }  // closed on both sides already
       streams[f.streamID] = nil
       if s.server {
@@ -119,6 +126,7 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
         let endStream: [UInt8] = [0, 0, 0, 0x0, 0x1, UInt8(id >> 24 & 0x7f), UInt8(id >> 16 & 0xff), UInt8(id >> 8 & 0xff), UInt8(id & 0xff)]
         return (.replace(endStream), false)
       }
+      peerResets.record(f.streamID)
     default:
       break
     }
@@ -151,5 +159,48 @@ public final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelH
     }
     pingsInWindow += 1
     return pingsInWindow <= maxPingsPerSecond
+  }
+}
+
+/// The last `capacity` stream IDs the peer reset, on one connection (one event loop).
+final class PeerResets {
+  static let capacity = 1024
+  private var ring: [UInt32] = []
+  private var next = 0
+  private var members: Set<UInt32> = []
+
+  func record(_ id: UInt32) {
+    guard members.insert(id).inserted else { return }
+    if ring.count < Self.capacity {
+      ring.append(id)
+    } else {
+      members.remove(ring[next])
+      ring[next] = id
+      next = (next + 1) % Self.capacity
+    }
+  }
+
+  func contains(_ id: UInt32) -> Bool { members.contains(id) }
+}
+
+/// Sits directly behind NIOHTTP2's handler and keeps a lost race from closing a whole
+/// connection. When the peer resets a stream (a client cancels a call, a server refuses
+/// one) while this side's handler is still writing to it, NIOHTTP2 fails that write with
+/// NoSuchStream and also reports it as a connection error; gRPC's connection handlers
+/// close the connection on it, and every other call on the connection ends with "Stream
+/// unexpectedly closed". Seen in CI: a node fetching a blob for 32 readers cancelled
+/// slow calls to the replicas, whose servers then closed the connection the fetch was
+/// streaming on. The write's own promise still fails; only the report of a stream the
+/// peer had reset is dropped. Any other NoSuchStream (a frame for a stream that never
+/// existed) still reaches gRPC.
+public final class ResetRaceFilter: ChannelInboundHandler, RemovableChannelHandler {
+  public typealias InboundIn = Any  // passes every read on untouched
+  private let resets: PeerResets
+
+  init(resets: PeerResets) { self.resets = resets }
+
+  public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if let e = error as? NIOHTTP2Errors.NoSuchStream, let id = UInt32(exactly: Int(e.streamID)), resets.contains(id) { return }
+    context.fireErrorCaught(error)
   }
 }

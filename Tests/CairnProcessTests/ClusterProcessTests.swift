@@ -66,7 +66,18 @@ func withCluster<T: Sendable>(
     return result
   } catch {
     await c.stopAll()
+    printLogTails(of: c)
     throw error
+  }
+}
+
+/// A failed test's nodes say what they saw: the last warnings and errors of each node's
+/// log (the logs go away with the cluster's directory).
+func printLogTails(of cluster: ClusterProcesses, lines: Int = 12) {
+  for (i, node) in cluster.nodes.enumerated() {
+    let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+    let notable = log.split(separator: "\n").filter { $0.contains("warning") || $0.contains("error") || $0.contains("critical") }
+    print("--- \(cluster.ids[i]) log, last \(lines) warnings/errors of \(notable.count):\n" + notable.suffix(lines).joined(separator: "\n"))
   }
 }
 

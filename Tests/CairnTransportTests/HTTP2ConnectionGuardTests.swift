@@ -1,6 +1,7 @@
 import CairnCluster
 import NIOCore
 import NIOEmbedded
+import NIOHTTP2
 import Testing
 
 @testable import CairnTransport
@@ -88,5 +89,34 @@ import Testing
     let (inbound, written) = try run([Self.ping + rst], role: .client)
     #expect(inbound == rst)
     #expect(written == Self.frame(0x6, flags: 0x1, stream: 0, payload: [1, 2, 3, 4, 5, 6, 7, 8]))
+  }
+
+  /// NIOHTTP2's report that this side wrote to a stream the peer had reset (NoSuchStream)
+  /// does not reach gRPC, which would close the connection with every call on it; the
+  /// same report for a stream the peer never reset still does.
+  @Test(arguments: [HTTP2ConnectionGuard.Role.server, .client])
+  func aWriteRacingAPeersResetDoesNotCloseTheConnection(role: HTTP2ConnectionGuard.Role) throws {
+    let guardHandler = HTTP2ConnectionGuard(role: role, maxPingsPerSecond: 1000)
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(guardHandler)
+    try channel.pipeline.syncOperations.addHandler(ResetRaceFilter(resets: guardHandler.peerResets))
+    let h = { (s: UInt32) in Self.frame(0x1, flags: 0x4, stream: s) }
+    let rst = { (s: UInt32) in Self.frame(0x3, stream: s, payload: [0, 0, 0, 8]) }
+    let opening = role == .server ? Self.preface + h(1) + h(3) : h(1) + h(3)
+    try channel.writeInbound(ByteBuffer(bytes: opening + rst(1)))
+    channel.pipeline.fireErrorCaught(NIOHTTP2Errors.noSuchStream(streamID: 1))
+    try channel.throwIfErrorCaught()
+    channel.pipeline.fireErrorCaught(NIOHTTP2Errors.noSuchStream(streamID: 3))
+    #expect(throws: NIOHTTP2Errors.NoSuchStream.self) { try channel.throwIfErrorCaught() }
+    _ = try? channel.finish()
+  }
+
+  /// The filter remembers the last PeerResets.capacity resets of a connection, no more.
+  @Test func peerResetsAreBounded() {
+    let resets = PeerResets()
+    for id in stride(from: UInt32(1), through: UInt32(2 * PeerResets.capacity + 1), by: 2) { resets.record(id) }
+    #expect(!resets.contains(1))
+    #expect(resets.contains(3))
+    #expect(resets.contains(UInt32(2 * PeerResets.capacity + 1)))
   }
 }
