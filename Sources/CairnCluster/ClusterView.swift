@@ -37,6 +37,14 @@ public struct ClusterView: Sendable {
     ring.owner(ofRef: ref, isLive: isLive)
   }
 
+  /// The node after the ref's owner in the ref's preference list (live ones, this node
+  /// included): the one that takes the ref over when its owner dies, and that a full
+  /// owner passes the ref's uploads to.
+  public func nextOwner(ofRef ref: String) -> NodeID? {
+    let order = ring.preferenceList(at: Ring.position(ofRef: ref), count: 2) { $0 == me || isLive($0) }
+    return order.count == 2 ? order[1] : nil
+  }
+
   /// The digest's replica set: the first R distinct nodes clockwise, live or not (a dead
   /// replica gets a hint, not a substitute).
   public func replicas(of digest: Digest) -> [NodeID] {

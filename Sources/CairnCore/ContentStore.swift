@@ -51,6 +51,13 @@ public protocol ReplicaStore: ContentStore {
   /// Takes `labels` as the blob's labels, stamped `updatedAt`, if its own were set before
   /// that; true if it did. NOT_FOUND if the blob is not here.
   func adoptLabels(_ digest: Digest, labels: [String: String], updatedAt: Timestamp) async throws -> Bool
+  /// Whether `bytes` more would take the store past its high watermark (an upload
+  /// started here now would be refused with RESOURCE_EXHAUSTED).
+  func isFull(adding bytes: Int64) -> Bool
+}
+
+extension ReplicaStore {
+  public func isFull(adding bytes: Int64) -> Bool { false }
 }
 
 extension ContentStore {

@@ -295,6 +295,15 @@ public final class DiskStore: ReplicaStore {
     return (capacity - Int64(s.f_bavail) * Int64(s.f_frsize), capacity)
   }
 
+  public func isFull(adding bytes: Int64) -> Bool {
+    do {
+      try checkSpace(adding: bytes)
+      return false
+    } catch {
+      return true
+    }
+  }
+
   /// RESOURCE_EXHAUSTED if writing `bytes` more would take the filesystem past the high
   /// watermark. Checked before an upload starts and before each append, never at commit.
   func checkSpace(adding bytes: Int64) throws(ContentError) {

@@ -14,7 +14,7 @@ public final class ClusterClock: Sendable {
   public static let header = "cairn-hlc"
   /// The caller's node id, for the readings' bookkeeping where no credential names it
   /// (an open cluster).
-  public static let nodeHeader = "cairn-node"
+  public static let nodeHeader = CallContext.nodeHeader
 
   private let state: Mutex<HybridClock>
   public let maxSkewSeconds: Double
@@ -116,8 +116,7 @@ struct ClockServerInterceptor: ServerInterceptor {
   ) async throws -> StreamingServerResponse<Output> {
     guard context.descriptor.service.fullyQualifiedService == "cairn.peer.v1.Peer" else { return try await next(request, context) }
     // The sender is the authenticated peer, or (in an open cluster) the node it says it is.
-    let caller = CallContext.current
-    let sender = caller?.peer ?? (caller?.trusted == true ? request.metadata[stringValues: ClusterClock.nodeHeader].first(where: { _ in true }) : nil)
+    let sender = CallContext.current?.node
     if let sender, let text = request.metadata[stringValues: ClusterClock.header].first(where: { _ in true }) {
       do { try clock.observe(header: text, from: sender) } catch { throw RPCError(error) }
     }

@@ -61,6 +61,8 @@ public final class ClusterNode: Sendable {
   /// Blobs whose commit-time replication is still under way (counted: one blob can be
   /// committed twice at once under two refs); handoff leaves them alone.
   let replicating = Mutex<[Digest: Int]>([:])
+  /// Refs whose uploads this full node passed to their next owner (Delegation.swift).
+  let delegations = Delegations()
   /// Refs whose ingest on this node is a mirror of another node's upload (IngestMirror).
   let mirrors = Mutex<[Bytewise: Int]>([:])  // by ref
   /// Digests a read-repair fetch is running for.

@@ -255,20 +255,26 @@ public struct ClusterStore: ContentStore {
 
   /// The ref's writer on `owner`: the local ingest if that is this node, else forwarded.
   func openUnwrapped(ref: String, total: Int64, expected: Digest?, owner: NodeID) async throws -> any IngestWriter {
-    if owner == node.config.me {
-      try node.requireOwnership(of: ref)
+    var delegator: NodeID?
+    if owner != node.config.me && servesOwnerWrites {
+      delegator = node.delegator(ofRef: ref)
+      if delegator == nil { try node.requireOwnership(of: ref) }
+    }
+    if owner == node.config.me || delegator != nil {
+      try node.requireOwnership(of: ref, delegatedBy: delegator)
       if let expected, try await exists(expected) {
         throw ContentError.alreadyExists("blob with expected digest \(expected) exists")
       }
+      if delegator == nil, let to = try await node.delegate(ofRef: ref, total: total) {
+        return try await DelegatingWriter.open(node: node, to: to, ref: ref, total: total, expected: expected)
+      }
       do {
-        return OwnedWriter(inner: try await local.openWriter(ref: ref, total: total, expected: expected), store: self)
+        let inner = try await local.openWriter(ref: ref, total: total, expected: expected)
+        return OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
       } catch let e as ContentError where e.code == .alreadyExists {
         if let expected { try await ensureDurable(expected) }
         throw e
       }
-    }
-    if servesOwnerWrites {
-      try node.requireOwnership(of: ref)
     }
     return try await ForwardedWriter.open(node: node, owner: owner, ref: ref, total: total, expected: expected)
   }

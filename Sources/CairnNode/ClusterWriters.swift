@@ -14,12 +14,15 @@ import Synchronization
 final class OwnedWriter: IngestWriter {
   let inner: any IngestWriter
   let store: ClusterStore
+  /// The ref's owner, when it passed this upload on (its disk is full; Delegation.swift).
+  let delegatedBy: NodeID?
   private let mirror = Mutex<IngestMirror?>(nil)
   var ref: String { inner.ref }
 
-  init(inner: any IngestWriter, store: ClusterStore) {
+  init(inner: any IngestWriter, store: ClusterStore, delegatedBy: NodeID? = nil) {
     self.inner = inner
     self.store = store
+    self.delegatedBy = delegatedBy
   }
 
   func state() async throws -> WriterState { try await inner.state() }
@@ -49,7 +52,7 @@ final class OwnedWriter: IngestWriter {
 
   func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
     let node = store.node
-    try node.requireOwnership(of: ref)
+    try node.requireOwnership(of: ref, delegatedBy: delegatedBy)
     let before = try await inner.state()
     let complete = (size <= 0 || size == before.status.offset) && (expected == nil || expected == before.digest)
     if complete, try await store.exists(before.digest) {
@@ -92,7 +95,7 @@ final class OwnedWriter: IngestWriter {
     }
     try await node.replicate(
       committed.digest, size: committed.status.offset, labels: labels, createdAt: committed.status.updatedAt,
-      ref: ref, view: view, alreadyOn: holders)
+      ref: ref, view: view, alreadyOn: holders, delegatedBy: delegatedBy)
     return committed
   }
 
@@ -100,7 +103,7 @@ final class OwnedWriter: IngestWriter {
   private func mirror(from offset: Int64, _ status: IngestStatus) -> IngestMirror? {
     let node = store.node
     let lag = node.repairConfig.mirrorLagBytes
-    guard lag > 0 else { return nil }
+    guard lag > 0, delegatedBy == nil else { return nil }
     return mirror.withLock { m in
       if let m { return m }
       guard let successor = node.successor(ofRef: ref) else { return nil }

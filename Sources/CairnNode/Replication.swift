@@ -17,14 +17,16 @@ extension ClusterNode {
   /// it, and the hints carry it on.
   func replicate(
     _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView,
-    alreadyOn holders: Set<NodeID> = []
+    alreadyOn holders: Set<NodeID> = [], delegatedBy: NodeID? = nil
   ) async throws {
     let replicas = view.replicas(of: digest)
     let selfIsReplica = replicas.contains(config.me)
     let held = replicas.filter { $0 != config.me && holders.contains($0) }.count
     let needed = config.writeQuorum - (selfIsReplica ? 1 : 0) - held
     let targets = replicas.filter { $0 != config.me && !holders.contains($0) }
-    let header = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
+    var unsent = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
+    if let delegatedBy { unsent.delegatedBy = delegatedBy.name }
+    let header = unsent
     let (results, sink) = AsyncStream.makeStream(of: (NodeID, ContentError?).self)
     // Not a child task: transfers outlive this call once the quorum is reached.
     replicating.withLock { $0[digest, default: 0] += 1 }
@@ -148,7 +150,9 @@ extension ClusterNode {
     var offer = try h.offer()
     let digest = offer.digest
     // Hints, handoffs and repairs carry no ref: the blob was acknowledged already.
-    if !offer.ref.isEmpty { try requireOwner(offer.owner, of: offer.ref, sending: "a replica of \(digest)") }
+    if !offer.ref.isEmpty {
+      try requireOwner(offer.owner, of: offer.ref, delegatedBy: offer.delegatedBy, sending: "a replica of \(digest)")
+    }
     let createdAt = offer.createdAt
     if let createdAt { try clock.admit(createdAt, "created_at") }
     // A far-future time would make these labels win over every later Update: such a time
@@ -261,9 +265,18 @@ extension ClusterNode {
 
   /// Fencing: a blob written under a ref is taken only from the ref's owner in this
   /// node's view.
-  func requireOwner(_ sender: String, of ref: String, sending what: String) throws(ContentError) {
+  /// Fencing of a commit's replicas: the sender owns the ref in this node's view, or (a
+  /// full owner's upload, Delegation.swift) `delegatedBy` owns it and the sender is next.
+  func requireOwner(_ sender: String, of ref: String, delegatedBy: String = "", sending what: String) throws(ContentError) {
     let view = self.view
     let owner = view.owner(ofRef: ref)
+    if !delegatedBy.isEmpty {
+      guard owner?.name == delegatedBy, view.nextOwner(ofRef: ref)?.name == sender else {
+        throw .unavailable(
+          "\(config.me) refuses \(what) from \(sender) for \(delegatedBy): in view \(view.version) ref \(quoted(ref)) is owned by \(owner?.name ?? "none"), next \(view.nextOwner(ofRef: ref)?.name ?? "none")")
+      }
+      return
+    }
     guard owner?.name == sender else {
       throw .unavailable(
         "\(config.me) refuses \(what) from \(sender): in view \(view.version) ref \(quoted(ref)) is owned by \(owner?.name ?? "none")")

@@ -147,6 +147,8 @@ public struct ReplicaOffer: Sendable, Hashable {
   /// The ref of the commit it belongs to; empty for hints, handoffs and repairs.
   public var ref: String
   public var owner: String
+  /// The ref's owner that passed the upload to the sender (its disk was full); empty if none.
+  public var delegatedBy: String
   public var clusterFingerprint: String
 }
 
@@ -160,7 +162,7 @@ extension Cairn_Peer_V1_ReplicateHeader {
       ? try Timestamp(validating: labelsUpdatedAt.seconds, nanos: labelsUpdatedAt.nanos, "labels_updated_at") : nil
     return ReplicaOffer(
       digest: d, size: size, createdAt: created, labels: labels, labelsUpdatedAt: labelled, ref: ref, owner: owner,
-      clusterFingerprint: clusterFingerprint)
+      delegatedBy: delegatedBy, clusterFingerprint: clusterFingerprint)
   }
 }
 

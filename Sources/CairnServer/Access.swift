@@ -23,6 +23,11 @@ public struct CallContext: Sendable {
   public var peer: String? { grant.peer }
   /// Open mode (loopback without credentials, or `--insecure`): every caller is trusted.
   public var trusted: Bool
+  /// The cluster node the call comes from: the peer its credential authenticated, or in
+  /// open mode the node its `cairn-node` header names (nil for a client).
+  public var node: String?
+  /// The header in which a node names itself on its calls to peers.
+  public static let nodeHeader = "cairn-node"
 
   @TaskLocal public static var current: CallContext?
 

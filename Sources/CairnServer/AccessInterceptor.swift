@@ -23,8 +23,12 @@ struct AccessInterceptor: ServerInterceptor {
   ) async throws -> StreamingServerResponse<Output> {
     let access = self.access
     let method = context.descriptor.fullyQualifiedMethod
-    let caller = try access.authenticate(
+    var authenticated = try access.authenticate(
       metadata: request.metadata, context: context, socketClient: socketClient, isUnixSocket: isUnixSocket)
+    authenticated.node =
+      authenticated.peer
+      ?? (authenticated.trusted ? request.metadata[stringValues: CallContext.nodeHeader].first(where: { _ in true }) : nil)
+    let caller = authenticated
     try access.authorize(caller, method: method)
     if Permission.required(forMethod: method) != nil { try access.admitRequest(caller) }
     let held: AccessControl.Held? =

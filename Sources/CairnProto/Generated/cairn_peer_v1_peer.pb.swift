@@ -151,6 +151,11 @@ public nonisolated struct Cairn_Peer_V1_ReplicateHeader: Sendable {
   /// Clears the value of `labelsUpdatedAt`. Subsequent reads from it will return its default value.
   public mutating func clearLabelsUpdatedAt() {self._labelsUpdatedAt = nil}
 
+  /// Set when the ref's owner passed the upload to the sender because its own disk was
+  /// full: that owner. The replica then requires it to own the ref and the sender to be
+  /// the ref's next owner, instead of the sender owning it.
+  public var delegatedBy: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1035,7 +1040,7 @@ nonisolated extension Cairn_Peer_V1_IngestEventMessage.Kind: SwiftProtobuf._Prot
 
 nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicateHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0\u{3}created_at\0\u{3}labels_updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}size\0\u{1}labels\0\u{1}ref\0\u{1}owner\0\u{3}cluster_fingerprint\0\u{3}created_at\0\u{3}labels_updated_at\0\u{3}delegated_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1051,6 +1056,7 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
       case 6: try { try decoder.decodeSingularStringField(value: &self.clusterFingerprint) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._labelsUpdatedAt) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.delegatedBy) }()
       default: break
       }
     }
@@ -1085,6 +1091,9 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     try { if let v = self._labelsUpdatedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    if !self.delegatedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.delegatedBy, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1097,6 +1106,7 @@ nonisolated extension Cairn_Peer_V1_ReplicateHeader: SwiftProtobuf.Message, Swif
     if lhs.clusterFingerprint != rhs.clusterFingerprint {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._labelsUpdatedAt != rhs._labelsUpdatedAt {return false}
+    if lhs.delegatedBy != rhs.delegatedBy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
