@@ -309,7 +309,8 @@ public final class DiskStore: ReplicaStore {
   func checkSpace(adding bytes: Int64) throws(ContentError) {
     guard limits.diskHighWatermark < 1, let (used, capacity) = diskUsage(), capacity > 0 else { return }
     let limit = Int64(Double(capacity) * limits.diskHighWatermark)
-    guard used + bytes > limit else { return }
+    // `bytes` may be a client's announced total (Int64.max): compared, never added.
+    guard bytes > limit - used else { return }
     let percent = String(format: "%.1f", Double(used) / Double(capacity) * 100)
     throw ContentError(
       .resourceExhausted,

@@ -13,6 +13,18 @@ final class ManualClock: Sendable {
 }
 
 @Suite(.timeLimit(.minutes(2))) struct DiskStoreTests {
+  /// A full owner decides on a client's announced total (Delegation.swift): the largest
+  /// one is "would not fit", compared, never added to the bytes in use (a trap).
+  @Test func anAnnouncedTotalOfInt64MaxIsTooBigNotACrash() async throws {
+    let dir = try TemporaryDirectory()
+    var limits = Limits.default
+    limits.diskHighWatermark = 0.999_999
+    let store = try await DiskStore.open(root: dir.path, limits: limits)
+    defer { Task { await store.shutdown() } }
+    #expect(store.isFull(adding: .max))
+    #expect(!store.isFull(adding: 0))
+  }
+
   @Test func staleIngestsExpire() async throws {
     let dir = try TemporaryDirectory()
     let clock = ManualClock()
