@@ -166,6 +166,12 @@ extension ClusterNode {
     mirroring(h.ref, true)
     defer { mirroring(h.ref, false) }
     let writer = try await local.openWriter(ref: h.ref, total: opening.total, expected: expected)
+    // The writer holds the ref's lock here. An owner declared dead may leave its stream
+    // hanging (chaos one-way: a node whose outbound link works and inbound does not kept
+    // it open for 26 s), and this node, the ref's next owner, now owns the ref: the client's
+    // retry must find the ingest, not wait on the lock. Closing keeps the ingest.
+    let ownerDeath = watchDeath(of: NodeID(h.owner)) { Task { await writer.close() } }
+    defer { ownerDeath.cancel() }
     var offset = try await writer.state().status.offset
     do {
       if opening.offset == 0 && offset > 0 {
