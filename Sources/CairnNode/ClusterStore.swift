@@ -2,6 +2,7 @@ import CairnClient
 import CairnCluster
 import CairnCore
 import CairnProto
+import CairnServer
 import Foundation
 import GRPCCore
 
@@ -270,7 +271,11 @@ public struct ClusterStore: ContentStore {
       }
       do {
         let inner = try await local.openWriter(ref: ref, total: total, expected: expected)
-        return OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
+        let owned = OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
+        if servesOwnerWrites, let caller = CallContext.current?.node, caller != node.config.me.name {
+          owned.releaseLock(whenDead: NodeID(caller))
+        }
+        return owned
       } catch let e as ContentError where e.code == .alreadyExists {
         if let expected { try await ensureDurable(expected) }
         throw e
