@@ -2,7 +2,6 @@ import CairnClient
 import CairnCluster
 import CairnCore
 import CairnProto
-import CairnServer
 import Foundation
 import GRPCCore
 
@@ -271,11 +270,7 @@ public struct ClusterStore: ContentStore {
       }
       do {
         let inner = try await local.openWriter(ref: ref, total: total, expected: expected)
-        let owned = OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
-        if servesOwnerWrites, let caller = CallContext.current?.node, caller != node.config.me.name {
-          owned.releaseLock(whenDead: NodeID(caller))
-        }
-        return owned
+        return OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
       } catch let e as ContentError where e.code == .alreadyExists {
         if let expected { try await ensureDurable(expected) }
         throw e

@@ -17,23 +17,12 @@ final class OwnedWriter: IngestWriter {
   /// The ref's owner, when it passed this upload on (its disk is full; Delegation.swift).
   let delegatedBy: NodeID?
   private let mirror = Mutex<IngestMirror?>(nil)
-  private let callerDeath = Mutex<DeathWatch?>(nil)
   var ref: String { inner.ref }
 
   init(inner: any IngestWriter, store: ClusterStore, delegatedBy: NodeID? = nil) {
     self.inner = inner
     self.store = store
     self.delegatedBy = delegatedBy
-  }
-
-  /// An upload forwarded by `caller` must not hold the ref once `caller` is declared
-  /// dead: its stream may hang open for as long as its link lets packets out but not in
-  /// (chaos one-way: the client's retries through other nodes met the lock for 18 s). The
-  /// ingest stays, and the retry resumes it.
-  func releaseLock(whenDead caller: NodeID) {
-    let inner = self.inner
-    let watch = store.node.watchDeath(of: caller) { Task { await inner.close() } }
-    callerDeath.withLock { $0 = watch }
   }
 
   func state() async throws -> WriterState { try await inner.state() }
@@ -54,7 +43,6 @@ final class OwnedWriter: IngestWriter {
   }
 
   func close() async {
-    callerDeath.withLock { $0 }?.cancel()
     // An aborted ingest (Abort fanned out while this writer was open, possibly before the
     // mirror's first bytes reached the next owner) must not survive there.
     let kept = (try? await inner.state()) != nil

@@ -5,12 +5,10 @@ import CairnTestKit
 import Foundation
 import Testing
 
-/// A node declared dead while its stream to another node hangs open (chaos one-way: a link
-/// that lets packets out but not in) does not keep a ref's lock there: the ingest stays,
-/// and the client's retry through another node resumes it. The cluster runs open, so this
-/// process can play a node.
+/// The ingest mirror's receiving side (IngestMirror.receiveMirror) against a sender that
+/// goes quiet.
 @Suite(.serialized, .timeLimit(.minutes(3)))
-struct HangingPeerStreamTests {
+struct MirrorProcessTests {
   /// A mirror stream whose owner is declared dead while the stream hangs open (chaos
   /// one-way: a node that can send and not receive) gives up the ref's lock, keeping the
   /// bytes: the ref's next owner, now its owner, takes the client's retry, which resumes
@@ -52,50 +50,6 @@ struct HangingPeerStreamTests {
       #expect(try await get(cluster.address(0), r.digest) == data)
       release.yield()
       _ = await mirror.result
-    }
-  }
-
-  /// The same for an upload a node forwarded to the ref's owner (OwnerWrite): once the
-  /// forwarding node is declared dead, the owner closes the writer and keeps the ingest.
-  @Test func aDeadForwardersHangingUploadReleasesTheRef() async throws {
-    try await withCluster(try await converged(ClusterProcesses.start(count: 3, extraArgs: ["--lock-wait", "0.2"]))) { cluster in
-      let ring = Ring(nodes: cluster.ids.map { NodeID($0) })
-      let ref = try #require(
-        (0..<2000).map { "hanging-upload-\($0)" }.first { ring.owner(ofRef: $0, isLive: { _ in true }) == NodeID("n2") })
-      let sent = Data(repeating: 9, count: 1000)
-      let (hold, release) = AsyncStream.makeStream(of: Void.self)
-      // This process plays n3 forwarding a client's upload to n2: 1000 bytes, then silence.
-      let forwarded = Task {
-        try await ContentClient.with(address: cluster.address(1)) { c in
-          try await c.peer { p in
-            try await p.ownerWrite(
-              metadata: ["cairn-node": "n3"],
-              requestProducer: { w in
-                try await w.write(.with {
-                  $0.action = .stat
-                  $0.ref = ref
-                })
-                try await w.write(.with {
-                  $0.action = .write
-                  $0.offset = 0
-                  $0.data = sent
-                })
-                for await _ in hold { break }
-              },
-              onResponse: { r in for try await _ in r.messages {} })
-          }
-        }
-      }
-      try await waitUntil("n2 holds the forwarded ingest at 1000") {
-        try await ContentClient.with(address: cluster.address(0)) { try await $0.status(ref: ref) }.offset == 1000
-      }
-      await cluster.nodes[2].stop(SIGKILL)
-      let data = sent + StoreConformance.bytes(4000, seed: 12)
-      let r = try await putRetrying(cluster.address(0), data, ref: ref)
-      #expect(r.digest == Digest.of(data))
-      #expect(try await get(cluster.address(1), r.digest) == data)
-      release.yield()
-      _ = await forwarded.result
     }
   }
 }
