@@ -24,11 +24,10 @@ final class Delegations: Sendable {
   /// the first one's lock even if this node's disk has room again.
   func target(of ref: String) -> NodeID? { open.withLock { $0[Bytewise(ref)]?.to } }
 
+  /// A new target (the old one died) takes over the entry; the count stays, so the entry
+  /// lasts until every writer of the ref, old target or new, has ended.
   func begin(_ ref: String, to: NodeID) {
-    open.withLock { o in
-      let writers = o[Bytewise(ref)]?.to == to ? o[Bytewise(ref)]!.writers : 0
-      o[Bytewise(ref)] = (to, writers + 1)
-    }
+    open.withLock { o in o[Bytewise(ref)] = (to, (o[Bytewise(ref)]?.writers ?? 0) + 1) }
   }
 
   func end(_ ref: String) {
@@ -37,8 +36,6 @@ final class Delegations: Sendable {
       o[Bytewise(ref)] = entry.writers > 1 ? (entry.to, entry.writers - 1) : nil
     }
   }
-
-  var count: Int { open.withLock { $0.count } }
 }
 
 extension ClusterNode {
