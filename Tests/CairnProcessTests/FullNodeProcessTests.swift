@@ -26,9 +26,13 @@ struct FullNodeProcessTests {
       let refs = Self.refsOwnedByN2(cluster, count: 3)
       #expect(refs.count == 3)
       for (i, ref) in refs.enumerated() {
-        // Through n1, through the full owner itself, through n3.
+        // Through n1, through the full owner itself, through n3. Retried as a careful
+        // client does: with n2 full, the quorum needs both other nodes, and in CI's
+        // clusters phase (eight clusters on two cores) a starved failure detector once
+        // declared n3 dead for a moment, which is a correct UNAVAILABLE, not this test's
+        // subject.
         let data = StoreConformance.bytes(300_000 + i, seed: UInt64(900 + i))
-        let r = try await put(cluster.address(i), data, ref: ref)
+        let r = try await putRetrying(cluster.address(i), data, ref: ref)
         #expect(r.digest == Digest.of(data))
         #expect(!cluster.holds(1, digest: r.digest.hex), "the full node stored \(r.digest)")
         for reader in 0..<3 { #expect(try await get(cluster.address(reader), r.digest) == data) }
