@@ -46,9 +46,25 @@ public struct ClusterView: Sendable {
   }
 
   /// The digest's replica set: the first R distinct nodes clockwise, live or not (a dead
-  /// replica gets a hint, not a substitute).
+  /// replica gets a hint; its place in the write quorum may go to a stand-in).
   public func replicas(of digest: Digest) -> [NodeID] {
     ring.replicas(of: digest, count: config.replicas)
+  }
+
+  /// The nodes whose copies count toward a digest's write quorum: its R replicas, then the
+  /// next W nodes of its preference list, its stand-ins (a sloppy quorum, as in Dynamo).
+  /// When replicas are out of reach (a partition, a full disk), a commit makes the blob
+  /// durable on stand-ins instead of failing; the replicas it missed get hints, and a
+  /// stand-in keeps its copy until every replica holds the blob (handoff). W stand-ins are
+  /// enough for any W copies, and no more are ever asked, so that a NOT_FOUND needs
+  /// answers from R + 1 nodes, not from every node.
+  public func quorumSlots(of digest: Digest) -> [NodeID] {
+    ring.replicas(of: digest, count: config.replicas + config.writeQuorum)
+  }
+
+  /// The digest's stand-ins: its quorum slots after the replicas, in preference order.
+  public func standIns(of digest: Digest) -> [NodeID] {
+    Array(quorumSlots(of: digest).dropFirst(config.replicas))
   }
 
   /// The digest's primary: its first live replica (this node counts as live). It gets
@@ -59,13 +75,14 @@ public struct ClusterView: Sendable {
   }
 
   /// Whether the nodes that said they lack `digest` are enough to call it absent. An
-  /// acknowledged blob is on at least W of its R replicas, so any R - W + 1 of them include
-  /// one that holds it; fewer answers (a partition, dead replicas) cannot tell "absent" from
-  /// "out of reach", and the answer must be UNAVAILABLE, not NOT_FOUND.
+  /// acknowledged blob is on at least W of its quorum slots (replicas or stand-ins), so any
+  /// K - W + 1 of those K nodes include one that holds it (with 3 nodes, R=3, W=2: any 2;
+  /// with 5 or more: any 4 of the 5 slots). Fewer answers (a partition, dead nodes) cannot
+  /// tell "absent" from "out of reach", and the answer must be UNAVAILABLE, not NOT_FOUND.
   public func absenceIsCertain(of digest: Digest, lackedBy: Set<NodeID>) -> Bool {
-    let set = replicas(of: digest)
-    let answered = set.filter(lackedBy.contains).count
-    return answered >= min(set.count, config.replicas - config.writeQuorum + 1)
+    let slots = quorumSlots(of: digest)
+    let answered = slots.filter(lackedBy.contains).count
+    return answered >= slots.count - min(slots.count, config.writeQuorum) + 1
   }
 
   /// Where to look for a digest: its live replicas in preference order, then every other

@@ -169,6 +169,12 @@ public final class ClusterNode: Sendable {
     membership.deathWatches.watch(peer, in: view, onDeath)
   }
 
+  /// Runs `onDeath` once if `peer`, which is calling this node, is declared dead from now
+  /// on (DeathWatches.watchNextDeath), until the token is cancelled.
+  func watchNextDeath(of peer: NodeID, _ onDeath: @escaping @Sendable () -> Void) -> DeathWatch {
+    membership.deathWatches.watchNextDeath(peer, in: view, onDeath)
+  }
+
   /// Runs `body`, a call to `peer`, and stops waiting for it with UNAVAILABLE if the peer is
   /// declared dead before it ends. The call itself is left to end at its deadline, not
   /// cancelled: cancelling gRPC streams from outside at arbitrary moments tripped an

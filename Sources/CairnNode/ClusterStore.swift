@@ -2,6 +2,7 @@ import CairnClient
 import CairnCluster
 import CairnCore
 import CairnProto
+import CairnServer
 import Foundation
 import GRPCCore
 
@@ -22,7 +23,7 @@ public struct ClusterStore: ContentStore {
 
   /// From the digest's primary (ClusterView.primary) when it has the blob: its labels are
   /// the current ones even when another replica's copy arrived after an Update. Otherwise
-  /// from any copy.
+  /// from any copy on the digest's quorum slots (replicas and stand-ins).
   public func info(_ digest: Digest) async throws -> BlobInfo {
     let view = node.view
     let ask: @Sendable (PeerAPI) async throws -> BlobInfo = { api in
@@ -49,7 +50,8 @@ public struct ClusterStore: ContentStore {
       found = here
     } else {
       lacking.insert(view.me)
-      let others = view.replicas(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
+      // The stand-ins too: a commit that found replicas out of reach left copies there.
+      let others = view.quorumSlots(of: digest).filter { $0 != view.me && $0 != primary && view.isLive($0) }
       let known = lacking
       found = try await firstFound(others, what: "blob \(digest)", ask) {
         view.absenceIsCertain(of: digest, lackedBy: known.union($0))
@@ -270,7 +272,11 @@ public struct ClusterStore: ContentStore {
       }
       do {
         let inner = try await local.openWriter(ref: ref, total: total, expected: expected)
-        return OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
+        let owned = OwnedWriter(inner: inner, store: self, delegatedBy: delegator)
+        if servesOwnerWrites, let caller = CallContext.current?.node, caller != node.config.me.name {
+          owned.releaseRef(whenDead: NodeID(caller))
+        }
+        return owned
       } catch let e as ContentError where e.code == .alreadyExists {
         if let expected { try await ensureDurable(expected) }
         throw e

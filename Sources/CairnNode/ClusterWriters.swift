@@ -17,6 +17,8 @@ final class OwnedWriter: IngestWriter {
   /// The ref's owner, when it passed this upload on (its disk is full; Delegation.swift).
   let delegatedBy: NodeID?
   private let mirror = Mutex<IngestMirror?>(nil)
+  /// The node that forwarded this upload (OwnerWrite), watched for its death.
+  private let forwarder = Mutex<(node: NodeID, watch: DeathWatch?, dead: Bool)?>(nil)
   var ref: String { inner.ref }
 
   init(inner: any IngestWriter, store: ClusterStore, delegatedBy: NodeID? = nil) {
@@ -25,24 +27,61 @@ final class OwnedWriter: IngestWriter {
     self.delegatedBy = delegatedBy
   }
 
-  func state() async throws -> WriterState { try await inner.state() }
+  /// An upload forwarded by `node` lets go of the ref once `node` is declared dead: its
+  /// stream may hang open for as long as its link lets packets out but not in (chaos
+  /// one-way: a client's retries through other nodes met this lock for 18 s). The ingest
+  /// stays, and the retry resumes it. Only a death declared after the upload opened counts:
+  /// a node that just restarted may still be dead in this node's view while it forwards
+  /// (a watch that fired at once failed such healthy uploads in membership-change).
+  func releaseRef(whenDead node: NodeID) {
+    forwarder.withLock { $0 = (node, nil, false) }
+    let watch = store.node.watchNextDeath(of: node) { [weak self] in
+      guard let self else { return }
+      self.forwarder.withLock { $0?.dead = true }
+      Task { await self.close() }
+    }
+    forwarder.withLock { $0?.watch = watch }
+  }
+
+  /// UNAVAILABLE once the forwarding node is declared dead (the client retries elsewhere
+  /// and resumes), instead of the closed writer's own error.
+  private func unlessForwarderDead<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      if let f = forwarder.withLock({ $0 }), f.dead { throw Self.forwarderDied(f.node) }
+      return try await body()
+    } catch {
+      if let f = forwarder.withLock({ $0 }), f.dead { throw Self.forwarderDied(f.node) }
+      throw error
+    }
+  }
+
+  private static func forwarderDied(_ node: NodeID) -> ContentError {
+    .unavailable("this upload came through \(node), which the cluster declared dead; retry: it resumes where it stopped")
+  }
+
+  func state() async throws -> WriterState { try await unlessForwarderDead { try await inner.state() } }
   func setExpectations(total: Int64?, expected: Digest?) async throws -> WriterState {
-    try await inner.setExpectations(total: total, expected: expected)
+    try await unlessForwarderDead { try await inner.setExpectations(total: total, expected: expected) }
   }
 
   func append(_ data: Data) async throws -> WriterState {
-    let state = try await inner.append(data)
-    await mirror(from: state.status.offset - Int64(data.count), state.status)?.forward(data)
-    return state
+    try await unlessForwarderDead {
+      let state = try await inner.append(data)
+      await mirror(from: state.status.offset - Int64(data.count), state.status)?.forward(data)
+      return state
+    }
   }
 
   /// The next owner restarts its copy when the owner's next stream starts at offset 0.
   func truncate() async throws -> WriterState {
-    await endMirror(drop: false)
-    return try await inner.truncate()
+    try await unlessForwarderDead {
+      await endMirror(drop: false)
+      return try await inner.truncate()
+    }
   }
 
   func close() async {
+    forwarder.withLock { $0?.watch }?.cancel()
     // An aborted ingest (Abort fanned out while this writer was open, possibly before the
     // mirror's first bytes reached the next owner) must not survive there.
     let kept = (try? await inner.state()) != nil
@@ -51,6 +90,16 @@ final class OwnedWriter: IngestWriter {
   }
 
   func commit(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws -> WriterState {
+    // The stream has ended: nothing hangs any more, and the commit is not interrupted.
+    forwarder.withLock { $0?.watch }?.cancel()
+    return try await unlessForwarderDead {
+      try await commitOwned(size: size, expected: expected, labels: labels, createdAt: createdAt)
+    }
+  }
+
+  private func commitOwned(size: Int64, expected: Digest?, labels: [String: String], createdAt: Timestamp?) async throws
+    -> WriterState
+  {
     let node = store.node
     try node.requireOwnership(of: ref, delegatedBy: delegatedBy)
     let before = try await inner.state()

@@ -8,7 +8,9 @@ import Synchronization
 final class DeathWatches: Sendable {
   private struct State {
     var next = 0
-    var watches: [Int: (peer: NodeID, action: @Sendable () -> Void)] = [:]
+    /// `armed`: whether the peer may die now; a watch made while the view held the peer
+    /// dead is armed once a view holds it live.
+    var watches: [Int: (peer: NodeID, armed: Bool, action: @Sendable () -> Void)] = [:]
   }
 
   private let state = Mutex(State())
@@ -20,9 +22,21 @@ final class DeathWatches: Sendable {
       action()
       return DeathWatch(watches: nil, id: 0)
     }
+    return add(peer, armed: true, action)
+  }
+
+  /// Runs `action` once when `peer` dies after this call: if `view` holds it dead already
+  /// (a view not yet updated after the peer restarted, while the peer is calling this
+  /// node), only after a later view has held it live. For the calls a peer makes: that it
+  /// calls says it is alive, whatever a stale view says.
+  func watchNextDeath(_ peer: NodeID, in view: ClusterView, _ action: @escaping @Sendable () -> Void) -> DeathWatch {
+    add(peer, armed: view.isLive(peer), action)
+  }
+
+  private func add(_ peer: NodeID, armed: Bool, _ action: @escaping @Sendable () -> Void) -> DeathWatch {
     let id = state.withLock { s in
       s.next += 1
-      s.watches[s.next] = (peer, action)
+      s.watches[s.next] = (peer, armed, action)
       return s.next
     }
     return DeathWatch(watches: self, id: id)
@@ -33,9 +47,16 @@ final class DeathWatches: Sendable {
   /// After each new view.
   func fire(_ view: ClusterView) {
     let due = state.withLock { s -> [@Sendable () -> Void] in
-      let gone = s.watches.filter { !view.isLive($0.value.peer) }
-      for id in gone.keys { s.watches[id] = nil }
-      return gone.values.map(\.action)
+      var due: [@Sendable () -> Void] = []
+      for (id, w) in s.watches {
+        if view.isLive(w.peer) {
+          if !w.armed { s.watches[id]?.armed = true }
+        } else if w.armed {
+          s.watches[id] = nil
+          due.append(w.action)
+        }
+      }
+      return due
     }
     for action in due { action() }
   }

@@ -13,8 +13,10 @@ extension ClusterNode {
   /// quorum is reached, the remaining replicas are served one at a time in the
   /// background. On two cores, running every transfer at once made the acknowledgement
   /// wait for all of them. Replicas that are down or fail get a durable hint.
-  /// UNAVAILABLE if the quorum cannot be reached: the blob stays on the nodes that took
-  /// it, and the hints carry it on.
+  /// When the replicas left cannot make up the quorum, stand-ins do (ClusterView.standIns:
+  /// this node's own copy if it is one, then the others in order); a stand-in keeps its
+  /// copy until every replica holds the blob (Repair.swift, handOff). UNAVAILABLE if even
+  /// they cannot: the blob stays on the nodes that took it, and the hints carry it on.
   func replicate(
     _ digest: Digest, size: Int64, labels: [String: String], createdAt: Timestamp, ref: String, view: ClusterView,
     alreadyOn holders: Set<NodeID> = [], delegatedBy: NodeID? = nil
@@ -24,6 +26,7 @@ extension ClusterNode {
     let held = replicas.filter { $0 != config.me && holders.contains($0) }.count
     let needed = config.writeQuorum - (selfIsReplica ? 1 : 0) - held
     let targets = replicas.filter { $0 != config.me && !holders.contains($0) }
+    let standIns = view.standIns(of: digest).filter { !holders.contains($0) }
     var unsent = replicaHeader(digest, size: size, labels: labels, createdAt: createdAt, ref: ref)
     if let delegatedBy { unsent.delegatedBy = delegatedBy.name }
     let header = unsent
@@ -38,22 +41,34 @@ extension ClusterNode {
         }
       }
       var queue = targets[...]
+      var spares = standIns[...]
       var acks = 0
       var delivered = true
       await withTaskGroup(of: (NodeID, ContentError?).self) { group in
         var inFlight = 0
+        func start(_ target: NodeID, _ group: inout TaskGroup<(NodeID, ContentError?)>) {
+          inFlight += 1
+          group.addTask {
+            guard view.isLive(target) else { return (target, .unavailable("\(target) is down")) }
+            do {
+              try await self.send(digest, header: header, to: target)
+              return (target, nil)
+            } catch {
+              return (target, ContentError.from(error))
+            }
+          }
+        }
         func fill(_ group: inout TaskGroup<(NodeID, ContentError?)>) {
           let want = acks < needed ? needed - acks : 1
-          while inFlight < want, let target = queue.popFirst() {
-            inFlight += 1
-            group.addTask {
-              guard view.isLive(target) else { return (target, .unavailable("\(target) is down")) }
-              do {
-                try await self.send(digest, header: header, to: target)
-                return (target, nil)
-              } catch {
-                return (target, ContentError.from(error))
-              }
+          while inFlight < want, let target = queue.popFirst() { start(target, &group) }
+          // Stand-ins only while the quorum is missing and the replicas left cannot make
+          // it up; never once it is reached.
+          while acks < needed, inFlight + queue.count < needed - acks, let spare = spares.popFirst() {
+            if spare == self.config.me {
+              acks += 1  // this node's own copy, kept until every replica holds the blob
+              sink.yield((spare, nil))
+            } else {
+              start(spare, &group)
             }
           }
         }
@@ -62,6 +77,10 @@ extension ClusterNode {
           inFlight -= 1
           if failure == nil {
             acks += 1
+          } else if standIns.contains(target) {
+            // A stand-in that failed is no replica: no hint, the next stand-in is tried.
+            delivered = false
+            self.logger.info("stand-in \(target) did not take \(digest): \(failure!.message)")
           } else {
             delivered = false
             do {

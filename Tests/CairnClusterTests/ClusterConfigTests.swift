@@ -55,6 +55,19 @@ import Testing
     #expect(ClusterView(config: w3, members: [:], version: 1).absenceIsCertain(of: d, lackedBy: ["n2"]))
   }
 
+  /// With stand-ins (a sloppy quorum), an acknowledged blob is on W of the R + W quorum
+  /// slots: with five nodes, R=3, W=2, NOT_FOUND needs four of the five to lack it; the
+  /// replicas alone (three) are not enough, as two copies may sit on the stand-ins.
+  @Test func absenceCountsTheStandIns() throws {
+    let five = Dictionary(uniqueKeysWithValues: (1...5).map { (NodeID("n\($0)"), "127.0.0.1:\(7410 + $0)") })
+    let view = ClusterView(config: try ClusterConfig(me: "n1", peers: five, replicas: 3, writeQuorum: 2), members: [:], version: 1)
+    let d = Digest.of(Array("blob".utf8))
+    let slots = view.quorumSlots(of: d)
+    #expect(slots.count == 5 && Array(slots.prefix(3)) == view.replicas(of: d) && Array(slots.suffix(2)) == view.standIns(of: d))
+    #expect(!view.absenceIsCertain(of: d, lackedBy: Set(view.replicas(of: d))))
+    #expect(view.absenceIsCertain(of: d, lackedBy: Set(view.replicas(of: d) + view.standIns(of: d).prefix(1))))
+  }
+
   /// A node holds ref locks only with a majority in sight, and after losing it only once it
   /// has seen one again for the settle time.
   @Test func ownershipNeedsASettledMajority() {

@@ -57,7 +57,7 @@ import Glibc
     try await status(cluster.address(i)).repair
   }
 
-  /// A node killed while 500 blobs are written comes back; every blob reaches its R
+  /// A node killed while 250 blobs are written comes back; every blob reaches its R
   /// replicas (hints first, anti-entropy for the rest), moving little more than the
   /// minimum: the bytes of the blobs the node is a replica of.
   @Test func nodeDownDuringWritesGetsEveryBlobBack() async throws {
@@ -68,7 +68,9 @@ import Glibc
       try await waitUntil("the others declare n4 dead") {
         try await (0..<3).asyncMap { member(try await status(cluster.address($0)), "n4")?.status }.allSatisfy { $0 == .dead }
       }
-      let blobs = try await writeBlobs(cluster, count: 500, through: [0, 1, 2], seed: 7000)
+      // 250 (it was 500): in a debug build on CI's two cores each write costs about half a
+      // second of CPU here, and the claim does not grow with the count.
+      let blobs = try await writeBlobs(cluster, count: 250, through: [0, 1, 2], seed: 7000)
       let owed = blobs.filter { replicas($0.0, of: cluster, r: 3).contains(3) }
       let minimum = owed.reduce(0) { $0 + $1.1 }
       let restarted = Date()
@@ -82,7 +84,7 @@ import Glibc
       }
       let received = try await repair(cluster, 3).bytesReceived
       print(
-        "repair: n4 down during 500 writes, back after restart in \(String(format: "%.2f", seconds)) s: \(owed.count) blobs, \(received) bytes received for \(minimum) needed (\(String(format: "%.2f", Double(received) / Double(minimum)))x)"
+        "repair: n4 down during \(blobs.count) writes, back after restart in \(String(format: "%.2f", seconds)) s: \(owed.count) blobs, \(received) bytes received for \(minimum) needed (\(String(format: "%.2f", Double(received) / Double(minimum)))x)"
       )
       #expect(received >= UInt64(minimum))
       #expect(received <= 2 * UInt64(minimum), "repair moved more than twice the minimum")
@@ -386,7 +388,7 @@ final class Counter: @unchecked Sendable {
       // A base of blobs, all on every node (3 nodes, R=3).
       var base: [(Digest, Int)] = []
       try await ContentClient.with(address: cluster.address(0)) { c in
-        for i in 0..<150 {
+        for i in 0..<100 {
           let data = StoreConformance.bytes(8192 + i * 37, seed: UInt64(60_000 + i))
           _ = try await c.write(ref: "base-\(i)", source: DataSource(data), size: Int64(data.count))
           base.append((Digest.of(data), data.count))
