@@ -9,7 +9,9 @@ import PackageDescription
 //                 DurableFiles, the one helper for small files that must survive a crash.
 //   CairnCluster  cluster config, ring placement, views and the SWIM membership state
 //                 machine, fed by an injected transport, clock and seeded RNG; CairnCore only.
-//   CairnProto    generated protobuf + gRPC code (scripts/generate-protos.sh).
+//   CairnMessages generated protobuf messages and their conversions to domain values
+//                 (scripts/generate-protos.sh); no gRPC, so the fuzz driver builds fast.
+//   CairnProto    generated gRPC services over those messages (re-exports CairnMessages).
 //   CairnTransport HTTP/2 details both ends need (HTTP2ConnectionGuard).
 //   CairnServer   thin gRPC adapters from both Content APIs + health onto any ContentStore,
 //                 and what every call passes: TLS, access (tokens, rates), RPC metrics.
@@ -73,15 +75,17 @@ let package = Package(
       ]
     ),
     .target(
+      name: "CairnMessages",
+      dependencies: ["CairnCore", "CairnCluster", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+    ),
+    .target(
       name: "CairnProto",
       dependencies: [
-        "CairnCore",
-        "CairnCluster",
+        "CairnMessages",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-      ],
-      exclude: []
+      ]
     ),
     .target(
       name: "CairnTransport",
@@ -183,7 +187,7 @@ let package = Package(
     // (scripts/fuzz); FuzzReplayTests runs the committed corpora in every test run.
     .target(
       name: "CairnFuzzTargets",
-      dependencies: ["CairnCore", "CairnCluster", "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+      dependencies: ["CairnCore", "CairnCluster", "CairnMessages", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(name: "cairn-fuzz", dependencies: ["CairnFuzzTargets"]),
     .target(
       name: "CairnTestKit",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates Sources/CairnProto/Generated from Protos/ with protoc, protoc-gen-swift
-# (swift-protobuf 1.39.0) and protoc-gen-grpc-swift-2 (grpc-swift-protobuf 2.4.1).
+# Regenerates the messages (Sources/CairnMessages/Generated, protoc-gen-swift of
+# swift-protobuf 1.39.0) and the gRPC services (Sources/CairnProto/Generated,
+# protoc-gen-grpc-swift-2 of grpc-swift-protobuf 2.4.1) from Protos/ with protoc.
 #
 #   scripts/generate-protos.sh          rewrite the generated code in place
 #   scripts/generate-protos.sh --check  regenerate into a temp dir; fail if it differs
@@ -10,7 +11,8 @@
 # .build-protoc-plugins/ (about 2-4 minutes on 2 cores); later runs reuse them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT="$ROOT/Sources/CairnProto/Generated"
+MESSAGES="$ROOT/Sources/CairnMessages/Generated"
+SERVICES="$ROOT/Sources/CairnProto/Generated"
 PLUGINS=${CAIRN_PLUGIN_DIR:-$ROOT/.build-protoc-plugins}
 
 if ! command -v protoc >/dev/null; then
@@ -37,30 +39,32 @@ PKG
     && swift build --product protoc-gen-grpc-swift-2 >&2)
 fi
 
+# generate MESSAGES_DIR SERVICES_DIR
 generate() {
-  local dest=$1
-  mkdir -p "$dest"
+  local messages=$1 services=$2
+  mkdir -p "$messages" "$services"
   local protos
   protos=$(cd "$ROOT/Protos" && find . -name '*.proto' | sed 's|^\./||' | sort)
   (cd "$ROOT/Protos" && protoc -I . \
     --plugin=protoc-gen-swift="$PLUGINS/.build/debug/protoc-gen-swift" \
     --plugin=protoc-gen-grpc-swift-2="$PLUGINS/.build/debug/protoc-gen-grpc-swift-2" \
-    --swift_out="$dest" --swift_opt=Visibility=Public,FileNaming=PathToUnderscores \
-    --grpc-swift-2_out="$dest" --grpc-swift-2_opt=Visibility=Public,FileNaming=PathToUnderscores \
+    --swift_out="$messages" --swift_opt=Visibility=Public,FileNaming=PathToUnderscores \
+    --grpc-swift-2_out="$services" \
+    --grpc-swift-2_opt=Visibility=Public,FileNaming=PathToUnderscores,ExtraModuleImports=CairnMessages \
     $protos)
 }
 
 if [ "${1:-}" = "--check" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  generate "$tmp"
-  if ! diff -ru "$OUT" "$tmp"; then
+  generate "$tmp/messages" "$tmp/services"
+  if ! diff -ru "$MESSAGES" "$tmp/messages" || ! diff -ru "$SERVICES" "$tmp/services"; then
     echo "generated code is stale: run scripts/generate-protos.sh and commit the result" >&2
     exit 1
   fi
   echo "generated code is up to date"
 else
-  rm -rf "$OUT"
-  generate "$OUT"
-  echo "wrote $(ls "$OUT" | wc -l) files to $OUT"
+  rm -rf "$MESSAGES" "$SERVICES"
+  generate "$MESSAGES" "$SERVICES"
+  echo "wrote $(ls "$MESSAGES" | wc -l) files to $MESSAGES and $(ls "$SERVICES" | wc -l) to $SERVICES"
 fi

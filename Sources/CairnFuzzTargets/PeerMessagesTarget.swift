@@ -1,6 +1,6 @@
 import CairnCluster
 import CairnCore
-import CairnProto
+import CairnMessages
 import Foundation
 import SwiftProtobuf
 

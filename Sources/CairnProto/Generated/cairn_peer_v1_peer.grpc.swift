@@ -11,6 +11,7 @@
 import GRPCCore
 import GRPCProtobuf
 import SwiftProtobuf
+import CairnMessages
 
 // MARK: - cairn.peer.v1.Peer
 

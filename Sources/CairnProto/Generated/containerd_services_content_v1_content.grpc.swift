@@ -16,6 +16,7 @@
 import GRPCCore
 import GRPCProtobuf
 import SwiftProtobuf
+import CairnMessages
 
 // MARK: - containerd.services.content.v1.Content
 

@@ -17,6 +17,7 @@
 
 import GRPCCore
 import GRPCProtobuf
+import CairnMessages
 
 // MARK: - containerd.v1.Content
 
