@@ -235,7 +235,12 @@ import Glibc
     #expect(try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } == false)
     try await b.start()
     defer { b.signal(SIGKILL) }
-    try await waitUntil("n1 is ready once n2 joined") { try await httpGet(admin, "/readyz").status == 200 }
+    // Both: a ref n2 owns is refused until n2 has seen the majority for its settle time
+    // (CI once ran the bench below in that gap, and its writes got UNAVAILABLE).
+    try await waitUntil("n1 and n2 are ready once n2 joined") {
+      let (one, two) = (try await httpGet(admin, "/readyz"), try await httpGet("127.0.0.1:\(ports[3])", "/readyz"))
+      return one.status == 200 && two.status == 200
+    }
     try await waitUntil("gRPC health says SERVING too") { try await ContentClient.with(address: a.tcpAddress) { try await $0.isServing() } }
 
     let (status, _, err) = try await runCairn(["bench", "--address", a.tcpAddress, "--count", "20", "--size", "64k", "--keep"])
