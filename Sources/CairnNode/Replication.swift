@@ -79,7 +79,7 @@ extension ClusterNode {
             acks += 1
           } else if standIns.contains(target) {
             // A stand-in that failed is no replica: no hint, the next stand-in is tried.
-            delivered = false
+            // (`delivered` is false already: stand-ins are asked only after a replica failed.)
             self.logger.info("stand-in \(target) did not take \(digest): \(failure!.message)")
           } else {
             delivered = false
